@@ -1,0 +1,1 @@
+"""Demo: bundled synthetic data and the pharmacist table."""

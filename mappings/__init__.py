@@ -1,0 +1,1 @@
+"""Data package: clinical thresholds, code lists and unit aliases (TOML). No code lives here."""

@@ -1,0 +1,1 @@
+"""Data package: FHIR conformance resources and JSON Schemas for what the adapter writes."""
