@@ -87,6 +87,17 @@ def add_days(value: str, days: int) -> str:
     return (day(value[:10]) + dt.timedelta(days=days)).isoformat()
 
 
+def add_months(value: str, months: int) -> str:
+    """Calendar months, clamped to the end of a shorter month (Jan 31 + 1 month = Feb 28)."""
+    d = day(value[:10])
+    index = d.year * 12 + d.month - 1 + months
+    year, month = divmod(index, 12)
+    month += 1
+    following = dt.date(year + (month == 12), month % 12 + 1, 1)
+    last_day = (following - dt.timedelta(days=1)).day
+    return dt.date(year, month, min(d.day, last_day)).isoformat()
+
+
 # ---- Resource builders -------------------------------------------------------------------------
 def patient(pid: str) -> Resource:
     return {
