@@ -199,14 +199,22 @@ def anc(
     return observation(pid, oid, loinc, collected, quantity(value, code, unit), **kwargs)
 
 
-def wbc(pid: str, collected: str, value_thousands: float, *, oid: str | None = None,
-        loinc: str = "6690-2", **kwargs: Any) -> Resource:
+def wbc(
+    pid: str,
+    collected: str,
+    value_thousands: float,
+    *,
+    oid: str | None = None,
+    loinc: str = "6690-2",
+    **kwargs: Any,
+) -> Resource:
     oid = oid or f"{pid}-wbc-{collected[:10]}"
     return observation(pid, oid, loinc, collected, quantity(value_thousands, "10*3/uL"), **kwargs)
 
 
-def percent(pid: str, collected: str, value: float, *, loinc: str, oid: str | None = None,
-            **kwargs: Any) -> Resource:
+def percent(
+    pid: str, collected: str, value: float, *, loinc: str, oid: str | None = None, **kwargs: Any
+) -> Resource:
     """A neutrophil % (770-8 ...) or band % (764-1 ...) observation."""
     oid = oid or f"{pid}-pct-{loinc}-{collected[:10]}"
     return observation(pid, oid, loinc, collected, quantity(value, "%"), **kwargs)
@@ -284,8 +292,9 @@ def pending_dispense(
     return res
 
 
-def medication_request(pid: str, authored: str, *, rid: str | None = None,
-                       prescriber: str = PRESCRIBER) -> Resource:
+def medication_request(
+    pid: str, authored: str, *, rid: str | None = None, prescriber: str = PRESCRIBER
+) -> Resource:
     return {
         "resourceType": "MedicationRequest",
         "id": rid or f"{pid}-rx",
@@ -338,8 +347,9 @@ def designation(
     }
 
 
-def supplies(pid: str, start: str, until: str, every_days: int = 28,
-             days_supply: int = 28, **kwargs: Any) -> list[Resource]:
+def supplies(
+    pid: str, start: str, until: str, every_days: int = 28, days_supply: int = 28, **kwargs: Any
+) -> list[Resource]:
     """Completed clozapine supplies from `start` every `every_days` days while <= `until`:
     continuous coverage when every_days <= days_supply."""
     out = []
@@ -360,8 +370,11 @@ def on_clozapine(
 ) -> list[Resource]:
     """A patient on clozapine since `start` with continuous supply up to `until`, a prescriber,
     a MedicationRequest and (by default) a normal baseline ANC two days before start."""
-    res: list[Resource] = [patient(pid), practitioner(PRESCRIBER),
-                           medication_request(pid, add_days(start, -3))]
+    res: list[Resource] = [
+        patient(pid),
+        practitioner(PRESCRIBER),
+        medication_request(pid, add_days(start, -3)),
+    ]
     res += [designation(pid, code) for code in designations]
     if baseline is not None:
         res.append(anc(pid, add_days(start, -2), baseline))
@@ -370,8 +383,14 @@ def on_clozapine(
 
 
 # ---- Mitigations (clinical-rules section 4) ----------------------------------------------------
-def with_mitigation(issue: Resource, date: str, *, author: str, action: dict[str, Any],
-                    note: str = "Documented decision") -> Resource:
+def with_mitigation(
+    issue: Resource,
+    date: str,
+    *,
+    author: str,
+    action: dict[str, Any],
+    note: str = "Documented decision",
+) -> Resource:
     """A copy of a DetectedIssue (normally one the adapter wrote) with a mitigation appended."""
     copy = json.loads(json.dumps(issue))
     copy.setdefault("mitigation", []).append(
@@ -386,7 +405,9 @@ def with_mitigation(issue: Resource, date: str, *, author: str, action: dict[str
 def prescriber_rationale(issue: Resource, date: str, prescriber: str = PRESCRIBER) -> Resource:
     """Prescriber's rationale / rechallenge decision: a mitigation authored by the prescriber."""
     return with_mitigation(
-        issue, date, author=f"Practitioner/{prescriber}",
+        issue,
+        date,
+        author=f"Practitioner/{prescriber}",
         action={"text": "Prescriber: benefit outweighs risk, continue / rechallenge clozapine"},
         note="prescriber rationale",
     )
@@ -395,15 +416,31 @@ def prescriber_rationale(issue: Resource, date: str, prescriber: str = PRESCRIBE
 def pharmacist_override(issue: Resource, date: str, pharmacist: str = PHARMACIST) -> Resource:
     """Pharmacist's override: a mitigation with v3-ActCode EMAUTH."""
     return with_mitigation(
-        issue, date, author=f"Practitioner/{pharmacist}",
-        action={"coding": [{"system": V3_ACTCODE, "code": "EMAUTH",
-                            "display": "emergency authorization override"}]},
+        issue,
+        date,
+        author=f"Practitioner/{pharmacist}",
+        action={
+            "coding": [
+                {
+                    "system": V3_ACTCODE,
+                    "code": "EMAUTH",
+                    "display": "emergency authorization override",
+                }
+            ]
+        },
         note="pharmacist override",
     )
 
 
-def prior_issue(pid: str, finding: str, evidence_obs: Iterable[str], identified: str, *,
-                value: str = "prior-decision", implicated: Iterable[str] = ()) -> Resource:
+def prior_issue(
+    pid: str,
+    finding: str,
+    evidence_obs: Iterable[str],
+    identified: str,
+    *,
+    value: str = "prior-decision",
+    implicated: Iterable[str] = (),
+) -> Resource:
     """A hand-built DetectedIssue in the adapter's shape, for when a two-pass run is not used."""
     v3 = "NAT" if finding.startswith("dispense-") else "LAB"
     return {
@@ -412,8 +449,12 @@ def prior_issue(pid: str, finding: str, evidence_obs: Iterable[str], identified:
         "meta": {"versionId": "1", "lastUpdated": when(identified, "12:00:00")},
         "identifier": [{"system": DECISION_ID_SYSTEM, "value": value}],
         "status": "final",
-        "code": {"coding": [{"system": V3_ACTCODE, "code": v3},
-                            {"system": FINDING_SYSTEM, "code": finding}]},
+        "code": {
+            "coding": [
+                {"system": V3_ACTCODE, "code": v3},
+                {"system": FINDING_SYSTEM, "code": finding},
+            ]
+        },
         "severity": FINDING_SEVERITY[finding],
         "patient": {"reference": f"Patient/{pid}"},
         "identifiedDateTime": when(identified, "12:00:00"),
@@ -426,8 +467,11 @@ def prior_issue(pid: str, finding: str, evidence_obs: Iterable[str], identified:
 
 # ---- Reading outputs ---------------------------------------------------------------------------
 def finding_code(issue: Resource) -> str | None:
-    codes = [c.get("code") for c in issue.get("code", {}).get("coding", [])
-             if c.get("system") == FINDING_SYSTEM]
+    codes = [
+        c.get("code")
+        for c in issue.get("code", {}).get("coding", [])
+        if c.get("system") == FINDING_SYSTEM
+    ]
     assert len(codes) <= 1, f"DetectedIssue {issue.get('id')} has several finding codes {codes}"
     return codes[0] if codes else None
 
@@ -499,17 +543,24 @@ class Result:
         return rows[0]
 
     # -- DetectedIssues
-    def issues_where(self, *, code: str | None = None, patient: str | None = None,
-                     status: str | None = "final", observation: str | None = None,
-                     dispense: str | None = None) -> list[Resource]:
+    def issues_where(
+        self,
+        *,
+        code: str | None = None,
+        patient: str | None = None,
+        status: str | None = "final",
+        observation: str | None = None,
+        dispense: str | None = None,
+    ) -> list[Resource]:
         out = []
         for i in self.issues:
             if code is not None and finding_code(i) != code:
                 continue
             if status is not None and i.get("status") != status:
                 continue
-            if patient is not None and not same_ref(i.get("patient", {}).get("reference", ""),
-                                                     f"Patient/{patient}"):
+            if patient is not None and not same_ref(
+                i.get("patient", {}).get("reference", ""), f"Patient/{patient}"
+            ):
                 continue
             if observation is not None and not any(
                 same_ref(r, f"Observation/{observation}") for r in evidence_refs(i)
@@ -525,13 +576,13 @@ class Result:
     def anc_findings(self, patient: str, status: str | None = "final") -> list[str]:
         """Finding codes of the ANC findings (anc-*) written for a patient, sorted."""
         return sorted(
-            c for i in self.issues_where(patient=patient, status=status)
+            c
+            for i in self.issues_where(patient=patient, status=status)
             if (c := finding_code(i)) in ANC_FINDINGS
         )
 
     def dispense_issue(self, did: str) -> Resource:
-        rows = [i for i in self.issues_where(dispense=did)
-                if finding_code(i) in DISPENSE_FINDINGS]
+        rows = [i for i in self.issues_where(dispense=did) if finding_code(i) in DISPENSE_FINDINGS]
         assert len(rows) == 1, (
             f"expected one final dispense DetectedIssue implicating MedicationDispense/{did}, "
             f"got {[finding_code(i) for i in rows]}"
@@ -539,8 +590,9 @@ class Result:
         return rows[0]
 
     def identifier(self, issue: Resource) -> str:
-        ids = [i["value"] for i in issue.get("identifier", [])
-               if i.get("system") == DECISION_ID_SYSTEM]
+        ids = [
+            i["value"] for i in issue.get("identifier", []) if i.get("system") == DECISION_ID_SYSTEM
+        ]
         assert len(ids) == 1, f"DetectedIssue without one decision identifier: {issue}"
         return ids[0]
 
@@ -628,11 +680,12 @@ def run_batch(
     work = tmp_path / f"run-{n}"
     source = write_source(work / "in", resources, fmt)
     out = out_dir or (work / "out")
-    argv = ["run", "--source", str(source), "--out", str(out), "--as-of", as_of_time,
-            *extra_args]
+    argv = ["run", "--source", str(source), "--out", str(out), "--as-of", as_of_time, *extra_args]
     code, messages = invoke(argv)
     if expect_exit is not None:
-        assert code == expect_exit, f"exit code {code} (expected {expect_exit}); output:\n{messages}"
+        assert code == expect_exit, (
+            f"exit code {code} (expected {expect_exit}); output:\n{messages}"
+        )
     return load_outputs(out, code, source, messages)
 
 

@@ -27,26 +27,107 @@ TESTED = "2026-02-16"
 CASES = [
     ("general", 2500, "normal", "continue", "weekly", False, None, "2026-02-23", False),
     ("general", 1500, "normal", "continue", "weekly", False, None, "2026-02-23", False),
-    ("general", 1499, "mild-neutropenia", "continue", "three-times-weekly", False,
-     "anc-mild-neutropenia", "2026-02-19", True),
-    ("general", 1000, "mild-neutropenia", "continue", "three-times-weekly", False,
-     "anc-mild-neutropenia", "2026-02-19", True),
-    ("general", 999, "moderate-neutropenia", "interrupt", "daily", True,
-     "anc-moderate-neutropenia", "2026-02-17", True),
-    ("general", 500, "moderate-neutropenia", "interrupt", "daily", True,
-     "anc-moderate-neutropenia", "2026-02-17", True),
-    ("general", 499, "severe-neutropenia", "interrupt", "daily", True,
-     "anc-severe-neutropenia", "2026-02-17", True),
-    ("general", 0, "severe-neutropenia", "interrupt", "daily", True,
-     "anc-severe-neutropenia", "2026-02-17", True),
+    (
+        "general",
+        1499,
+        "mild-neutropenia",
+        "continue",
+        "three-times-weekly",
+        False,
+        "anc-mild-neutropenia",
+        "2026-02-19",
+        True,
+    ),
+    (
+        "general",
+        1000,
+        "mild-neutropenia",
+        "continue",
+        "three-times-weekly",
+        False,
+        "anc-mild-neutropenia",
+        "2026-02-19",
+        True,
+    ),
+    (
+        "general",
+        999,
+        "moderate-neutropenia",
+        "interrupt",
+        "daily",
+        True,
+        "anc-moderate-neutropenia",
+        "2026-02-17",
+        True,
+    ),
+    (
+        "general",
+        500,
+        "moderate-neutropenia",
+        "interrupt",
+        "daily",
+        True,
+        "anc-moderate-neutropenia",
+        "2026-02-17",
+        True,
+    ),
+    (
+        "general",
+        499,
+        "severe-neutropenia",
+        "interrupt",
+        "daily",
+        True,
+        "anc-severe-neutropenia",
+        "2026-02-17",
+        True,
+    ),
+    (
+        "general",
+        0,
+        "severe-neutropenia",
+        "interrupt",
+        "daily",
+        True,
+        "anc-severe-neutropenia",
+        "2026-02-17",
+        True,
+    ),
     ("ben", 1499, "normal", "continue", "weekly", False, None, "2026-02-23", False),
     ("ben", 1000, "normal", "continue", "weekly", False, None, "2026-02-23", False),
-    ("ben", 999, "ben-neutropenia", "continue", "three-times-weekly", True,
-     "anc-ben-neutropenia", "2026-02-19", True),
-    ("ben", 500, "ben-neutropenia", "continue", "three-times-weekly", True,
-     "anc-ben-neutropenia", "2026-02-19", True),
-    ("ben", 499, "severe-neutropenia", "interrupt", "daily", True,
-     "anc-severe-neutropenia", "2026-02-17", True),
+    (
+        "ben",
+        999,
+        "ben-neutropenia",
+        "continue",
+        "three-times-weekly",
+        True,
+        "anc-ben-neutropenia",
+        "2026-02-19",
+        True,
+    ),
+    (
+        "ben",
+        500,
+        "ben-neutropenia",
+        "continue",
+        "three-times-weekly",
+        True,
+        "anc-ben-neutropenia",
+        "2026-02-19",
+        True,
+    ),
+    (
+        "ben",
+        499,
+        "severe-neutropenia",
+        "interrupt",
+        "daily",
+        True,
+        "anc-severe-neutropenia",
+        "2026-02-17",
+        True,
+    ),
 ]
 
 
@@ -59,14 +140,32 @@ def _resources(pid: str, population: str, value: float) -> list[k.Resource]:
 
 
 @pytest.mark.parametrize(
-    ("population", "value", "category", "recommendation", "frequency", "consult", "finding",
-     "due", "repeat"),
+    (
+        "population",
+        "value",
+        "category",
+        "recommendation",
+        "frequency",
+        "consult",
+        "finding",
+        "due",
+        "repeat",
+    ),
     CASES,
     ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in CASES],
 )
-def test_category_boundary(tmp_path: Path, population: str, value: int, category: str,
-                           recommendation: str, frequency: str, consult: bool,
-                           finding: str | None, due: str, repeat: bool) -> None:
+def test_category_boundary(
+    tmp_path: Path,
+    population: str,
+    value: int,
+    category: str,
+    recommendation: str,
+    frequency: str,
+    consult: bool,
+    finding: str | None,
+    due: str,
+    repeat: bool,
+) -> None:
     pid = f"p-{population}-{value}"
     result = k.run_batch(tmp_path, _resources(pid, population, value), k.as_of(TESTED))
     status = result.status_for(pid)
@@ -111,8 +210,13 @@ def test_category_boundary(tmp_path: Path, population: str, value: int, category
 def _category_reference(value: int, population: str) -> str:
     """The spec's tables, written out once more for the property below."""
     if population == "ben":
-        return "normal" if value >= 1000 else "ben-neutropenia" if value >= 500 else (
-            "severe-neutropenia")
+        return (
+            "normal"
+            if value >= 1000
+            else "ben-neutropenia"
+            if value >= 500
+            else ("severe-neutropenia")
+        )
     if value >= 1500:
         return "normal"
     if value >= 1000:
@@ -126,8 +230,9 @@ def _category_reference(value: int, population: str) -> str:
     population=st.sampled_from(["general", "ben"]),
     thousands=st.booleans(),
 )
-def test_category_property_any_value_and_unit_scale(value: int, population: str,
-                                                    thousands: bool) -> None:
+def test_category_property_any_value_and_unit_scale(
+    value: int, population: str, thousands: bool
+) -> None:
     """Any ANC, sent in cells/uL or as 10*3/uL, lands in the spec's category."""
     pid = "p-prop"
     res = k.on_clozapine(pid, START, TESTED, designations=(k.BEN,) if population == "ben" else ())

@@ -58,14 +58,27 @@ DERIVED = [
 ]
 
 
-@pytest.mark.parametrize(("wbc_loinc", "wbc_value", "neut_loinc", "neut", "band_loinc", "band",
-                          "expected"), [d[1:] for d in DERIVED], ids=[d[0] for d in DERIVED])
-def test_derived_anc_from_same_collection(tmp_path: Path, wbc_loinc: str, wbc_value: float,
-                                          neut_loinc: str, neut: float, band_loinc: str | None,
-                                          band: float, expected: float) -> None:
+@pytest.mark.parametrize(
+    ("wbc_loinc", "wbc_value", "neut_loinc", "neut", "band_loinc", "band", "expected"),
+    [d[1:] for d in DERIVED],
+    ids=[d[0] for d in DERIVED],
+)
+def test_derived_anc_from_same_collection(
+    tmp_path: Path,
+    wbc_loinc: str,
+    wbc_value: float,
+    neut_loinc: str,
+    neut: float,
+    band_loinc: str | None,
+    band: float,
+    expected: float,
+) -> None:
     pid = "p-derived"
-    res = [*_base(pid), k.wbc(pid, TESTED, wbc_value, loinc=wbc_loinc),
-           k.percent(pid, TESTED, neut, loinc=neut_loinc)]
+    res = [
+        *_base(pid),
+        k.wbc(pid, TESTED, wbc_value, loinc=wbc_loinc),
+        k.percent(pid, TESTED, neut, loinc=neut_loinc),
+    ]
     if band_loinc:
         res.append(k.percent(pid, TESTED, band, loinc=band_loinc))
     result = k.run_batch(tmp_path, res, k.as_of(TESTED))
@@ -84,8 +97,11 @@ def test_derived_anc_from_same_collection(tmp_path: Path, wbc_loinc: str, wbc_va
 
 def test_no_derivation_across_different_collection_times(tmp_path: Path) -> None:
     pid = "p-derived-apart"
-    res = [*_base(pid), k.wbc(pid, k.when(TESTED, "08:00:00"), 4.0),
-           k.percent(pid, k.when(TESTED, "11:30:00"), 30, loinc="770-8")]
+    res = [
+        *_base(pid),
+        k.wbc(pid, k.when(TESTED, "08:00:00"), 4.0),
+        k.percent(pid, k.when(TESTED, "11:30:00"), 30, loinc="770-8"),
+    ]
     result = k.run_batch(tmp_path, res, k.as_of(TESTED))
     _assert_previous_is_latest(result, pid)
     assert result.anc_findings(pid) == []
@@ -93,8 +109,12 @@ def test_no_derivation_across_different_collection_times(tmp_path: Path) -> None
 
 def test_direct_anc_of_the_same_collection_wins_over_derived(tmp_path: Path) -> None:
     pid = "p-derived-direct"
-    res = [*_base(pid), k.anc(pid, TESTED, 1600), k.wbc(pid, TESTED, 4.0),
-           k.percent(pid, TESTED, 30, loinc="770-8")]  # would derive 1200 (mild)
+    res = [
+        *_base(pid),
+        k.anc(pid, TESTED, 1600),
+        k.wbc(pid, TESTED, 4.0),
+        k.percent(pid, TESTED, 30, loinc="770-8"),
+    ]  # would derive 1200 (mild)
     result = k.run_batch(tmp_path, res, k.as_of(TESTED))
     status = result.status_for(pid)
     assert status["latestAnc"]["valuePerUL"] == pytest.approx(1600)
@@ -104,8 +124,7 @@ def test_direct_anc_of_the_same_collection_wins_over_derived(tmp_path: Path) -> 
 
 # ---- Status -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("obs_status", ["preliminary", "registered"])
-def test_unusable_status_is_not_used_and_writes_no_finding(tmp_path: Path,
-                                                           obs_status: str) -> None:
+def test_unusable_status_is_not_used_and_writes_no_finding(tmp_path: Path, obs_status: str) -> None:
     pid = f"p-{obs_status}"
     res = [*_base(pid), k.anc(pid, TESTED, 400, status=obs_status)]
     result = k.run_batch(tmp_path, res, k.as_of(TESTED))
@@ -129,10 +148,17 @@ def test_entered_in_error_withdraws_result_and_our_prior_decision(tmp_path: Path
     (severe,) = first.issues_where(code="anc-severe-neutropenia", patient=pid, observation=oid)
     severe_id = first.identifier(severe)
 
-    retracted = k.anc(pid, TESTED, 400, status="entered-in-error", version="2",
-                      last_updated=k.when("2026-02-17", "09:00:00"))
-    second = k.run_batch(tmp_path, [*_base(pid, "2026-02-17"), retracted, *first.issues],
-                         k.as_of("2026-02-17"))
+    retracted = k.anc(
+        pid,
+        TESTED,
+        400,
+        status="entered-in-error",
+        version="2",
+        last_updated=k.when("2026-02-17", "09:00:00"),
+    )
+    second = k.run_batch(
+        tmp_path, [*_base(pid, "2026-02-17"), retracted, *first.issues], k.as_of("2026-02-17")
+    )
     _assert_previous_is_latest(second, pid)
     withdrawn = [i for i in second.issues if second.identifier(i) == severe_id]
     assert [i["status"] for i in withdrawn] == ["entered-in-error"]
@@ -141,29 +167,48 @@ def test_entered_in_error_withdraws_result_and_our_prior_decision(tmp_path: Path
 
 def test_entered_in_error_version_in_same_input_withdraws(tmp_path: Path) -> None:
     pid = "p-eie-same"
-    res = [*_base(pid), k.anc(pid, TESTED, 400),
-           k.anc(pid, TESTED, 400, status="entered-in-error", version="2",
-                 last_updated=k.when(TESTED, "15:00:00"))]
+    res = [
+        *_base(pid),
+        k.anc(pid, TESTED, 400),
+        k.anc(
+            pid,
+            TESTED,
+            400,
+            status="entered-in-error",
+            version="2",
+            last_updated=k.when(TESTED, "15:00:00"),
+        ),
+    ]
     result = k.run_batch(tmp_path, res, k.as_of(TESTED))
     _assert_previous_is_latest(result, pid)
     assert result.issues_where(code="anc-severe-neutropenia", patient=pid) == []
 
 
-@pytest.mark.parametrize(("corrected_value", "new_finding"),
-                         [(1200, "anc-mild-neutropenia"), (1600, None)],
-                         ids=["to-mild", "to-normal"])
-def test_corrected_replaces_and_cancels_old_decision(tmp_path: Path, corrected_value: int,
-                                                     new_finding: str | None) -> None:
+@pytest.mark.parametrize(
+    ("corrected_value", "new_finding"),
+    [(1200, "anc-mild-neutropenia"), (1600, None)],
+    ids=["to-mild", "to-normal"],
+)
+def test_corrected_replaces_and_cancels_old_decision(
+    tmp_path: Path, corrected_value: int, new_finding: str | None
+) -> None:
     pid = "p-corr"
     oid = f"{pid}-anc-{TESTED}"
     first = k.run_batch(tmp_path, [*_base(pid), k.anc(pid, TESTED, 400)], k.as_of(TESTED))
     (severe,) = first.issues_where(code="anc-severe-neutropenia", patient=pid, observation=oid)
     severe_id = first.identifier(severe)
 
-    corrected = k.anc(pid, TESTED, corrected_value, status="corrected", version="2",
-                      last_updated=k.when("2026-02-17", "09:00:00"))
-    second = k.run_batch(tmp_path, [*_base(pid, "2026-02-17"), corrected, *first.issues],
-                         k.as_of("2026-02-17"))
+    corrected = k.anc(
+        pid,
+        TESTED,
+        corrected_value,
+        status="corrected",
+        version="2",
+        last_updated=k.when("2026-02-17", "09:00:00"),
+    )
+    second = k.run_batch(
+        tmp_path, [*_base(pid, "2026-02-17"), corrected, *first.issues], k.as_of("2026-02-17")
+    )
     status = second.status_for(pid)
     assert status["latestAnc"]["valuePerUL"] == pytest.approx(corrected_value)
     old = [i for i in second.issues if second.identifier(i) == severe_id]
@@ -178,8 +223,9 @@ def test_corrected_replaces_and_cancels_old_decision(tmp_path: Path, corrected_v
 
 def test_highest_version_in_same_input_wins(tmp_path: Path) -> None:
     pid = "p-versions"
-    v2 = k.anc(pid, TESTED, 1600, status="corrected", version="2",
-               last_updated=k.when(TESTED, "15:00:00"))
+    v2 = k.anc(
+        pid, TESTED, 1600, status="corrected", version="2", last_updated=k.when(TESTED, "15:00:00")
+    )
     v1 = k.anc(pid, TESTED, 400)
     result = k.run_batch(tmp_path, [*_base(pid), v2, v1], k.as_of(TESTED))  # v1 arrives last
     status = result.status_for(pid)
@@ -190,8 +236,13 @@ def test_highest_version_in_same_input_wins(tmp_path: Path) -> None:
 def test_late_older_low_result_does_not_change_state_but_is_reported(tmp_path: Path) -> None:
     pid = "p-late"
     newer = k.anc(pid, TESTED, 1700)
-    older = k.anc(pid, "2026-02-12", 1200, issued=k.when("2026-02-17", "07:00:00"),
-                  last_updated=k.when("2026-02-17", "07:00:00"))
+    older = k.anc(
+        pid,
+        "2026-02-12",
+        1200,
+        issued=k.when("2026-02-17", "07:00:00"),
+        last_updated=k.when("2026-02-17", "07:00:00"),
+    )
     res = [*_base(pid, "2026-02-17"), newer, older]  # the older one arrives last
     result = k.run_batch(tmp_path, res, k.as_of("2026-02-17"))
     status = result.status_for(pid)
@@ -207,13 +258,19 @@ def test_late_older_low_result_does_not_change_state_but_is_reported(tmp_path: P
 # ---- Time -------------------------------------------------------------------------------------
 def test_collection_time_not_issued_sets_due_date(tmp_path: Path) -> None:
     pid = "p-issued"
-    late_report = k.anc(pid, "2026-02-16", 1800, issued=k.when("2026-02-20", "09:00:00"),
-                        last_updated=k.when("2026-02-20", "09:00:00"))
+    late_report = k.anc(
+        pid,
+        "2026-02-16",
+        1800,
+        issued=k.when("2026-02-20", "09:00:00"),
+        last_updated=k.when("2026-02-20", "09:00:00"),
+    )
     res = [*k.on_clozapine(pid, START, "2026-02-20"), late_report]
     result = k.run_batch(tmp_path, res, k.as_of("2026-02-20"))
     status = result.status_for(pid)
     assert k.parse_instant(status["latestAnc"]["collected"]) == k.parse_instant(
-        k.when("2026-02-16"))
+        k.when("2026-02-16")
+    )
     assert status["nextAncDue"] == "2026-02-23"
 
 

@@ -39,13 +39,18 @@ def _not_therapy_start(pid: str) -> list[k.Resource]:
     return [cancelled, other_drug]
 
 
-@pytest.mark.parametrize(("collected", "frequency", "due"), [m[1:] for m in MONTHS],
-                         ids=[m[0] for m in MONTHS])
-def test_normal_schedule_by_calendar_months(tmp_path: Path, collected: str, frequency: str,
-                                            due: str) -> None:
+@pytest.mark.parametrize(
+    ("collected", "frequency", "due"), [m[1:] for m in MONTHS], ids=[m[0] for m in MONTHS]
+)
+def test_normal_schedule_by_calendar_months(
+    tmp_path: Path, collected: str, frequency: str, due: str
+) -> None:
     pid = "p-months"
-    res = [*k.on_clozapine(pid, START, collected), *_not_therapy_start(pid),
-           k.anc(pid, collected, 1800)]
+    res = [
+        *k.on_clozapine(pid, START, collected),
+        *_not_therapy_start(pid),
+        k.anc(pid, collected, 1800),
+    ]
     result = k.run_batch(tmp_path, res, k.as_of(collected))
     status = result.status_for(pid)
     assert status["therapyStart"] == START
@@ -70,15 +75,27 @@ DESIGNATIONS = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "code", "system", "active", "population", "hospice"),
-                         [d[1:] for d in DESIGNATIONS], ids=[d[0] for d in DESIGNATIONS])
-def test_designations(tmp_path: Path, kind: str, code: str, system: str | None, active: bool,
-                      population: str, hospice: bool) -> None:
+@pytest.mark.parametrize(
+    ("kind", "code", "system", "active", "population", "hospice"),
+    [d[1:] for d in DESIGNATIONS],
+    ids=[d[0] for d in DESIGNATIONS],
+)
+def test_designations(
+    tmp_path: Path,
+    kind: str,
+    code: str,
+    system: str | None,
+    active: bool,
+    population: str,
+    hospice: bool,
+) -> None:
     pid = "p-desig"
     collected = "2026-02-16"
-    res = [*k.on_clozapine(pid, "2026-01-05", collected),
-           k.designation(pid, code, kind=kind, system=system, active=active),
-           k.anc(pid, collected, 1800)]
+    res = [
+        *k.on_clozapine(pid, "2026-01-05", collected),
+        k.designation(pid, code, kind=kind, system=system, active=active),
+        k.anc(pid, collected, 1800),
+    ]
     result = k.run_batch(tmp_path, res, k.as_of(collected))
     status = result.status_for(pid)
     assert status["population"] == population
@@ -95,20 +112,33 @@ def test_designations(tmp_path: Path, kind: str, code: str, system: str | None, 
 OVERDUE = [
     # (id, therapy start, ANC collected, as-of, overdue)
     ("weekly-on-due-date", "2026-01-05", "2026-03-02T10:00:00Z", "2026-03-09T20:00:00Z", False),
-    ("weekly-last-grace-second", "2026-01-05", "2026-03-02T10:00:00Z", "2026-03-11T23:59:59Z",
-     False),
-    ("weekly-first-overdue-second", "2026-01-05", "2026-03-02T10:00:00Z",
-     "2026-03-12T00:00:01Z", True),
-    ("monthly-last-grace-day", "2024-11-04", "2026-01-31T10:00:00Z", "2026-03-02T23:00:00Z",
-     False),
+    (
+        "weekly-last-grace-second",
+        "2026-01-05",
+        "2026-03-02T10:00:00Z",
+        "2026-03-11T23:59:59Z",
+        False,
+    ),
+    (
+        "weekly-first-overdue-second",
+        "2026-01-05",
+        "2026-03-02T10:00:00Z",
+        "2026-03-12T00:00:01Z",
+        True,
+    ),
+    ("monthly-last-grace-day", "2024-11-04", "2026-01-31T10:00:00Z", "2026-03-02T23:00:00Z", False),
     ("monthly-overdue", "2024-11-04", "2026-01-31T10:00:00Z", "2026-03-03T01:00:00Z", True),
 ]
 
 
-@pytest.mark.parametrize(("start", "collected", "as_of", "overdue"), [o[1:] for o in OVERDUE],
-                         ids=[o[0] for o in OVERDUE])
-def test_overdue_after_due_plus_grace(tmp_path: Path, start: str, collected: str, as_of: str,
-                                      overdue: bool) -> None:
+@pytest.mark.parametrize(
+    ("start", "collected", "as_of", "overdue"),
+    [o[1:] for o in OVERDUE],
+    ids=[o[0] for o in OVERDUE],
+)
+def test_overdue_after_due_plus_grace(
+    tmp_path: Path, start: str, collected: str, as_of: str, overdue: bool
+) -> None:
     pid = "p-overdue"
     res = [*k.on_clozapine(pid, start, as_of), k.anc(pid, collected, 1800)]
     result = k.run_batch(tmp_path, res, as_of)
@@ -134,17 +164,21 @@ CONFIRM = [
 ]
 
 
-@pytest.mark.parametrize(("population", "values", "repeat"), [c[1:] for c in CONFIRM],
-                         ids=[c[0] for c in CONFIRM])
-def test_repeat_within_24_hours_of_collection(tmp_path: Path, population: str,
-                                              values: list[int], repeat: bool) -> None:
+@pytest.mark.parametrize(
+    ("population", "values", "repeat"), [c[1:] for c in CONFIRM], ids=[c[0] for c in CONFIRM]
+)
+def test_repeat_within_24_hours_of_collection(
+    tmp_path: Path, population: str, values: list[int], repeat: bool
+) -> None:
     pid = "p-confirm"
-    times = ["2026-02-12T09:00:00Z", "2026-02-16T13:45:00Z", "2026-02-17T11:10:00Z"][
-        -len(values):]
-    res = k.on_clozapine(pid, "2026-01-05", "2026-02-17",
-                         designations=(k.BEN,) if population == "ben" else ())
-    res += [k.anc(pid, t, v, oid=f"{pid}-{n}") for n, (t, v) in enumerate(zip(times, values,
-                                                                               strict=True))]
+    times = ["2026-02-12T09:00:00Z", "2026-02-16T13:45:00Z", "2026-02-17T11:10:00Z"][-len(values) :]
+    res = k.on_clozapine(
+        pid, "2026-01-05", "2026-02-17", designations=(k.BEN,) if population == "ben" else ()
+    )
+    res += [
+        k.anc(pid, t, v, oid=f"{pid}-{n}")
+        for n, (t, v) in enumerate(zip(times, values, strict=True))
+    ]
     result = k.run_batch(tmp_path, res, "2026-02-17T20:00:00Z")
     status = result.status_for(pid)
     if repeat:
@@ -159,8 +193,12 @@ def test_repeat_within_24_hours_of_collection(tmp_path: Path, population: str,
 def _interrupted(pid: str, gap_days: int) -> tuple[list[k.Resource], str]:
     """Monthly patient whose supply ran out and restarts after `gap_days` days without it.
     Returns the resources and the restart date."""
-    res = [k.patient(pid), k.practitioner(), k.medication_request(pid, "2025-01-01"),
-           k.anc(pid, "2025-01-04", 2000)]
+    res = [
+        k.patient(pid),
+        k.practitioner(),
+        k.medication_request(pid, "2025-01-01"),
+        k.anc(pid, "2025-01-04", 2000),
+    ]
     res += k.supplies(pid, "2025-01-06", "2025-12-08")  # 28-day supplies
     last = max(r["whenHandedOver"][:10] for r in res if r["resourceType"] == "MedicationDispense")
     out_of_supply = k.add_days(last, 28)  # first day without clozapine
@@ -168,11 +206,14 @@ def _interrupted(pid: str, gap_days: int) -> tuple[list[k.Resource], str]:
     return res, restart
 
 
-@pytest.mark.parametrize(("gap", "frequency", "new_patient"),
-                         [(29, "monthly", False), (30, "weekly", True), (45, "weekly", True)],
-                         ids=["29-days-continues", "30-days-restarts", "45-days-restarts"])
-def test_interruption_restarts_schedule(tmp_path: Path, gap: int, frequency: str,
-                                        new_patient: bool) -> None:
+@pytest.mark.parametrize(
+    ("gap", "frequency", "new_patient"),
+    [(29, "monthly", False), (30, "weekly", True), (45, "weekly", True)],
+    ids=["29-days-continues", "30-days-restarts", "45-days-restarts"],
+)
+def test_interruption_restarts_schedule(
+    tmp_path: Path, gap: int, frequency: str, new_patient: bool
+) -> None:
     pid = f"p-gap-{gap}"
     res, restart = _interrupted(pid, gap)
     res.append(k.completed_dispense(pid, restart, 7))
@@ -198,8 +239,9 @@ def test_interruption_restarts_schedule(tmp_path: Path, gap: int, frequency: str
     ],
     ids=["29-days-mild-ok", "30-days-restart-low-baseline", "30-days-restart-baseline-1500"],
 )
-def test_first_supply_of_a_restart_needs_a_baseline(tmp_path: Path, gap: int, baseline: int,
-                                                    outcome: str, reasons: list[str]) -> None:
+def test_first_supply_of_a_restart_needs_a_baseline(
+    tmp_path: Path, gap: int, baseline: int, outcome: str, reasons: list[str]
+) -> None:
     pid = f"p-restart-{gap}-{baseline}"
     res, restart = _interrupted(pid, gap)
     res.append(k.anc(pid, k.add_days(restart, -1), baseline))

@@ -43,10 +43,14 @@ UNIT_CASES: list[tuple[str, Any, str | None, str | None, float]] = [
 ]
 
 
-@pytest.mark.parametrize(("value", "code", "unit", "expected"),
-                         [c[1:] for c in UNIT_CASES], ids=[c[0] for c in UNIT_CASES])
-def test_unit_normalised_to_cells_per_ul(tmp_path: Path, value: Any, code: str | None,
-                                         unit: str | None, expected: float) -> None:
+@pytest.mark.parametrize(
+    ("value", "code", "unit", "expected"),
+    [c[1:] for c in UNIT_CASES],
+    ids=[c[0] for c in UNIT_CASES],
+)
+def test_unit_normalised_to_cells_per_ul(
+    tmp_path: Path, value: Any, code: str | None, unit: str | None, expected: float
+) -> None:
     pid = "p-unit"
     tested = k.anc(pid, TESTED, value, code=code, unit=unit)
     result = _run(tmp_path, pid, tested)
