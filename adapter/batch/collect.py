@@ -1,0 +1,184 @@
+"""Gathers what the rules need from a stream of resources, grouped by patient.
+
+Keeps only relevant resources (ANC-related labs, clozapine dispenses and prescriptions,
+designations, our own DetectedIssues) so that memory stays flat on large exports. Versions of the
+same resource are reconciled (the latest wins); translation errors become input problems.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from adapter.batch.sources import InputProblem, Located
+from adapter.core.model import (
+    Designations,
+    LabObservation,
+    PatientInputs,
+    PendingDispense,
+    PriorIssue,
+    Supply,
+)
+from adapter.fhir.read import FhirInputError, Reader
+
+
+def _rank(resource: dict[str, Any], arrival: int) -> tuple[int, str, int]:
+    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
+    assert isinstance(meta, dict)
+    version = str(meta.get("versionId") or "")
+    return (int(version) if version.isdigit() else -1, str(meta.get("lastUpdated") or ""), arrival)
+
+
+@dataclass
+class _Dispense:
+    rank: tuple[int, str, int]
+    item: Supply | PendingDispense | None
+    clozapine: bool | None
+    medication_ref: str | None
+
+
+@dataclass
+class _Request:
+    patient: str
+    requester: str | None
+    active: bool
+    clozapine: bool | None
+    medication_ref: str | None
+
+
+@dataclass
+class Collector:
+    reader: Reader
+    clock: datetime
+    problems: list[InputProblem] = field(default_factory=list)
+    resources_read: int = 0
+    labs: dict[str, list[LabObservation]] = field(default_factory=lambda: defaultdict(list))
+    dispenses: dict[str, _Dispense] = field(default_factory=dict)
+    requests: dict[str, _Request] = field(default_factory=dict)
+    medications: dict[str, bool] = field(default_factory=dict)
+    designations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    issues: dict[str, tuple[tuple[int, str, int], PriorIssue, dict[str, Any]]] = field(
+        default_factory=dict
+    )
+
+    def add(self, located: Located) -> None:
+        self.resources_read += 1
+        resource = located.resource
+        kind = resource["resourceType"]
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            return  # unknown or irrelevant resource types are ignored
+        try:
+            handler(self, resource)
+        except FhirInputError as error:
+            self.problems.append(InputProblem(located.location, f"{kind}: {error}"))
+
+    def _observation(self, resource: dict[str, Any]) -> None:
+        lab = self.reader.observation(resource, arrival=self.resources_read)
+        if lab is not None:
+            self.labs[lab.patient].append(lab)
+
+    def _dispense(self, resource: dict[str, Any]) -> None:
+        rank = _rank(resource, self.resources_read)
+        ref = f"MedicationDispense/{resource.get('id')}"
+        held = self.dispenses.get(ref)
+        if held is not None and held.rank > rank:
+            return
+        clozapine, medication_ref = self.reader.medication_of(resource)
+        item = self.reader.dispense(resource) if clozapine is not False else None
+        self.dispenses[ref] = _Dispense(rank, item, clozapine, medication_ref)
+
+    def _request(self, resource: dict[str, Any]) -> None:
+        patient, requester, active = self.reader.request(resource)
+        clozapine, medication_ref = self.reader.medication_of(resource)
+        ref = f"MedicationRequest/{resource.get('id')}"
+        self.requests[ref] = _Request(patient, requester, active, clozapine, medication_ref)
+
+    def _medication(self, resource: dict[str, Any]) -> None:
+        self.medications[f"Medication/{resource.get('id')}"] = self.reader.medication_is_clozapine(
+            resource
+        )
+
+    def _designation(self, resource: dict[str, Any]) -> None:
+        found = self.reader.designation(resource, self.clock)
+        if found is not None:
+            self.designations[found[0]].add(found[1])
+
+    def _issue(self, resource: dict[str, Any]) -> None:
+        issue = self.reader.prior_issue(resource)
+        if issue is None:
+            return
+        rank = _rank(resource, self.resources_read)
+        held = self.issues.get(issue.ref)
+        if held is None or held[0] <= rank:
+            self.issues[issue.ref] = (rank, issue, resource)
+
+    # ------------------------------------------------------------------ results
+
+    def _is_clozapine(self, flag: bool | None, medication_ref: str | None) -> bool:
+        if flag is not None:
+            return flag
+        return bool(medication_ref and self.medications.get(medication_ref, False))
+
+    def unresolved_medications(self) -> int:
+        return sum(
+            1
+            for held in self.dispenses.values()
+            if held.clozapine is None and held.medication_ref not in self.medications
+        )
+
+    def patients(self) -> list[PatientInputs]:
+        supplies: dict[str, list[Supply]] = defaultdict(list)
+        pending: dict[str, list[PendingDispense]] = defaultdict(list)
+        for held in self.dispenses.values():
+            if held.item is None or not self._is_clozapine(held.clozapine, held.medication_ref):
+                continue
+            if isinstance(held.item, Supply):
+                supplies[held.item.patient].append(held.item)
+            else:
+                pending[held.item.patient].append(held.item)
+        prescribers: dict[str, set[str]] = defaultdict(set)
+        prescribed: set[str] = set()
+        for request in self.requests.values():
+            if not self._is_clozapine(request.clozapine, request.medication_ref):
+                continue
+            if request.requester:
+                prescribers[request.patient].add(request.requester)
+            if request.active:
+                prescribed.add(request.patient)
+        prior: dict[str, list[PriorIssue]] = defaultdict(list)
+        for _, issue, _ in self.issues.values():
+            prior[issue.patient].append(issue)
+        everyone = set(self.labs) | set(supplies) | set(pending) | prescribed | set(prior)
+        return [
+            PatientInputs(
+                patient=patient,
+                labs=tuple(self.labs.get(patient, ())),
+                supplies=tuple(sorted(supplies.get(patient, ()), key=lambda s: s.ref)),
+                pending=tuple(sorted(pending.get(patient, ()), key=lambda p: p.ref)),
+                designations=Designations(
+                    ben="ben" in self.designations.get(patient, ()),
+                    hospice="hospice" in self.designations.get(patient, ()),
+                ),
+                prior_issues=tuple(sorted(prior.get(patient, ()), key=lambda i: i.ref)),
+                prescribers=frozenset(prescribers.get(patient, ())),
+                prescribed=patient in prescribed,
+            )
+            for patient in sorted(everyone)
+        ]
+
+    def raw_issue(self, ref: str) -> dict[str, Any]:
+        return self.issues[ref][2]
+
+
+_HANDLERS = {
+    "Observation": Collector._observation,
+    "MedicationDispense": Collector._dispense,
+    "MedicationRequest": Collector._request,
+    "Medication": Collector._medication,
+    "Condition": Collector._designation,
+    "Flag": Collector._designation,
+    "DetectedIssue": Collector._issue,
+}

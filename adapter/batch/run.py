@@ -1,0 +1,143 @@
+"""Batch mode (interfaces.md section 3): FHIR files in, four deterministic output files out."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from adapter.batch.collect import Collector
+from adapter.batch.sources import InputProblem, read_sources
+from adapter.core.evaluate import Context, Evaluation, evaluate_patient
+from adapter.core.reference import ReferenceData
+from adapter.fhir.read import Reader
+from adapter.fhir.records import authorization_record, psf_record, status_record
+from adapter.fhir.write import detected_issue, withdrawn_issue
+
+OUTPUT_FILES = ("DetectedIssue.ndjson", "status.ndjson", "authorizations.ndjson", "psf.ndjson")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    sources: tuple[str, ...]
+    out: Path
+    as_of: datetime
+    site_tz: tzinfo
+    derive_anc: bool = True
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    evaluations: tuple[Evaluation, ...]
+    problems: tuple[InputProblem, ...]
+    resources_read: int
+    unresolved_medications: int
+    issues_written: int
+    withdrawn: int
+
+    def summary(self, out: Path) -> str:
+        on_clozapine = [e for e in self.evaluations if e.on_clozapine]
+        outcomes = Counter(d.outcome for e in self.evaluations for d in e.decisions)
+        overdue = sum(1 for e in on_clozapine if e.status.overdue)
+        lines = [
+            f"Read {self.resources_read} resources; {len(self.problems)} input problems "
+            "(on stderr)."
+            if self.problems
+            else f"Read {self.resources_read} resources.",
+            f"{len(on_clozapine)} patients on clozapine ({overdue} overdue for an ANC).",
+            "Dispenses decided: "
+            + (", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "none")
+            + ".",
+            f"{self.issues_written} DetectedIssues written ({self.withdrawn} withdrawals).",
+            f"Outputs in {out}",
+        ]
+        if self.unresolved_medications:
+            lines.insert(
+                1,
+                f"{self.unresolved_medications} dispenses reference a Medication that is not in "
+                "the input; they were not treated as clozapine.",
+            )
+        return "\n".join(lines)
+
+
+def _dump(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def _write_atomically(path: Path, lines: Iterable[str]) -> None:
+    """Replace the file in one step: a rerun replaces, never appends, and never half-writes."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(line)
+                handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def evaluate_sources(
+    settings: BatchSettings, data: ReferenceData
+) -> tuple[Collector, list[Evaluation]]:
+    collector = Collector(Reader(data, settings.site_tz), settings.as_of)
+    for located in read_sources(settings.sources, collector.problems):
+        collector.add(located)
+    context = Context(
+        protocol=data.protocol,
+        units=data.units,
+        site_tz=settings.site_tz,
+        clock=settings.as_of,
+        derive_anc=settings.derive_anc,
+    )
+    return collector, [evaluate_patient(inputs, context) for inputs in collector.patients()]
+
+
+def run_batch(settings: BatchSettings, data: ReferenceData) -> BatchResult:
+    collector, evaluations = evaluate_sources(settings, data)
+    issues: list[dict[str, Any]] = []
+    withdrawn = 0
+    for evaluation in evaluations:
+        issues += [
+            detected_issue(f, data.finding_system, settings.as_of) for f in evaluation.findings
+        ]
+        for withdrawal in evaluation.withdrawals:
+            issues.append(withdrawn_issue(collector.raw_issue(withdrawal.issue.ref), withdrawal))
+            withdrawn += 1
+    issues.sort(key=lambda r: (r["patient"]["reference"], r["code"]["coding"][-1]["code"], r["id"]))
+
+    status = [status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine]
+    authorizations = [
+        authorization_record(decision, "local") for e in evaluations for decision in e.decisions
+    ]
+    forms = [
+        psf_record(
+            e.psf, "awaiting-prescriber" if e.psf.signer_role == "prescriber" else "prepared"
+        )
+        for e in evaluations
+        if e.psf is not None
+    ]
+    settings.out.mkdir(parents=True, exist_ok=True)
+    outputs: Sequence[tuple[str, list[dict[str, Any]]]] = (
+        ("DetectedIssue.ndjson", issues),
+        ("status.ndjson", status),
+        ("authorizations.ndjson", authorizations),
+        ("psf.ndjson", forms),
+    )
+    for name, records in outputs:
+        _write_atomically(settings.out / name, (_dump(record) for record in records))
+    return BatchResult(
+        evaluations=tuple(evaluations),
+        problems=tuple(collector.problems),
+        resources_read=collector.resources_read,
+        unresolved_medications=collector.unresolved_medications(),
+        issues_written=len(issues),
+        withdrawn=withdrawn,
+    )

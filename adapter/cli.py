@@ -1,0 +1,139 @@
+"""Command line entry points: ``rems-adapter run`` and ``rems-adapter demo``.
+
+The composition root: settings come from flags, reference data from ``mappings/``; then the batch
+service runs. Exit codes: 0 done (clinical findings never change it), 2 usage, 3 configuration
+(for example a bad mappings file), 4 unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, tzinfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from adapter import __version__
+from adapter.batch.run import BatchSettings, run_batch
+from adapter.batch.sources import UnreadableInput
+from adapter.mappings_loader import MappingError, load_reference_data
+
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+EXIT_UNREADABLE = 4
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_as_of(raw: str | None, site_tz: tzinfo) -> datetime:
+    """The evaluation clock. A date alone means the end of that day at the site."""
+    if raw is None:
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        if len(raw) == 10:
+            day = datetime.fromisoformat(raw).date()
+            return datetime.combine(day, time(23, 59, 59), site_tz)
+        moment = datetime.fromisoformat(raw)
+    except ValueError as error:
+        raise UsageError(f"--as-of: '{raw}' is not an ISO 8601 date or date-time") from error
+    return moment if moment.tzinfo else moment.replace(tzinfo=site_tz)
+
+
+def site_zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise UsageError(f"--site-tz: unknown time zone '{name}'") from error
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--site-tz",
+        default="UTC",
+        help="IANA time zone in which dates are taken (default: UTC)",
+    )
+    parser.add_argument(
+        "--mappings",
+        type=Path,
+        default=None,
+        help="folder with a site's own copy of mappings/ (default: the bundled one)",
+    )
+    parser.add_argument(
+        "--no-derive-anc",
+        action="store_true",
+        help="do not derive ANC from WBC and neutrophil %% when no direct ANC exists",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rems-adapter",
+        description="Clozapine ANC monitoring and dispense decisions for FHIR R4 systems.",
+    )
+    parser.add_argument("--version", action="version", version=f"rems-adapter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="batch mode: decide from FHIR files, write outputs")
+    run.add_argument(
+        "--source",
+        action="append",
+        required=True,
+        help="FHIR Bundle JSON, NDJSON, or a folder of them (repeatable)",
+    )
+    run.add_argument("--out", required=True, type=Path, help="output folder")
+    run.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
+    run.add_argument(
+        "--rems",
+        default="local",
+        help="decision backend: 'local' (label rules, default) or a REMS service URL",
+    )
+    _common(run)
+
+    demo = commands.add_parser("demo", help="run batch mode on bundled synthetic data")
+    demo.add_argument("--out", type=Path, default=None, help="output folder (default: temporary)")
+    _common(demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        site_tz = site_zone(args.site_tz)
+        data = load_reference_data(args.mappings)
+        if args.command == "demo":
+            from adapter.demo.command import run_demo
+
+            return run_demo(args.out, site_tz, data, derive_anc=not args.no_derive_anc)
+        if args.rems != "local":
+            raise UsageError(
+                "--rems: only 'local' is available in this version; the REMS backend is not "
+                "installed"
+            )
+        settings = BatchSettings(
+            sources=tuple(args.source),
+            out=args.out,
+            as_of=parse_as_of(args.as_of, site_tz),
+            site_tz=site_tz,
+            derive_anc=not args.no_derive_anc,
+        )
+        result = run_batch(settings, data)
+    except UsageError as error:
+        parser.exit(EXIT_USAGE, f"rems-adapter: error: {error}\n")
+    except MappingError as error:
+        print(f"rems-adapter: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except UnreadableInput as error:
+        print(f"rems-adapter: cannot read input: {error}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    for problem in result.problems:
+        print(f"rems-adapter: input problem: {problem}", file=sys.stderr)
+    print(result.summary(args.out))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

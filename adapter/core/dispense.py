@@ -1,0 +1,263 @@
+"""The local backend's dispense decision (clinical-rules sections 2.3 and 4).
+
+A supply is authorized only when every condition holds; otherwise every failing condition is
+listed. People answer through DetectedIssue mitigations: a prescriber's rationale recorded after
+the blocking result authorizes (and is cited); a pharmacist's EMAUTH override authorizes what a
+pharmacist may lift, within the rolling override limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+
+from adapter.core.calendar import local_date
+from adapter.core.model import (
+    REASON_ORDER,
+    Anc,
+    AncAssessment,
+    Citation,
+    DispenseDecision,
+    Mitigation,
+    PatientInputs,
+    PendingDispense,
+    PriorIssue,
+    Reason,
+)
+from adapter.core.monitoring import Schedule, Timeline, first_step, gap_restarts, more_frequent
+from adapter.core.protocol import Frequency, Protocol, Setting
+
+EMAUTH = "EMAUTH"
+#: Findings a prescriber answers with a treatment rationale or rechallenge decision.
+PRESCRIBER_ANSWERABLE = frozenset(
+    {
+        "anc-mild-neutropenia",
+        "anc-moderate-neutropenia",
+        "anc-ben-neutropenia",
+        "anc-severe-neutropenia",
+        "anc-monitoring-overdue",
+        "dispense-not-authorized",
+    }
+)
+#: Reasons only the prescriber can lift: a pharmacist's override never authorizes past them.
+PRESCRIBER_ONLY: frozenset[Reason] = frozenset(
+    {"anc-below-threshold", "treatment-interrupted", "rechallenge-requires-prescriber"}
+)
+
+
+def ordered(reasons: Iterable[Reason]) -> tuple[Reason, ...]:
+    unique = set(reasons)
+    return tuple(reason for reason in REASON_ORDER if reason in unique)
+
+
+@dataclass(frozen=True)
+class DispenseContext:
+    protocol: Protocol
+    site_tz: tzinfo
+    clock: datetime
+
+
+def _latest_before(assessments: Sequence[AncAssessment], moment: datetime) -> AncAssessment | None:
+    chosen = [item for item in assessments if item.anc.collected <= moment]
+    return chosen[-1] if chosen else None
+
+
+def _supply_limit(protocol: Protocol, setting: Setting, frequency: Frequency) -> int | None:
+    if setting not in protocol.supply_limit_settings:
+        return None
+    return protocol.supply_limit_days[frequency]
+
+
+def decide(
+    pending: PendingDispense,
+    inputs: PatientInputs,
+    timeline: Timeline,
+    context: DispenseContext,
+) -> DispenseDecision:
+    protocol, tz = context.protocol, context.site_tz
+    moment = pending.time or context.clock
+    on = local_date(moment, tz)
+    rules = protocol.rules(timeline.population)
+    # The newest result known at the clock counts, even if collected after the preparation.
+    latest = _latest_before(timeline.assessments, context.clock)
+    state = timeline.state
+    starts_course = state.course_start is None or gap_restarts(protocol, state, on)
+    reasons: list[Reason] = []
+    evidence: list[Anc] = []
+
+    if latest is None:
+        reasons.append("anc-missing")
+        frequency = first_step(protocol)
+    else:
+        evidence.append(latest.anc)
+        frequency = latest.frequency
+        due = Schedule(protocol, timeline.hospice).current_until(latest.next_due)
+        if on > due:
+            reasons.append("anc-not-current")
+        if latest.recommendation == "interrupt":
+            reasons += ["treatment-interrupted", "anc-below-threshold"]
+        elif latest.recommendation == "prescriber-decision-required":
+            reasons.append("rechallenge-requires-prescriber")
+
+    if starts_course:
+        # A first supply, or a restart as a new patient: baseline within the window before it.
+        frequency = more_frequent(frequency, first_step(protocol))
+        window_start = moment - timedelta(days=protocol.timing.baseline_window_days)
+        baselines = [a.anc for a in timeline.assessments if a.anc.collected <= context.clock]
+        in_window = [anc for anc in baselines if anc.collected >= window_start]
+        if not baselines:
+            reasons.append("anc-missing")
+        elif not in_window:
+            reasons.append("anc-not-current")
+        elif in_window[-1].value_per_ul < rules.initiation_min:
+            reasons.append("anc-below-threshold")
+        if state.course_start is None and len(baselines) < rules.initiation_baselines:
+            reasons.append("anc-missing")
+
+    limit = _supply_limit(protocol, pending.setting, frequency)
+    if limit is not None and (pending.days_supply is None or pending.days_supply > limit):
+        reasons.append("supply-exceeds-limit")
+
+    final = ordered(reasons)
+    base = DispenseDecision(
+        dispense=pending,
+        outcome="authorized" if not final else "not-authorized",
+        reasons=final,
+        frequency=frequency,
+        evidence=tuple(evidence),
+        supply_limit=limit,
+        first_supply=starts_course,
+    )
+    if not final:
+        return base
+    rationale = prescriber_rationale(inputs, pending, latest, context.clock)
+    if rationale is not None:
+        return _override(base, rationale)
+    return pharmacist_override(base, inputs, context)
+
+
+def _override(decision: DispenseDecision, citation: Citation) -> DispenseDecision:
+    return DispenseDecision(
+        dispense=decision.dispense,
+        outcome="authorized-override",
+        reasons=decision.reasons,
+        frequency=decision.frequency,
+        evidence=decision.evidence,
+        citation=citation,
+        supply_limit=decision.supply_limit,
+        first_supply=decision.first_supply,
+    )
+
+
+def _usable_issue(issue: PriorIssue, clock: datetime) -> bool:
+    return issue.status != "entered-in-error" and (
+        issue.identified is None or issue.identified <= clock
+    )
+
+
+def _by_prescriber(mitigation: Mitigation, inputs: PatientInputs, pending: PendingDispense) -> bool:
+    if EMAUTH in mitigation.action_codes:
+        return False
+    if inputs.prescribers:
+        return mitigation.author in inputs.prescribers
+    # No prescription in view: a practitioner who is not the dispensing pharmacist.
+    is_practitioner = mitigation.author.startswith(("Practitioner/", "PractitionerRole/"))
+    return is_practitioner and mitigation.author not in pending.performers
+
+
+def prescriber_rationale(
+    inputs: PatientInputs,
+    pending: PendingDispense,
+    latest: AncAssessment | None,
+    clock: datetime,
+) -> Citation | None:
+    """The newest prescriber rationale recorded after the blocking result, if any."""
+    best: Citation | None = None
+    for issue in inputs.prior_issues:
+        if issue.finding not in PRESCRIBER_ANSWERABLE or not _usable_issue(issue, clock):
+            continue
+        if latest is None and pending.ref not in issue.implicated:
+            continue  # nothing to be "after": only an answer about this very dispense counts
+        for mitigation in issue.mitigations:
+            when = mitigation.date
+            if when is None or when > clock or not _by_prescriber(mitigation, inputs, pending):
+                continue
+            if latest is not None and when < latest.anc.collected:
+                continue  # recorded before the blocking result: it answered something else
+            if best is None or (best.date is not None and when > best.date):
+                best = Citation(issue.ref, mitigation.author, "prescriber", when, mitigation.text)
+    return best
+
+
+@dataclass(frozen=True)
+class _OverrideRequest:
+    dispense: str
+    citation: Citation
+    reasons: tuple[str, ...]
+
+
+def _override_requests(inputs: PatientInputs, clock: datetime) -> list[_OverrideRequest]:
+    requests: dict[str, _OverrideRequest] = {}
+    for issue in inputs.prior_issues:
+        if issue.finding != "dispense-not-authorized" or not _usable_issue(issue, clock):
+            continue
+        for mitigation in issue.mitigations:
+            if EMAUTH not in mitigation.action_codes or mitigation.date is None:
+                continue
+            if mitigation.date > clock:
+                continue
+            for dispense in issue.implicated:
+                if not dispense.startswith("MedicationDispense/"):
+                    continue
+                citation = Citation(
+                    issue.ref, mitigation.author, "pharmacist", mitigation.date, mitigation.text
+                )
+                held = requests.get(dispense)
+                if held is None or (held.citation.date or mitigation.date) > mitigation.date:
+                    requests[dispense] = _OverrideRequest(dispense, citation, issue.reasons)
+    return sorted(requests.values(), key=lambda r: (r.citation.date, r.dispense))
+
+
+def pharmacist_override(
+    decision: DispenseDecision, inputs: PatientInputs, context: DispenseContext
+) -> DispenseDecision:
+    """Honour a recorded EMAUTH override, replaying earlier ones to apply the rolling limit."""
+    requests = _override_requests(inputs, context.clock)
+    mine = next((r for r in requests if r.dispense == decision.dispense.ref), None)
+    if mine is None:
+        return decision
+    if PRESCRIBER_ONLY & set(decision.reasons):
+        return decision  # a pharmacist cannot lift a clinical interruption
+    policy = context.protocol.override
+    settings = {item.ref: item.setting for item in inputs.supplies}
+    settings.update({item.ref: item.setting for item in inputs.pending})
+    if decision.dispense.setting not in policy.limited_settings:
+        return _override(decision, mine.citation)
+    assert mine.citation.date is not None
+    window = timedelta(days=policy.window_days)
+    honoured: list[datetime] = []
+    for request in requests:
+        when = request.citation.date
+        assert when is not None
+        if request.dispense == decision.dispense.ref:
+            break
+        if PRESCRIBER_ONLY & set(request.reasons):
+            continue
+        if settings.get(request.dispense, "outpatient") not in policy.limited_settings:
+            continue
+        recent = [moment for moment in honoured if moment > when - window]
+        if len(recent) < policy.limit:
+            honoured.append(when)
+    recent = [moment for moment in honoured if moment > mine.citation.date - window]
+    if len(recent) >= policy.limit:
+        return DispenseDecision(
+            dispense=decision.dispense,
+            outcome="not-authorized",
+            reasons=ordered([*decision.reasons, "override-limit-reached"]),
+            frequency=decision.frequency,
+            evidence=decision.evidence,
+            supply_limit=decision.supply_limit,
+            first_supply=decision.first_supply,
+        )
+    return _override(decision, mine.citation)

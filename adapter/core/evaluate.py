@@ -1,0 +1,236 @@
+"""One patient, everything decided: the core's single entry point.
+
+``evaluate_patient`` takes a patient's inputs and a clock and returns every decision value: the
+status row, each ANC's assessment, the dispense decisions, the PSF, the findings to write and the
+earlier findings to withdraw. It performs no effects; the service layer does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from typing import Literal
+
+from adapter.core.calendar import local_date
+from adapter.core.dispense import DispenseContext, decide
+from adapter.core.findings import (
+    Finding,
+    category_finding,
+    dispense_finding,
+    overdue_finding,
+    unevaluable_finding,
+)
+from adapter.core.labs import assess_labs
+from adapter.core.model import (
+    DispenseDecision,
+    LabOutcome,
+    PatientInputs,
+    PatientStatus,
+    PriorIssue,
+    Recommendation,
+)
+from adapter.core.monitoring import Schedule, Timeline, first_step, replay
+from adapter.core.protocol import LabCodes, Population, Protocol, UnitTable
+from adapter.core.psf import PatientStatusForm, prepare_psf
+
+
+@dataclass(frozen=True)
+class Context:
+    protocol: Protocol
+    units: UnitTable
+    site_tz: tzinfo
+    clock: datetime
+    derive_anc: bool = True
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    issue: PriorIssue
+    status: Literal["cancelled", "entered-in-error"]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    patient: str
+    on_clozapine: bool
+    status: PatientStatus
+    labs: LabOutcome
+    timeline: Timeline
+    decisions: tuple[DispenseDecision, ...]
+    psf: PatientStatusForm | None
+    findings: tuple[Finding, ...]
+    withdrawals: tuple[Withdrawal, ...]
+
+
+def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
+    protocol, clock, tz = context.protocol, context.clock, context.site_tz
+    labs = assess_labs(inputs.labs, context.units, protocol.sanity, clock, context.derive_anc)
+    population: Population = "ben" if inputs.designations.ben else "general"
+    hospice = inputs.designations.hospice
+    timeline = replay(labs.usable, inputs.supplies, protocol, population, hospice, tz, clock)
+    status = patient_status(inputs.patient, timeline, protocol, clock, tz)
+    on_clozapine = bool(inputs.supplies or inputs.pending or inputs.prescribed)
+
+    dispense_context = DispenseContext(protocol, tz, clock)
+    decisions = tuple(
+        decide(pending, inputs, timeline, dispense_context)
+        for pending in sorted(inputs.pending, key=lambda item: item.ref)
+        if pending.time is None or pending.time <= clock
+    )
+    psf = prepare_psf(status, timeline.assessments, protocol, clock, tz) if on_clozapine else None
+
+    findings: list[Finding] = []
+    for item in timeline.assessments:
+        finding = category_finding(item, protocol, tz, labs.current_versions)
+        if finding is not None:
+            findings.append(finding)
+    findings += [unevaluable_finding(item, tz) for item in labs.unevaluable]
+    if on_clozapine and status.overdue:
+        findings.append(overdue_finding(status, protocol, local_date(clock, tz)))
+    findings += [dispense_finding(decision, tz) for decision in decisions]
+    findings.sort(key=lambda f: (f.topic, f.code, f.key))
+    withdrawals = withdraw(inputs, labs, findings, clock)
+    return Evaluation(
+        patient=inputs.patient,
+        on_clozapine=on_clozapine,
+        status=status,
+        labs=labs,
+        timeline=timeline,
+        decisions=decisions,
+        psf=psf,
+        findings=tuple(findings),
+        withdrawals=withdrawals,
+    )
+
+
+def patient_status(
+    patient: str, timeline: Timeline, protocol: Protocol, clock: datetime, tz: tzinfo
+) -> PatientStatus:
+    state = timeline.state
+    schedule = Schedule(protocol, timeline.hospice)
+    today = local_date(clock, tz)
+    on_therapy = state.course_start is not None
+    latest = timeline.assessments[-1] if timeline.assessments else None
+    recommendation: Recommendation
+    if latest is None:
+        next_due = state.course_start or today
+        frequency = first_step(protocol)
+        recommendation = "continue" if on_therapy else "do-not-initiate"
+        overdue = on_therapy and today > schedule.current_until(next_due)
+        return PatientStatus(
+            patient=patient,
+            population=timeline.population,
+            hospice=timeline.hospice,
+            therapy_start=state.course_start,
+            latest=None,
+            category=None,
+            recommendation=recommendation,
+            frequency=frequency,
+            next_due=next_due,
+            overdue=overdue,
+            repeat_by=None,
+            hematology_consult=False,
+            ben_baseline=timeline.ben_baseline,
+        )
+    recommendation = latest.recommendation
+    band = protocol.rules(timeline.population).band_for(float(latest.anc.value_per_ul))
+    if on_therapy and recommendation in ("may-initiate", "do-not-initiate"):
+        # Therapy started after this result was assessed as a baseline.
+        recommendation = "interrupt" if band.interrupts else "continue"
+    elif (
+        recommendation == "may-resume"
+        and state.last_supply is not None
+        and state.last_supply >= local_date(latest.anc.collected, tz)
+    ):
+        recommendation = "continue"  # a supply since this result: treatment has resumed
+    elif not on_therapy and recommendation == "may-initiate":
+        window = timedelta(days=protocol.timing.baseline_window_days)
+        if clock - latest.anc.collected > window:
+            recommendation = "do-not-initiate"  # the baseline is too old to start on
+    return PatientStatus(
+        patient=patient,
+        population=timeline.population,
+        hospice=timeline.hospice,
+        therapy_start=state.course_start,
+        latest=latest,
+        category=latest.category,
+        recommendation=recommendation,
+        frequency=latest.frequency,
+        next_due=latest.next_due,
+        overdue=on_therapy and today > schedule.current_until(latest.next_due),
+        repeat_by=latest.repeat_by,
+        hematology_consult=latest.hematology_consult,
+        ben_baseline=timeline.ben_baseline,
+    )
+
+
+_ANC_FINDINGS = frozenset(
+    {
+        "anc-mild-neutropenia",
+        "anc-moderate-neutropenia",
+        "anc-ben-neutropenia",
+        "anc-severe-neutropenia",
+        "anc-unevaluable",
+    }
+)
+_DISPENSE_FINDINGS = frozenset(
+    {
+        "dispense-authorized",
+        "dispense-authorized-override",
+        "dispense-not-authorized",
+        "dispense-authorization-pending",
+    }
+)
+
+
+def withdraw(
+    inputs: PatientInputs,
+    labs: LabOutcome,
+    findings: list[Finding],
+    clock: datetime,
+) -> tuple[Withdrawal, ...]:
+    """Earlier decisions whose inputs changed: ``entered-in-error`` when a source was withdrawn,
+    ``cancelled`` when a result was corrected or replaced, or the same question now has another
+    answer. A decision merely overtaken by time (an overdue alert answered by a new result, a
+    dispense since handed over) stands: it was right when it was made."""
+    identifiers = {finding.identifier for finding in findings}
+    pending_refs = {item.ref for item in inputs.pending}
+
+    out: list[Withdrawal] = []
+    for issue in sorted(inputs.prior_issues, key=lambda item: item.ref):
+        if issue.status != "final" or (issue.identified and issue.identified > clock):
+            continue
+        if issue.identifier in identifiers:
+            continue
+        withdrawn = [ref for ref in issue.evidence if ref in labs.withdrawn]
+        if withdrawn:
+            out.append(Withdrawal(issue, "entered-in-error", f"source withdrawn: {withdrawn[0]}"))
+            continue
+        replaced = [ref for ref in issue.evidence if ref in labs.replaced]
+        if issue.finding in _ANC_FINDINGS:
+            known = [ref for ref in issue.evidence if ref in labs.current_versions]
+            if replaced or known:
+                changed = sorted(set(replaced) | set(known))
+                out.append(Withdrawal(issue, "cancelled", f"result changed: {changed[0]}"))
+        elif issue.finding in _DISPENSE_FINDINGS:
+            still_pending = [ref for ref in issue.implicated if ref in pending_refs]
+            if still_pending:
+                out.append(Withdrawal(issue, "cancelled", f"re-decided: {still_pending[0]}"))
+            elif replaced:
+                out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
+        elif issue.finding == "anc-monitoring-overdue" and replaced:
+            out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
+    return tuple(out)
+
+
+__all__ = [
+    "Context",
+    "Evaluation",
+    "LabCodes",
+    "UnitTable",
+    "Withdrawal",
+    "evaluate_patient",
+    "patient_status",
+    "withdraw",
+]

@@ -1,0 +1,239 @@
+"""Decisions as findings: what each DetectedIssue will say (interfaces.md section 2).
+
+A finding carries a ``key``: the inputs that produced it, from which the translator derives the
+deterministic identifier, and a ``topic``: what it is about, so that a later decision on the same
+topic can withdraw it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, tzinfo
+from decimal import Decimal
+from typing import Literal
+
+from adapter.core.calendar import local_date
+from adapter.core.model import (
+    Anc,
+    AncAssessment,
+    DispenseDecision,
+    PatientStatus,
+    Unevaluable,
+)
+from adapter.core.protocol import Category, Protocol
+
+Severity = Literal["high", "moderate", "low"]
+ActCode = Literal["LAB", "NAT", "VALIDAT"]
+
+#: interfaces.md section 2: finding code -> (v3 ActCode, severity). A contract, not a threshold.
+FINDINGS: dict[str, tuple[ActCode, Severity]] = {
+    "anc-mild-neutropenia": ("LAB", "moderate"),
+    "anc-moderate-neutropenia": ("LAB", "high"),
+    "anc-ben-neutropenia": ("LAB", "moderate"),
+    "anc-severe-neutropenia": ("LAB", "high"),
+    "anc-monitoring-overdue": ("LAB", "moderate"),
+    "anc-unevaluable": ("LAB", "moderate"),
+    "dispense-authorized": ("NAT", "low"),
+    "dispense-authorized-override": ("NAT", "low"),
+    "dispense-not-authorized": ("NAT", "high"),
+    "dispense-authorization-pending": ("NAT", "moderate"),
+    "psf-prescriber-action-required": ("VALIDAT", "moderate"),
+    "psf-rejected": ("VALIDAT", "moderate"),
+}
+OUTCOME_FINDING = {
+    "authorized": "dispense-authorized",
+    "authorized-override": "dispense-authorized-override",
+    "not-authorized": "dispense-not-authorized",
+    "pending": "dispense-authorization-pending",
+}
+_READABLE = {
+    "mild-neutropenia": "mild neutropenia",
+    "moderate-neutropenia": "moderate neutropenia",
+    "ben-neutropenia": "neutropenia (benign ethnic neutropenia table)",
+    "severe-neutropenia": "severe neutropenia",
+}
+_REASON_TEXT = {
+    "anc-missing": "no usable ANC (or not the baselines a first supply needs)",
+    "anc-not-current": "the latest ANC is not current",
+    "anc-below-threshold": "the ANC is below the level this supply needs",
+    "treatment-interrupted": "treatment is interrupted",
+    "rechallenge-requires-prescriber": "a rechallenge needs the prescriber's decision",
+    "supply-exceeds-limit": "the supply runs past what monitoring allows",
+    "patient-not-enrolled": "the patient is not enrolled",
+    "prescriber-not-certified": "the prescriber is not certified",
+    "pharmacy-not-certified": "the pharmacy is not certified",
+    "psf-overdue": "no Patient Status Form in the allowed window",
+    "override-limit-reached": "the pharmacist override limit is reached",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    patient: str
+    detail: str
+    key: str
+    topic: str
+    evidence: tuple[str, ...] = ()
+    implicated: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def identifier(self) -> str:
+        """Deterministic: the same inputs always give the same DetectedIssue identifier."""
+        return hashlib.sha256(self.key.encode("utf-8")).hexdigest()[:40]
+
+    @property
+    def act_code(self) -> ActCode:
+        return FINDINGS[self.code][0]
+
+    @property
+    def severity(self) -> Severity:
+        return FINDINGS[self.code][1]
+
+
+def cells(value: Decimal) -> str:
+    return f"{int(value.to_integral_value()):,}"
+
+
+def _anc_phrase(anc: Anc, tz: tzinfo) -> str:
+    how = " (derived from WBC and differential)" if anc.derived else ""
+    return f"ANC {cells(anc.value_per_ul)} cells/uL{how} collected {local_date(anc.collected, tz)}"
+
+
+def _evidence(anc: Anc) -> tuple[str, ...]:
+    return tuple(sorted(set(anc.sources or (anc.observation,))))
+
+
+def _version_key(anc: Anc, versions: dict[str, str]) -> str:
+    return ",".join(f"{ref}@{versions.get(ref, '')}:{anc.value_per_ul}" for ref in _evidence(anc))
+
+
+def category_finding(
+    item: AncAssessment, protocol: Protocol, tz: tzinfo, versions: dict[str, str]
+) -> Finding | None:
+    """A finding for a usable non-normal ANC."""
+    category: Category = item.category
+    if category == "normal":
+        return None
+    rules = protocol.rules(item.population)
+    sentences = [
+        f"{_anc_phrase(item.anc, tz)}: {_READABLE[category]}.",
+        _treatment_sentence(item),
+        f"Monitor {item.frequency.replace('-', ' ')}; next ANC due {item.next_due}.",
+    ]
+    if item.repeat_by is not None:
+        sentences.append(
+            f"First result below {cells(Decimal(rules.confirm_below))} after a normal one: "
+            f"repeat the ANC by {item.repeat_by.astimezone(tz).isoformat()}."
+        )
+    if item.hematology_consult:
+        sentences.append("Hematology consultation recommended.")
+    code = f"anc-{category}"
+    return Finding(
+        code=code,
+        patient=item.anc.patient,
+        detail=" ".join(s for s in sentences if s),
+        key=f"{code}|{item.anc.patient}|{_version_key(item.anc, versions)}",
+        topic=f"anc|{item.anc.observation}",
+        evidence=_evidence(item.anc),
+    )
+
+
+def _treatment_sentence(item: AncAssessment) -> str:
+    return {
+        "continue": "Clozapine may continue.",
+        "interrupt": "Interrupt clozapine.",
+        "may-resume": "Clozapine may resume.",
+        "prescriber-decision-required": "A rechallenge needs the prescriber's decision.",
+        "may-initiate": "Clozapine may be started.",
+        "do-not-initiate": "Do not start clozapine on this result.",
+    }[item.recommendation]
+
+
+def unevaluable_finding(item: Unevaluable, tz: tzinfo) -> Finding:
+    when = f" collected {local_date(item.collected, tz)}" if item.collected else ""
+    return Finding(
+        code="anc-unevaluable",
+        patient=item.patient,
+        detail=(
+            f"ANC result{when} cannot be interpreted: {item.reason}. It is not used for any "
+            "decision; ask the laboratory to correct it."
+        ),
+        key=f"anc-unevaluable|{item.patient}|{item.observation}@{item.version}|{item.reason}",
+        topic=f"anc|{item.observation}",
+        evidence=tuple(sorted(set(item.sources or (item.observation,)))),
+    )
+
+
+def overdue_finding(status: PatientStatus, protocol: Protocol, clock_date: date) -> Finding:
+    latest = status.latest
+    if latest is None:
+        said = f"No ANC on record since therapy start {status.therapy_start}."
+        evidence: tuple[str, ...] = ()
+        basis = "none"
+    else:
+        said = (
+            f"Last ANC {cells(latest.anc.value_per_ul)} cells/uL collected "
+            f"{latest.anc.collected.date()}; monitoring {status.frequency.replace('-', ' ')}."
+        )
+        evidence = _evidence(latest.anc)
+        basis = latest.anc.key
+    grace = protocol.timing.grace_days
+    return Finding(
+        code="anc-monitoring-overdue",
+        patient=status.patient,
+        detail=(
+            f"ANC monitoring overdue: next ANC was due {status.next_due} (grace {grace} days); "
+            f"as of {clock_date}. {said}"
+        ),
+        key=f"anc-monitoring-overdue|{status.patient}|{basis}|{status.next_due}",
+        topic=f"overdue|{status.patient}",
+        evidence=evidence,
+    )
+
+
+def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
+    pending = decision.dispense
+    code = OUTCOME_FINDING[decision.outcome]
+    supply = f"{pending.days_supply}-day" if pending.days_supply is not None else "clozapine"
+    head = f"{pending.setting.capitalize()} {supply} clozapine supply ({pending.ref})"
+    basis = (
+        "; ".join(_anc_phrase(anc, tz) for anc in decision.evidence) or "no usable ANC on record"
+    )
+    if decision.outcome == "authorized":
+        detail = f"{head}: authorized. {basis}; monitoring {decision.frequency.replace('-', ' ')}."
+    else:
+        why = "; ".join(_REASON_TEXT[reason] for reason in decision.reasons)
+        if decision.supply_limit is not None and "supply-exceeds-limit" in decision.reasons:
+            why += f" (at most {decision.supply_limit} days under {decision.frequency} monitoring)"
+        if decision.citation is not None:
+            who = decision.citation.role
+            detail = (
+                f"{head}: authorized by {who} override ({decision.citation.author}, "
+                f'{_when(decision.citation.date, tz)}: "{decision.citation.text}"), '
+                f"despite: {why}. {basis}."
+            )
+        else:
+            detail = f"{head}: NOT authorized: {why}. {basis}."
+    evidence_refs = sorted({ref for anc in decision.evidence for ref in _evidence(anc)})
+    cited = decision.citation.issue if decision.citation else ""
+    return Finding(
+        code=code,
+        patient=pending.patient,
+        detail=detail,
+        key=(
+            f"{code}|{pending.ref}@{pending.version}|{','.join(decision.reasons)}|"
+            f"{','.join(anc.key + ':' + str(anc.value_per_ul) for anc in decision.evidence)}|"
+            f"{pending.days_supply}|{pending.setting}|{cited}"
+        ),
+        topic=f"dispense|{pending.ref}",
+        evidence=tuple(evidence_refs),
+        implicated=(pending.ref,),
+        reasons=decision.reasons,
+    )
+
+
+def _when(moment: datetime | None, tz: tzinfo) -> str:
+    return moment.astimezone(tz).date().isoformat() if moment else "undated"

@@ -1,0 +1,290 @@
+"""From raw lab Observations to usable ANCs (clinical-rules section 1).
+
+Decides which version of a result stands, which results are withdrawn or replaced, normalises
+units to cells/uL, derives an ANC from WBC and differential where allowed, and marks everything it
+cannot interpret as unevaluable instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from adapter.core.model import (
+    CORRECTION_STATUSES,
+    USABLE_STATUSES,
+    WITHDRAWING_STATUSES,
+    Anc,
+    LabObservation,
+    LabOutcome,
+    Unevaluable,
+)
+from adapter.core.protocol import Sanity, UnitTable, fold_unit
+
+_HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True)
+class _Scaled:
+    per_ul: Decimal | None
+    problem: str | None
+
+
+def count_factor(lab: LabObservation, units: UnitTable) -> int | None:
+    """Factor to cells/uL: the UCUM code first, then the unit text (clinical-rules section 1)."""
+    code = (lab.unit_code or "").strip()
+    if code:
+        if lab.unit_system in (None, units.ucum_system) and code in units.ucum:
+            return units.ucum[code]
+        if fold_unit(code) in units.alias:
+            return units.alias[fold_unit(code)]
+    text = (lab.unit_text or "").strip()
+    if text:
+        if text in units.ucum:
+            return units.ucum[text]
+        return units.alias.get(fold_unit(text))
+    return None
+
+
+def is_percent(lab: LabObservation, units: UnitTable) -> bool:
+    code = (lab.unit_code or "").strip()
+    if code and code in units.percent_ucum:
+        return True
+    text = (lab.unit_text or "").strip()
+    return bool(text) and fold_unit(text) in units.percent_alias
+
+
+def _unit_label(lab: LabObservation) -> str:
+    return lab.unit_code or lab.unit_text or "no unit"
+
+
+def scale_count(lab: LabObservation, units: UnitTable, sanity: Sanity) -> _Scaled:
+    """A count result in cells/uL, or why it cannot be read. Never rescales a doubtful value."""
+    if lab.problem:
+        return _Scaled(None, lab.problem)
+    if lab.value is None:
+        return _Scaled(None, "no numeric value")
+    factor = count_factor(lab, units)
+    if factor is None:
+        return _Scaled(None, f"unit '{_unit_label(lab)}' is not a known count unit")
+    if (
+        factor == 1
+        and lab.value != lab.value.to_integral_value()
+        and lab.value < sanity.fraction_implies_thousands_below
+    ):
+        return _Scaled(
+            None,
+            f"{lab.value} {_unit_label(lab)} only makes sense in thousands per uL",
+        )
+    per_ul = lab.value * factor
+    if not sanity.min_per_ul <= per_ul <= sanity.max_per_ul:
+        return _Scaled(
+            None,
+            f"{lab.value} {_unit_label(lab)} is {per_ul} cells/uL, outside "
+            f"{sanity.min_per_ul}..{sanity.max_per_ul}",
+        )
+    return _Scaled(per_ul, None)
+
+
+def _version_rank(lab: LabObservation) -> tuple[int, int, str, int]:
+    numeric = int(lab.version) if lab.version.isdigit() else -1
+    return (numeric, 0, lab.last_updated, lab.arrival)
+
+
+def current_versions(labs: Iterable[LabObservation]) -> dict[str, LabObservation]:
+    """The latest version of every result id (versionId, then lastUpdated, then arrival)."""
+    latest: dict[str, LabObservation] = {}
+    for lab in labs:
+        held = latest.get(lab.ref)
+        if held is None or _version_rank(lab) >= _version_rank(held):
+            latest[lab.ref] = lab
+    return latest
+
+
+def _replacement_rank(lab: LabObservation) -> tuple[bool, datetime | None, str, int]:
+    return (lab.status in CORRECTION_STATUSES, lab.issued, lab.last_updated, lab.arrival)
+
+
+def _sort_key_rank(lab: LabObservation) -> tuple[bool, str, str, int]:
+    issued = lab.issued.isoformat() if lab.issued else ""
+    return (lab.status in CORRECTION_STATUSES, issued, lab.last_updated, lab.arrival)
+
+
+def replaced_results(standing: Sequence[LabObservation]) -> frozenset[str]:
+    """Results superseded by a linked newer one (shared identifier, or an explicit link)."""
+    replaced: set[str] = set()
+    present = {lab.ref for lab in standing}
+    by_identifier: dict[tuple[str, str], list[LabObservation]] = defaultdict(list)
+    for lab in standing:
+        replaced.update(ref for ref in lab.replaces if ref in present and ref != lab.ref)
+        for identifier in lab.identifiers:
+            by_identifier[(lab.role, identifier)].append(lab)
+    for group in by_identifier.values():
+        if len(group) > 1:
+            winner = max(group, key=_sort_key_rank)
+            replaced.update(lab.ref for lab in group if lab.ref != winner.ref)
+    return frozenset(replaced)
+
+
+def _collection_key(lab: LabObservation) -> tuple[str, datetime | None]:
+    return (lab.patient, lab.collected)
+
+
+def _same_specimen(labs: Iterable[LabObservation | None]) -> bool:
+    specimens = {lab.specimen for lab in labs if lab is not None and lab.specimen}
+    return len(specimens) <= 1
+
+
+def _pick(labs: Sequence[LabObservation], role: str) -> LabObservation | None:
+    chosen = [lab for lab in labs if lab.role == role]
+    return max(chosen, key=lambda lab: (lab.arrival, lab.ref)) if chosen else None
+
+
+def _derive(
+    group: Sequence[LabObservation], units: UnitTable, sanity: Sanity
+) -> Anc | Unevaluable | None:
+    """ANC = WBC x (neutrophil% [+ band%]) / 100 for one collection without a direct ANC."""
+    wbc = _pick(group, "wbc")
+    neutrophils = _pick(group, "neutrophil-pct") or _pick(group, "segs-pct")
+    if wbc is None or neutrophils is None:
+        return None
+    bands = _pick(group, "band-pct")
+    parts = [lab for lab in (wbc, neutrophils, bands) if lab is not None]
+    sources = tuple(lab.ref for lab in parts)
+    if not _same_specimen(parts):
+        return None
+    collected = wbc.collected
+    assert collected is not None  # grouped by collection time, never None here
+
+    def unevaluable(reason: str) -> Unevaluable:
+        return Unevaluable(
+            observation=wbc.ref,
+            version=wbc.version,
+            patient=wbc.patient,
+            collected=collected,
+            reason=f"derived ANC: {reason}",
+            sources=sources,
+        )
+
+    if any(lab.status not in USABLE_STATUSES for lab in parts):
+        return None  # preliminary parts: nothing to decide on yet
+    scaled = scale_count(wbc, units, sanity)
+    if scaled.per_ul is None:
+        return unevaluable(f"WBC {scaled.problem}")
+    percent = Decimal(0)
+    for lab in (neutrophils, bands):
+        if lab is None:
+            continue
+        if lab.problem or lab.value is None:
+            return unevaluable(f"differential {lab.problem or 'has no numeric value'}")
+        if not is_percent(lab, units):
+            return unevaluable(f"differential unit '{_unit_label(lab)}' is not percent")
+        if not Decimal(0) <= lab.value <= _HUNDRED:
+            return unevaluable(f"differential {lab.value}% is outside 0..100")
+        percent += lab.value
+    if percent > _HUNDRED:
+        return unevaluable(f"neutrophil and band percentages add up to {percent}%")
+    value = (scaled.per_ul * percent / _HUNDRED).quantize(Decimal(1))
+    if not sanity.min_per_ul <= value <= sanity.max_per_ul:
+        return unevaluable(f"{value} cells/uL is outside {sanity.min_per_ul}..{sanity.max_per_ul}")
+    return Anc(
+        observation=wbc.ref,
+        version=wbc.version,
+        patient=wbc.patient,
+        collected=collected,
+        value_per_ul=value,
+        derived=True,
+        sources=sources,
+    )
+
+
+def assess_labs(
+    labs: Iterable[LabObservation],
+    units: UnitTable,
+    sanity: Sanity,
+    clock: datetime,
+    derive: bool = True,
+) -> LabOutcome:
+    """Usable ANCs ordered by collection time, plus what was unevaluable, withdrawn or replaced.
+
+    Results collected after the clock are ignored. A result without a collection time cannot be
+    placed in time, so it is unevaluable rather than dated by its report time.
+    """
+    latest = current_versions(labs)
+    withdrawn = frozenset(ref for ref, lab in latest.items() if lab.status in WITHDRAWING_STATUSES)
+    standing = [
+        lab
+        for lab in latest.values()
+        if lab.ref not in withdrawn and (lab.collected is None or lab.collected <= clock)
+    ]
+    replaced = replaced_results(standing)
+    standing = [lab for lab in standing if lab.ref not in replaced]
+
+    usable: list[Anc] = []
+    unevaluable: list[Unevaluable] = []
+    direct_collections: set[tuple[str, datetime | None]] = set()
+    direct_specimens: set[str] = set()
+    for lab in standing:
+        if lab.role != "anc":
+            continue
+        direct_collections.add(_collection_key(lab))
+        if lab.specimen:
+            direct_specimens.add(lab.specimen)
+        if lab.status not in USABLE_STATUSES:
+            continue  # preliminary / registered: not used for decisions
+        scaled = (
+            scale_count(lab, units, sanity)
+            if lab.collected is not None
+            else _Scaled(None, "no collection time (effectiveDateTime / effectivePeriod.start)")
+        )
+        if scaled.per_ul is None or lab.collected is None:
+            unevaluable.append(
+                Unevaluable(
+                    observation=lab.ref,
+                    version=lab.version,
+                    patient=lab.patient,
+                    collected=lab.collected,
+                    reason=scaled.problem or "unreadable",
+                    sources=(lab.ref,),
+                )
+            )
+            continue
+        usable.append(
+            Anc(
+                observation=lab.ref,
+                version=lab.version,
+                patient=lab.patient,
+                collected=lab.collected,
+                value_per_ul=scaled.per_ul,
+                sources=(lab.ref,),
+            )
+        )
+
+    if derive:
+        groups: dict[tuple[str, datetime | None], list[LabObservation]] = defaultdict(list)
+        for lab in standing:
+            if lab.role in ("wbc", "neutrophil-pct", "segs-pct", "band-pct") and lab.collected:
+                groups[_collection_key(lab)].append(lab)
+        for key, group in groups.items():
+            if key in direct_collections or any(
+                lab.specimen in direct_specimens for lab in group if lab.specimen
+            ):
+                continue
+            derived = _derive(group, units, sanity)
+            if isinstance(derived, Anc):
+                usable.append(derived)
+            elif isinstance(derived, Unevaluable):
+                unevaluable.append(derived)
+
+    usable.sort(key=lambda anc: (anc.collected, anc.observation))
+    unevaluable.sort(key=lambda item: (item.collected or clock, item.observation))
+    return LabOutcome(
+        usable=tuple(usable),
+        unevaluable=tuple(unevaluable),
+        withdrawn=withdrawn,
+        current_versions={ref: lab.version for ref, lab in latest.items()},
+        replaced=replaced,
+    )

@@ -1,0 +1,262 @@
+"""Frozen values the core takes in and gives out.
+
+References are FHIR-style strings ("Observation/123"); times are timezone-aware datetimes. The
+translators in ``adapter.fhir`` build the inputs from FHIR JSON; nothing here knows about JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from adapter.core.protocol import Category, Frequency, Population, Setting
+
+LabRole = Literal["anc", "not-anc", "wbc", "neutrophil-pct", "segs-pct", "band-pct"]
+Recommendation = Literal[
+    "continue",
+    "interrupt",
+    "may-resume",
+    "prescriber-decision-required",
+    "may-initiate",
+    "do-not-initiate",
+]
+Outcome = Literal["authorized", "authorized-override", "not-authorized", "pending"]
+Reason = Literal[
+    "anc-missing",
+    "anc-not-current",
+    "anc-below-threshold",
+    "treatment-interrupted",
+    "rechallenge-requires-prescriber",
+    "supply-exceeds-limit",
+    "patient-not-enrolled",
+    "prescriber-not-certified",
+    "pharmacy-not-certified",
+    "psf-overdue",
+    "override-limit-reached",
+]
+#: Interfaces.md lists the reasons in this order; outputs list them in this order too.
+REASON_ORDER: tuple[Reason, ...] = (
+    "anc-missing",
+    "anc-not-current",
+    "anc-below-threshold",
+    "treatment-interrupted",
+    "rechallenge-requires-prescriber",
+    "supply-exceeds-limit",
+    "patient-not-enrolled",
+    "prescriber-not-certified",
+    "pharmacy-not-certified",
+    "psf-overdue",
+    "override-limit-reached",
+)
+
+USABLE_STATUSES = frozenset({"final", "amended", "corrected"})
+WITHDRAWING_STATUSES = frozenset({"entered-in-error", "cancelled"})
+CORRECTION_STATUSES = frozenset({"amended", "corrected"})
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class LabObservation:
+    """One laboratory Observation relevant to ANC (direct, or a component of a derived ANC)."""
+
+    ref: str
+    patient: str
+    role: LabRole
+    status: str
+    collected: datetime | None
+    value: Decimal | None
+    unit_code: str | None
+    unit_system: str | None
+    unit_text: str | None
+    version: str = ""
+    specimen: str | None = None
+    #: Business identifiers ("system|value"): two results sharing one are the same test.
+    identifiers: tuple[str, ...] = ()
+    #: Explicit links to earlier results this one replaces.
+    replaces: tuple[str, ...] = ()
+    issued: datetime | None = None
+    #: Raw ``meta.lastUpdated`` string, only compared between versions of one result.
+    last_updated: str = ""
+    #: Position in the input, the last tie-breaker between versions.
+    arrival: int = 0
+    #: Why the translator could not read a value (e.g. a valueString); makes it unevaluable.
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Supply:
+    """A clozapine supply handed over (MedicationDispense ``completed``)."""
+
+    ref: str
+    patient: str
+    handed_over: datetime
+    days_supply: int | None
+    setting: Setting
+
+
+@dataclass(frozen=True)
+class PendingDispense:
+    """A clozapine MedicationDispense awaiting a decision (``preparation`` / ``in-progress``)."""
+
+    ref: str
+    patient: str
+    time: datetime | None  # whenHandedOver or whenPrepared; None: decided at the clock
+    days_supply: int | None
+    setting: Setting
+    version: str = ""
+    performers: tuple[str, ...] = ()
+    prescription: str | None = None
+
+
+@dataclass(frozen=True)
+class Mitigation:
+    """An answer a person added to one of our DetectedIssues."""
+
+    author: str
+    action_codes: tuple[str, ...]
+    date: datetime | None
+    text: str
+
+
+@dataclass(frozen=True)
+class PriorIssue:
+    """A DetectedIssue the adapter wrote earlier, read back with the answers people gave."""
+
+    ref: str
+    identifier: str
+    patient: str
+    finding: str
+    status: str
+    identified: datetime | None
+    evidence: tuple[str, ...]
+    implicated: tuple[str, ...]
+    mitigations: tuple[Mitigation, ...]
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Designations:
+    ben: bool = False
+    hospice: bool = False
+
+
+@dataclass(frozen=True)
+class PatientInputs:
+    """Everything the core needs about one patient, as of the clock."""
+
+    patient: str
+    labs: tuple[LabObservation, ...] = ()
+    supplies: tuple[Supply, ...] = ()
+    pending: tuple[PendingDispense, ...] = ()
+    designations: Designations = Designations()
+    prior_issues: tuple[PriorIssue, ...] = ()
+    #: Requesters of the patient's clozapine prescriptions: who counts as "the prescriber".
+    prescribers: frozenset[str] = frozenset()
+    #: Whether something says the patient is on clozapine without a dispense (a prescription).
+    prescribed: bool = False
+
+
+# ---------------------------------------------------------------- lab results
+
+
+@dataclass(frozen=True)
+class Anc:
+    """A usable ANC, normalised to cells/uL."""
+
+    observation: str  # the direct ANC, or the WBC result a derived value came from
+    version: str
+    patient: str
+    collected: datetime
+    value_per_ul: Decimal
+    derived: bool = False
+    sources: tuple[str, ...] = ()  # every Observation the value came from
+
+    @property
+    def key(self) -> str:
+        return f"{self.observation}@{self.version}" if self.version else self.observation
+
+
+@dataclass(frozen=True)
+class Unevaluable:
+    """An ANC-coded result (or a derivation) that cannot be interpreted: reported, never used."""
+
+    observation: str
+    version: str
+    patient: str
+    collected: datetime | None
+    reason: str
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabOutcome:
+    usable: tuple[Anc, ...]  # ordered by collection time
+    unevaluable: tuple[Unevaluable, ...]
+    #: Results withdrawn by the lab (entered-in-error / cancelled).
+    withdrawn: frozenset[str]
+    #: Current version key of every result still standing ("Observation/1@2").
+    current_versions: dict[str, str] = field(default_factory=dict)
+    #: Results replaced by a linked newer result.
+    replaced: frozenset[str] = frozenset()
+
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class AncAssessment:
+    """What one usable ANC means, given everything collected before it."""
+
+    anc: Anc
+    category: Category
+    frequency: Frequency
+    recommendation: Recommendation
+    hematology_consult: bool
+    next_due: date
+    repeat_by: datetime | None  # the 24-hour confirmation deadline, for a first low result
+    therapy_start: date | None
+    population: Population
+
+
+@dataclass(frozen=True)
+class PatientStatus:
+    patient: str
+    population: Population
+    hospice: bool
+    therapy_start: date | None
+    latest: AncAssessment | None
+    category: Category | None
+    recommendation: Recommendation
+    frequency: Frequency
+    next_due: date
+    overdue: bool
+    repeat_by: datetime | None
+    hematology_consult: bool
+    ben_baseline: Decimal | None
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A person's answer that changed a decision."""
+
+    issue: str
+    author: str
+    role: Literal["prescriber", "pharmacist"]
+    date: datetime | None
+    text: str
+
+
+@dataclass(frozen=True)
+class DispenseDecision:
+    dispense: PendingDispense
+    outcome: Outcome
+    reasons: tuple[Reason, ...]  # why it is (or, for an override, was) not authorized
+    frequency: Frequency
+    evidence: tuple[Anc, ...]
+    citation: Citation | None = None
+    supply_limit: int | None = None
+    first_supply: bool = False
