@@ -503,6 +503,19 @@ def evidence_codes(issue: Resource) -> set[str]:
     return out
 
 
+def cites_rationale(decision: Resource, answered: Resource) -> bool:
+    """CR 2.3 "the rationale is cited": the decision refers to the answered DetectedIssue (id or
+    decision identifier), or names the mitigation's author and quotes its text. The spec does not
+    fix the form, so either is accepted (SCENARIOS.md A15)."""
+    text = json.dumps(decision)
+    ids = [answered.get("id", "")] + [i.get("value", "") for i in answered.get("identifier", [])]
+    if any(i and i in text for i in ids):
+        return True
+    last = answered["mitigation"][-1]
+    said = last["action"].get("text") or ""
+    return last["author"]["reference"] in text and bool(said) and said in decision.get("detail", "")
+
+
 def read_ndjson(path: Path) -> list[dict[str, Any]]:
     assert path.is_file(), f"expected output file {path}"
     lines = path.read_text(encoding="utf-8").splitlines()

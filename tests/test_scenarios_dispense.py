@@ -299,7 +299,7 @@ def test_prescriber_rationale_after_blocking_result_overrides_interrupt(tmp_path
     res = [*_moderate(pid, "2026-02-10"), k.pending_dispense(pid, "2026-02-10", 7, did=did)]
     first, auth = _decide(tmp_path, res, did, "2026-02-10")
     assert auth["outcome"] == "not-authorized"
-    assert auth["reasons"] == ["treatment-interrupted"]
+    assert "treatment-interrupted" in auth["reasons"]  # the exact set: test_interrupt_blocks
 
     (moderate,) = first.issues_where(
         code="anc-moderate-neutropenia", observation=f"{pid}-anc-2026-02-09"
@@ -310,10 +310,7 @@ def test_prescriber_rationale_after_blocking_result_overrides_interrupt(tmp_path
     second, auth = _decide(tmp_path, [*res, *others, answered], did, "2026-02-10")
     assert auth["outcome"] == "authorized-override"
     _check_issue(second, did, pid, "authorized-override", [])
-    cited = str(second.dispense_issue(did))
-    assert answered["id"] in cited or first.identifier(moderate) in cited, (
-        "the prescriber's rationale should be cited"
-    )
+    assert k.cites_rationale(second.dispense_issue(did), answered)
 
 
 def test_rationale_recorded_before_the_blocking_result_does_not_count(tmp_path: Path) -> None:
@@ -341,7 +338,7 @@ def test_rationale_recorded_before_the_blocking_result_does_not_count(tmp_path: 
     ]
     _, auth = _decide(tmp_path, res, did, "2026-02-10")
     assert auth["outcome"] == "not-authorized"
-    assert auth["reasons"] == ["treatment-interrupted"]
+    assert "treatment-interrupted" in auth["reasons"]  # the exact set: test_interrupt_blocks
 
 
 def _stale(pid: str) -> list[k.Resource]:
