@@ -250,3 +250,55 @@ def test_usage_errors_exit_non_zero(tmp_path: Path, argv: list[str]) -> None:
     }
     code, messages = k.invoke([mapping.get(a, a) for a in argv])
     assert code != 0, f"{argv} should be a usage error; output:\n{messages}"
+
+
+def test_decision_identifiers_do_not_depend_on_the_clock(tmp_path: Path) -> None:
+    """IF 2 "a deterministic identifier (value derived from the inputs that produced it) ... so a
+    replay never duplicates": the same ANC gives the same finding identifier on later runs."""
+    today = k.run_batch(tmp_path, cohort(), k.as_of(DAY))
+    tomorrow = k.run_batch(tmp_path, cohort(), k.as_of("2026-02-17"))
+    for oid, code in [
+        ("pa-anc-2026-02-05", "anc-moderate-neutropenia"),
+        ("pa-anc-2026-02-06", "anc-severe-neutropenia"),
+    ]:
+        (a,) = today.issues_where(code=code, observation=oid)
+        (b,) = tomorrow.issues_where(code=code, observation=oid)
+        assert today.identifier(a) == tomorrow.identifier(b)
+
+
+def test_feeding_our_own_output_back_does_not_duplicate(tmp_path: Path) -> None:
+    """A replay that includes the DetectedIssues we wrote yields the same decisions once each."""
+    first = k.run_batch(tmp_path, cohort(), k.as_of(DAY))
+    second = k.run_batch(tmp_path, cohort() + first.issues, k.as_of(DAY))
+    ids = [second.identifier(i) for i in second.issues]
+    assert len(ids) == len(set(ids))
+    assert sorted(ids) == sorted(first.identifier(i) for i in first.issues)
+    assert all(i["status"] == "final" for i in second.issues)
+
+
+def test_patient_without_any_anc_has_null_latest_and_category(tmp_path: Path) -> None:
+    pid = "p-never-tested"
+    result = k.run_batch(
+        tmp_path, k.on_clozapine(pid, "2026-01-05", DAY, baseline=None), k.as_of(DAY)
+    )
+    status = result.status_for(pid)
+    assert status["latestAnc"] is None
+    assert status["category"] is None
+
+
+def test_clozapine_in_a_contained_medication(tmp_path: Path) -> None:
+    """IF 1 "Clozapine is recognised by RxNorm": also when the dispense names it through
+    medicationReference to a contained Medication (R4 medication[x]; SCENARIOS.md A23)."""
+    pid = "p-contained"
+    pending = k.pending_dispense(pid, DAY, 7, did=f"{pid}-pending")
+    pending["contained"] = [
+        {
+            "resourceType": "Medication",
+            "id": "med",
+            "code": pending.pop("medicationCodeableConcept"),
+        }
+    ]
+    pending["medicationReference"] = {"reference": "#med"}
+    res = [*k.on_clozapine(pid, "2026-01-05", DAY), k.anc(pid, DAY, 1800), pending]
+    result = k.run_batch(tmp_path, res, k.as_of(DAY))
+    assert result.authorization_for(f"{pid}-pending")["outcome"] == "authorized"

@@ -384,3 +384,97 @@ def test_answers_to_a_stale_anc(tmp_path: Path, who: str, outcome: str) -> None:
     second, auth = _decide(tmp_path, [*res, *others, answered], did, "2026-03-12")
     assert auth["outcome"] == outcome
     _check_issue(second, did, pid, outcome, ["anc-not-current"])
+
+
+# ---- Recommendation gates (CR 2.3 rule 2) across excursions ------------------------------------
+GATES = [
+    # (id, population, ANC history (date, value), outcome, reasons)
+    (
+        "moderate-recovered-1000-may-resume",
+        "general",
+        [("2026-03-02", 1800), ("2026-03-05", 800), ("2026-03-10", 1000)],
+        "authorized",
+        [],
+    ),
+    (
+        "severe-recovered-1200-still-interrupted",
+        "general",
+        [("2026-03-02", 1800), ("2026-03-05", 400), ("2026-03-10", 1200)],
+        "not-authorized",
+        ["treatment-interrupted"],
+    ),
+    (
+        "ben-neutropenia-700-continues",
+        "ben",
+        [("2026-03-02", 1200), ("2026-03-10", 700)],
+        "authorized",
+        [],
+    ),
+    (
+        "ben-severe-recovered-600-still-interrupted",
+        "ben",
+        [("2026-03-02", 1200), ("2026-03-05", 400), ("2026-03-10", 600)],
+        "not-authorized",
+        ["treatment-interrupted"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("population", "history", "outcome", "reasons"),
+    [g[1:] for g in GATES],
+    ids=[g[0] for g in GATES],
+)
+def test_recommendation_gates_the_supply(
+    tmp_path: Path,
+    population: str,
+    history: list[tuple[str, int]],
+    outcome: str,
+    reasons: list[str],
+) -> None:
+    pid = "p-gate"
+    did = f"{pid}-pending"
+    res = k.on_clozapine(
+        pid, "2026-01-05", "2026-03-10", designations=(k.BEN,) if population == "ben" else ()
+    )
+    res += [k.anc(pid, d, v) for d, v in history]
+    res.append(k.pending_dispense(pid, "2026-03-10", 7, did=did))
+    result, auth = _decide(tmp_path, res, did, "2026-03-10")
+    assert auth["outcome"] == outcome
+    assert sorted(auth["reasons"]) == reasons
+    _check_issue(result, did, pid, outcome, reasons)
+
+
+def test_rechallenge_restarts_as_a_new_patient(tmp_path: Path) -> None:
+    """CR 2.1 severe: "a rechallenge restarts as a new patient once >= 1500" -> weekly again for
+    a patient who was on the monthly schedule (therapyStart: SCENARIOS.md A6)."""
+    pid = "p-rechallenged"
+    history = [
+        ("2026-02-02", 1800),
+        ("2026-02-09", 400),
+        ("2026-02-10", 1100),
+        ("2026-02-12", 1600),
+    ]
+    base = [
+        *k.on_clozapine(pid, "2024-11-04", "2026-01-27"),
+        *[k.anc(pid, d, v) for d, v in history],
+    ]
+    first = k.run_batch(tmp_path, base, k.as_of("2026-02-12"))
+    assert first.status_for(pid)["recommendation"] == "prescriber-decision-required"
+    (severe,) = first.issues_where(
+        code="anc-severe-neutropenia", observation=f"{pid}-anc-2026-02-09"
+    )
+    answered = k.prescriber_rationale(severe, "2026-02-12")
+    answered.setdefault("id", "di-rechallenge-answered")
+    res = [
+        *base,
+        answered,
+        k.completed_dispense(pid, "2026-02-13", 7),
+        k.anc(pid, "2026-02-16", 1700),
+    ]
+    second = k.run_batch(tmp_path, res, k.as_of("2026-02-16"))
+    status = second.status_for(pid)
+    assert status["recommendation"] == "continue"
+    assert status["monitoringFrequency"] == "weekly"
+    assert status["nextAncDue"] == "2026-02-23"
+    assert status["therapyStart"] == "2026-02-13"

@@ -165,6 +165,30 @@ def test_entered_in_error_withdraws_result_and_our_prior_decision(tmp_path: Path
     assert second.issues_where(code="anc-severe-neutropenia", patient=pid) == []
 
 
+def test_cancelled_result_withdraws_our_prior_decision(tmp_path: Path) -> None:
+    """CR 1 "`cancelled` ... withdraw the result"; IF 2: the data changed (it was not entered in
+    error), so our decision becomes `cancelled` (SCENARIOS.md A17)."""
+    pid = "p-obs-cancelled"
+    oid = f"{pid}-anc-{TESTED}"
+    first = k.run_batch(tmp_path, [*_base(pid), k.anc(pid, TESTED, 1200)], k.as_of(TESTED))
+    (mild,) = first.issues_where(code="anc-mild-neutropenia", patient=pid, observation=oid)
+    withdrawn = k.anc(
+        pid,
+        TESTED,
+        1200,
+        status="cancelled",
+        version="2",
+        last_updated=k.when("2026-02-17", "09:00:00"),
+    )
+    second = k.run_batch(
+        tmp_path, [*_base(pid, "2026-02-17"), withdrawn, *first.issues], k.as_of("2026-02-17")
+    )
+    _assert_previous_is_latest(second, pid)
+    old = [i for i in second.issues if second.identifier(i) == first.identifier(mild)]
+    assert [i["status"] for i in old] == ["cancelled"]
+    assert second.anc_findings(pid) == []
+
+
 def test_entered_in_error_version_in_same_input_withdraws(tmp_path: Path) -> None:
     pid = "p-eie-same"
     res = [
@@ -185,12 +209,16 @@ def test_entered_in_error_version_in_same_input_withdraws(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("corrected_value", "new_finding"),
-    [(1200, "anc-mild-neutropenia"), (1600, None)],
-    ids=["to-mild", "to-normal"],
+    ("corrected_value", "new_finding", "replacing_status"),
+    [
+        (1200, "anc-mild-neutropenia", "corrected"),
+        (1600, None, "corrected"),
+        (1200, "anc-mild-neutropenia", "amended"),
+    ],
+    ids=["corrected-to-mild", "corrected-to-normal", "amended-to-mild"],
 )
 def test_corrected_replaces_and_cancels_old_decision(
-    tmp_path: Path, corrected_value: int, new_finding: str | None
+    tmp_path: Path, corrected_value: int, new_finding: str | None, replacing_status: str
 ) -> None:
     pid = "p-corr"
     oid = f"{pid}-anc-{TESTED}"
@@ -202,7 +230,7 @@ def test_corrected_replaces_and_cancels_old_decision(
         pid,
         TESTED,
         corrected_value,
-        status="corrected",
+        status=replacing_status,
         version="2",
         last_updated=k.when("2026-02-17", "09:00:00"),
     )

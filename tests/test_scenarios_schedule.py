@@ -250,3 +250,78 @@ def test_first_supply_of_a_restart_needs_a_baseline(
     auth = result.authorization_for(f"{pid}-restart")
     assert auth["outcome"] == outcome
     assert sorted(auth["reasons"]) == reasons
+
+
+OVERDUE_BY_FREQUENCY = [
+    # (id, therapy start, ANC, hospice, ANC collected, as-of, overdue); due + 2 days of grace
+    ("daily-last-grace-day", "2026-01-05", 800, False, "2026-03-02", "2026-03-05T23:00:00Z", False),
+    ("daily-overdue", "2026-01-05", 800, False, "2026-03-02", "2026-03-06T01:00:00Z", True),
+    (
+        "3x-weekly-last-grace-day",
+        "2026-01-05",
+        1200,
+        False,
+        "2026-03-02",
+        "2026-03-07T23:00:00Z",
+        False,
+    ),
+    ("3x-weekly-overdue", "2026-01-05", 1200, False, "2026-03-02", "2026-03-08T01:00:00Z", True),
+    (
+        "2-weeks-last-grace-day",
+        "2025-06-02",
+        1800,
+        False,
+        "2026-03-02",
+        "2026-03-18T23:00:00Z",
+        False,
+    ),
+    ("2-weeks-overdue", "2025-06-02", 1800, False, "2026-03-02", "2026-03-19T01:00:00Z", True),
+    (
+        "hospice-last-grace-day",
+        "2026-01-05",
+        1800,
+        True,
+        "2026-03-02",
+        "2026-09-04T23:00:00Z",
+        False,
+    ),
+    ("hospice-overdue", "2026-01-05", 1800, True, "2026-03-02", "2026-09-05T01:00:00Z", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("start", "value", "hospice", "collected", "as_of", "overdue"),
+    [o[1:] for o in OVERDUE_BY_FREQUENCY],
+    ids=[o[0] for o in OVERDUE_BY_FREQUENCY],
+)
+def test_overdue_by_frequency(
+    tmp_path: Path,
+    start: str,
+    value: int,
+    hospice: bool,
+    collected: str,
+    as_of: str,
+    overdue: bool,
+) -> None:
+    pid = "p-overdue-freq"
+    res = k.on_clozapine(pid, start, as_of, designations=(k.HOSPICE,) if hospice else ())
+    res.append(k.anc(pid, collected, value))
+    result = k.run_batch(tmp_path, res, as_of)
+    status = result.status_for(pid)
+    assert status["overdue"] is overdue
+    assert len(result.issues_where(code="anc-monitoring-overdue", patient=pid)) == int(overdue)
+
+
+def test_supply_handed_over_after_as_of_does_not_start_therapy(tmp_path: Path) -> None:
+    pid = "p-future-start"
+    res = [
+        k.patient(pid),
+        k.practitioner(),
+        k.medication_request(pid, "2026-03-01"),
+        k.anc(pid, "2026-03-05", 1800),
+        k.completed_dispense(pid, "2026-03-09", 7),
+        k.pending_dispense(pid, "2026-03-08", 7, did=f"{pid}-first"),
+    ]
+    result = k.run_batch(tmp_path, res, k.as_of("2026-03-08"))
+    assert result.status_for(pid)["therapyStart"] is None
+    assert result.authorization_for(f"{pid}-first")["outcome"] == "authorized"

@@ -113,3 +113,22 @@ def test_unevaluable_is_reported_and_not_used(tmp_path: Path, tested: k.Resource
     assert result.anc_findings(pid) == ["anc-unevaluable"]
     (issue,) = result.issues_where(code="anc-unevaluable", patient=pid, observation=tested["id"])
     assert issue["severity"] == "moderate"
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "usable"),
+    [(100, "10*3/uL", True), (100000, "/uL", True), (100001, "/uL", False), (0, "/uL", True)],
+    ids=["100x10^3-is-100000", "100000-per-uL", "100001-per-uL", "zero"],
+)
+def test_magnitude_range_edges(tmp_path: Path, value: float, code: str, usable: bool) -> None:
+    """CR 1 "a normalised value outside 0..100000 cells/uL ... is unevaluable"."""
+    pid = "p-range"
+    tested = k.anc(pid, TESTED, value, code=code)
+    result = _run(tmp_path, pid, tested)
+    latest = result.status_for(pid)["latestAnc"]
+    if usable:
+        assert k.same_ref(latest["observation"], f"Observation/{tested['id']}")
+        assert "anc-unevaluable" not in result.anc_findings(pid)
+    else:
+        assert result.anc_findings(pid) == ["anc-unevaluable"]
+        assert latest["valuePerUL"] == pytest.approx(1800)
