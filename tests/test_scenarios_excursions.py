@@ -39,6 +39,7 @@ class Scenario:
     population: str
     steps: tuple[Step, ...]
     pre_therapy: tuple[tuple[str, int], ...] = (("BASELINE", 2000),)
+    hospice: bool = False
 
 
 CONT, INT, RESUME, PDR = "continue", "interrupt", "may-resume", "prescriber-decision-required"
@@ -165,13 +166,82 @@ SCENARIOS = [
     ),
 ]
 
+SCENARIOS += [
+    # Month 8: mild, then moderate on the way down, then the moderate recovery path; the weekly
+    # 4 weeks end and every 2 weeks resumes.
+    Scenario(
+        "mild-then-moderate",
+        "2025-06-02",
+        "general",
+        (
+            Step("2026-02-06", 1600, "normal", CONT, "every-2-weeks", "2026-02-20"),
+            Step("2026-02-16", 1200, MILD, CONT, "three-times-weekly", "2026-02-19", True),
+            Step("2026-02-19", 900, MOD, INT, "daily", "2026-02-20", consult=True),
+            Step("2026-02-20", 1100, MILD, RESUME, "three-times-weekly", "2026-02-23"),
+            Step("2026-02-23", 1600, "normal", ANY, "weekly", "2026-03-02"),
+            Step("2026-03-02", 1600, "normal", ANY, "weekly", "2026-03-09"),
+            Step("2026-03-26", 1600, "normal", CONT, "every-2-weeks", "2026-04-09"),
+        ),
+    ),
+    # Month 15: moderate, may-resume, falls back to moderate (daily again, no new 24-hour repeat
+    # because it does not follow a normal result), then recovers.
+    Scenario(
+        "moderate-bounce",
+        "2024-11-04",
+        "general",
+        (
+            Step("2026-02-02", 1800, "normal", CONT, "monthly", "2026-03-02"),
+            Step("2026-02-10", 800, MOD, INT, "daily", "2026-02-11", True, True),
+            Step("2026-02-11", 1100, MILD, RESUME, "three-times-weekly", "2026-02-14"),
+            Step("2026-02-14", 900, MOD, INT, "daily", "2026-02-15", consult=True),
+            Step("2026-02-15", 1200, MILD, RESUME, "three-times-weekly", "2026-02-18"),
+            Step("2026-02-18", 1600, "normal", ANY, "weekly", "2026-02-25"),
+        ),
+    ),
+    # Hospice (every 6 months): mild -> three times weekly -> back to every 6 months.
+    Scenario(
+        "hospice-mild",
+        "2025-06-02",
+        "general",
+        (
+            Step("2026-02-06", 1600, "normal", CONT, "every-6-months", "2026-08-06"),
+            Step("2026-02-16", 1200, MILD, CONT, "three-times-weekly", "2026-02-19", True),
+            Step("2026-02-19", 1500, "normal", CONT, "every-6-months", "2026-08-19"),
+        ),
+        hospice=True,
+    ),
+    # BEN severe with a median baseline of 800: daily until >= 500, three times weekly until >=
+    # the baseline, a rechallenge "once >= 1000 or at baseline" (SCENARIOS.md A4).
+    Scenario(
+        "ben-severe-baseline-800",
+        "2025-06-02",
+        "ben",
+        (
+            Step("2026-02-06", 1200, "normal", CONT, "every-2-weeks", "2026-02-20"),
+            Step("2026-02-16", 400, SEV, INT, "daily", "2026-02-17", True, True),
+            Step("2026-02-17", 600, BENN, INT, "three-times-weekly", "2026-02-20"),
+            Step("2026-02-20", 790, BENN, INT, "three-times-weekly", "2026-02-23"),
+            Step("2026-02-23", 810, BENN, PDR, ANY, ANY),
+        ),
+        pre_therapy=(
+            ("2025-05-01", 500),
+            ("2025-05-10", 700),
+            ("2025-05-20", 800),
+            ("2025-05-28", 1050),
+            ("2025-05-30", 1100),
+        ),
+    ),
+]
+
 CASES = [(s, i) for s in SCENARIOS for i in range(len(s.steps))]
 
 
 def history(scenario: Scenario, upto: int, pid: str) -> list[k.Resource]:
     """Resources for a scenario up to and including step `upto`."""
     last = scenario.steps[upto].collected
-    designations = (k.BEN,) if scenario.population == "ben" else ()
+    designations = ((k.BEN,) if scenario.population == "ben" else ()) + (
+        (k.HOSPICE,) if scenario.hospice else ()
+    )
     res = k.on_clozapine(pid, scenario.start, last, baseline=None, designations=designations)
     for collected, value in scenario.pre_therapy:
         when = k.add_days(scenario.start, -2) if collected == "BASELINE" else collected
