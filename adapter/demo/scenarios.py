@@ -525,7 +525,7 @@ def s12_moderate_weekly(p: DemoPatient) -> Expected:
     routine(p, start, d(2026, 1, 1), 2100)
     p.anc(at(d(2026, 1, 5), 9), 2100)
     p.supply(at(d(2026, 1, 5), 15), 28)
-    daily = (
+    excursion = (
         (d(2026, 1, 26), 700),
         (d(2026, 1, 27), 800),
         (d(2026, 1, 28), 950),
@@ -534,26 +534,26 @@ def s12_moderate_weekly(p: DemoPatient) -> Expected:
         (d(2026, 2, 5), 1450),
         (d(2026, 2, 9), 1600),
         (d(2026, 2, 16), 1750),
-        (d(2026, 2, 23), 1900),
     )
-    for day, value in daily:
+    for day, value in excursion:
         p.anc(at(day, 8), value, loinc="753-4")
     for day in (d(2026, 1, 30), d(2026, 2, 6), d(2026, 2, 13), d(2026, 2, 20)):
         p.supply(at(day, 15), 7)
-    latest = p.anc(at(d(2026, 3, 2), 8), 2000, loinc="753-4")
+    latest = p.anc(at(d(2026, 2, 23), 8), 1900, loinc="753-4")
     pending = p.pending(PENDING_AT, 7)
     return {
-        "why": "Moderate in January, >= 1500 on 02-09: weekly for 4 weeks (monthly patient)",
+        "why": "Moderate in January, >= 1500 on 02-09: weekly for 4 weeks (a monthly patient)",
         "scenarios": ["moderate-excursion", "moderate-recovery-weekly-4-weeks"],
-        # First >= 1500 on 02-09; 03-02 is 21 days later, inside the 4 weeks: weekly, 03-09.
+        # First >= 1500 on 02-09; 02-23 is 14 days later, well inside the 4 weeks (under any
+        # reading: by time, or by counting 4 weekly results): weekly, due 03-02, due today.
         "status": status(
             therapy_start="2024-07-01",
             anc=latest,
-            value=2000,
+            value=1900,
             category="normal",
             recommendation="continue",
             frequency="weekly",
-            next_due="2026-03-09",
+            next_due="2026-03-02",
         ),
         "dispenses": [decision(pending, "authorized")],
         "readings": [
