@@ -93,7 +93,8 @@ def decide(
         evidence.append(latest.anc)
         frequency = latest.frequency
         due = Schedule(protocol, timeline.hospice).current_until(latest.next_due)
-        if on > due:
+        # A first supply or restart is judged by its baseline window (below), not the interval.
+        if on > due and not starts_course:
             reasons.append("anc-not-current")
         if latest.recommendation == "interrupt":
             reasons += ["treatment-interrupted", "anc-below-threshold"]

@@ -1,0 +1,196 @@
+"""Clinical-rules section 2.3 (local backend) and section 4 (answers through mitigations)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from core_kit import anc, at, evaluate, issue, pending, supply
+
+
+def decide(labs, supplies, dispense, clock=None, **kwargs):
+    result = evaluate(labs, supplies, clock, pending_dispenses=(dispense,), **kwargs)
+    (decision,) = result.decisions
+    return decision
+
+
+def test_current_normal_anc_authorizes():
+    decision = decide([anc(-1, 2000), anc(5, 2000)], [supply(0)], pending(7))
+    assert (decision.outcome, decision.reasons) == ("authorized", ())
+
+
+def test_no_anc_at_all():
+    decision = decide([], [supply(0)], pending(7), clock=7)
+    assert decision.outcome == "not-authorized"
+    assert "anc-missing" in decision.reasons
+
+
+@pytest.mark.parametrize(("day", "current"), [(14, True), (15, False)])
+def test_anc_must_be_current_at_dispense_time(day, current):
+    decision = decide([anc(-1, 2000), anc(5, 2000)], [supply(0)], pending(day), clock=day)
+    assert ("anc-not-current" not in decision.reasons) is current
+
+
+def test_interrupted_treatment_blocks_with_every_reason():
+    decision = decide([anc(-1, 2000), anc(5, 700)], [supply(0)], pending(6))
+    assert decision.reasons == ("anc-below-threshold", "treatment-interrupted")
+
+
+def test_rechallenge_awaiting_prescriber_blocks():
+    labs = [anc(-1, 2000), anc(5, 400), anc(9, 1600)]
+    decision = decide(labs, [supply(0)], pending(10))
+    assert "rechallenge-requires-prescriber" in decision.reasons
+    assert decision.outcome == "not-authorized"
+
+
+@pytest.mark.parametrize(
+    ("baseline_day", "value", "reason"),
+    [(-31, 2000, "anc-not-current"), (-30, 2000, None), (-2, 1499, "anc-below-threshold")],
+)
+def test_first_supply_needs_a_recent_baseline_at_initiation_level(baseline_day, value, reason):
+    decision = decide([anc(baseline_day, value, hour=16)], [], pending(0), clock=0)
+    assert decision.first_supply
+    if reason is None:
+        assert decision.outcome == "authorized"
+    else:
+        assert reason in decision.reasons
+
+
+def test_ben_first_supply_needs_two_baselines():
+    one = decide([anc(-2, 1200)], [], pending(0), clock=0, ben=True)
+    two = decide([anc(-5, 1200), anc(-2, 1200)], [], pending(0), clock=0, ben=True)
+    assert "anc-missing" in one.reasons
+    assert two.outcome == "authorized"
+
+
+@pytest.mark.parametrize(
+    ("setting", "days", "allowed"),
+    [
+        ("discharge", 7, True),
+        ("discharge", 8, False),
+        ("inpatient", 8, False),
+        ("outpatient", 90, True),
+        ("community", 90, True),
+        ("discharge", None, False),
+    ],
+)
+def test_discharge_and_inpatient_supply_limit_under_weekly(setting, days, allowed):
+    decision = decide([anc(-1, 2000), anc(5, 2000)], [supply(0)], pending(6, days, setting))
+    assert ("supply-exceeds-limit" not in decision.reasons) is allowed
+
+
+def test_supply_limit_follows_monitoring_frequency():
+    # 13 months of therapy: monthly monitoring allows 30 days at discharge.
+    supplies = [supply(day, 28) for day in range(0, 400, 28)]
+    labs = [anc(-1, 2000), anc(399, 2000)]
+    assert decide(labs, supplies, pending(400, 30, "discharge")).outcome == "authorized"
+    assert "supply-exceeds-limit" in decide(labs, supplies, pending(400, 31, "discharge")).reasons
+
+
+def test_prescriber_rationale_after_blocking_result_authorizes_with_citation():
+    labs = [anc(-1, 2000), anc(5, 700)]
+    prior = issue("anc-moderate-neutropenia", author="Practitioner/dr", when=at(5, 15))
+    decision = decide(
+        labs, [supply(0)], pending(6), prior=(prior,), prescribers=frozenset({"Practitioner/dr"})
+    )
+    assert decision.outcome == "authorized-override"
+    assert decision.citation is not None and decision.citation.role == "prescriber"
+
+
+def test_rationale_recorded_before_the_blocking_result_does_not_count():
+    labs = [anc(-1, 2000), anc(5, 700)]
+    prior = issue("anc-mild-neutropenia", author="Practitioner/dr", when=at(4))
+    decision = decide(
+        labs, [supply(0)], pending(6), prior=(prior,), prescribers=frozenset({"Practitioner/dr"})
+    )
+    assert decision.outcome == "not-authorized"
+
+
+def test_rationale_by_someone_else_than_the_prescriber_does_not_count():
+    labs = [anc(-1, 2000), anc(5, 700)]
+    prior = issue("anc-moderate-neutropenia", author="Practitioner/other", when=at(5, 15))
+    decision = decide(
+        labs, [supply(0)], pending(6), prior=(prior,), prescribers=frozenset({"Practitioner/dr"})
+    )
+    assert decision.outcome == "not-authorized"
+
+
+def _override(dispense: str, when, reasons=("anc-not-current",)):
+    return issue(
+        "dispense-not-authorized",
+        author="Practitioner/pharmacist",
+        when=when,
+        action=("EMAUTH",),
+        implicated=(dispense,),
+        reasons=reasons,
+        ref=f"DetectedIssue/{dispense.split('/')[1]}",
+    )
+
+
+def test_pharmacist_override_authorizes_a_stale_anc():
+    labs = [anc(-1, 2000), anc(1, 2000)]
+    dispense = pending(20)
+    prior = _override(dispense.ref, at(20, 16))
+    decision = decide(labs, [supply(0, 28)], dispense, clock=21, prior=(prior,))
+    assert decision.outcome == "authorized-override"
+    assert decision.citation is not None and decision.citation.role == "pharmacist"
+
+
+def test_pharmacist_cannot_override_an_interruption():
+    labs = [anc(-1, 2000), anc(5, 400)]
+    dispense = pending(6)
+    prior = _override(dispense.ref, at(6, 16), reasons=("treatment-interrupted",))
+    decision = decide(labs, [supply(0)], dispense, clock=7, prior=(prior,))
+    assert decision.outcome == "not-authorized"
+
+
+@pytest.mark.parametrize(("days_after_first", "allowed"), [(364, False), (366, True)])
+def test_override_limit_is_three_per_rolling_year(days_after_first, allowed):
+    earlier = [_override(f"MedicationDispense/old{i}", at(10 + i * 30)) for i in range(3)]
+    day = 10 + days_after_first
+    dispense = pending(day)
+    mine = _override(dispense.ref, at(day, 16))
+    labs = [anc(-1, 2000), anc(day - 20, 2000)]
+    supplies = [supply(d, 28) for d in range(0, day, 28)]
+    decision = decide(labs, supplies, dispense, clock=day + 1, prior=(*earlier, mine))
+    assert (decision.outcome == "authorized-override") is allowed
+    if not allowed:
+        assert "override-limit-reached" in decision.reasons
+
+
+def test_override_limit_does_not_apply_to_inpatient_settings():
+    earlier = [_override(f"MedicationDispense/old{i}", at(10 + i * 30)) for i in range(3)]
+    dispense = pending(120, 7, "inpatient")
+    mine = _override(dispense.ref, at(120, 16))
+    labs = [anc(-1, 2000), anc(100, 2000)]
+    supplies = [supply(d, 28) for d in range(0, 120, 28)]
+    decision = decide(labs, supplies, dispense, clock=121, prior=(*earlier, mine))
+    assert decision.outcome == "authorized-override"
+
+
+def test_restart_after_interruption_needs_a_new_baseline():
+    labs = [anc(-1, 2000), anc(20, 2000)]
+    supplies = [supply(0, 28)]
+    restart_day = 28 + 30
+    stale = decide(labs, supplies, pending(restart_day), clock=restart_day)
+    assert stale.first_supply and "anc-not-current" in stale.reasons
+    fresh = decide([*labs, anc(restart_day - 1, 1400)], supplies, pending(restart_day))
+    assert "anc-below-threshold" in fresh.reasons
+
+
+def test_dispense_prepared_after_the_clock_is_not_decided():
+    result = evaluate([anc(-1, 2000)], [], at(0), pending_dispenses=(pending(3),))
+    assert result.decisions == ()
+
+
+def test_decision_time_defaults_to_the_clock():
+    from core_kit import PATIENT
+
+    from adapter.core.model import PendingDispense
+
+    undated = PendingDispense("MedicationDispense/u", PATIENT, None, 7, "outpatient")
+    result = evaluate(
+        [anc(-1, 2000), anc(1, 2000)], [supply(0)], at(20), pending_dispenses=(undated,)
+    )
+    assert "anc-not-current" in result.decisions[0].reasons
+    assert at(20) - at(1) > timedelta(days=9)
