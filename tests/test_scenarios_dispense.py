@@ -352,7 +352,9 @@ def _stale(pid: str) -> list[k.Resource]:
 @pytest.mark.parametrize(
     ("who", "outcome"),
     [
-        ("pharmacist-emauth", "authorized-override"),
+        # CR 4 "Who may do what follows section 3": a pharmacist's override needs "a current
+        # ANC" (CR 3), so EMAUTH cannot lift anc-not-current (SCENARIOS.md A24).
+        ("pharmacist-emauth", "not-authorized"),
         ("pharmacist-without-emauth", "not-authorized"),
         ("prescriber-on-overdue-issue", "authorized-override"),
     ],
@@ -384,6 +386,43 @@ def test_answers_to_a_stale_anc(tmp_path: Path, who: str, outcome: str) -> None:
     second, auth = _decide(tmp_path, [*res, *others, answered], did, "2026-03-12")
     assert auth["outcome"] == outcome
     _check_issue(second, did, pid, outcome, ["anc-not-current"])
+
+
+PHARMACIST_CASES = [
+    # (id, latest ANC, category, days, first-run reasons, outcome after EMAUTH)
+    ("discharge-over-limit", 1800, "discharge", 8, ["supply-exceeds-limit"], "authorized-override"),
+    ("moderate-interrupt", 800, None, 7, ["treatment-interrupted"], "not-authorized"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "category", "days", "reason", "outcome"),
+    [c[1:] for c in PHARMACIST_CASES],
+    ids=[c[0] for c in PHARMACIST_CASES],
+)
+def test_pharmacist_emauth_override(
+    tmp_path: Path, value: int, category: str | None, days: int, reason: list[str], outcome: str
+) -> None:
+    """CR 4: EMAUTH on a not-authorized dispense is a recorded override (local backend); a low
+    ANC / interruption stays the prescriber's decision (CR 2.1, CR 3; SCENARIOS.md A24)."""
+    pid = "p-emauth"
+    did = f"{pid}-pending"
+    res = [
+        *k.on_clozapine(pid, "2026-01-05", "2026-03-10"),
+        k.anc(pid, "2026-03-02", 1800),
+        k.anc(pid, "2026-03-10", value),
+        k.pending_dispense(pid, "2026-03-10", days, did=did, category=category),
+    ]
+    first, auth = _decide(tmp_path, res, did, "2026-03-10")
+    assert auth["outcome"] == "not-authorized"
+    assert set(reason) <= set(auth["reasons"])
+    target = first.dispense_issue(did)
+    answered = k.pharmacist_override(target, "2026-03-10")
+    answered.setdefault("id", "di-emauth")
+    others = [i for i in first.issues if i is not target]
+    second, auth = _decide(tmp_path, [*res, *others, answered], did, "2026-03-10")
+    assert auth["outcome"] == outcome
+    _check_issue(second, did, pid, outcome, auth["reasons"])
 
 
 # ---- Recommendation gates (CR 2.3 rule 2) across excursions ------------------------------------
