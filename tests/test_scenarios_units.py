@@ -88,6 +88,19 @@ def _value_string(pid: str) -> k.Resource:
     return obs
 
 
+def _no_collection_time(pid: str) -> k.Resource:
+    """CR 1 "Time of an ANC = specimen collection ... never the report time (issued)": without a
+    collection time the result cannot be placed, so it is unevaluable (SCENARIOS.md A12)."""
+    return k.observation(
+        pid,
+        f"{pid}-anc-undated",
+        "751-8",
+        None,
+        k.quantity(1200),
+        issued=k.when(TESTED, "12:00:00"),
+    )
+
+
 UNEVALUABLE = [
     ("unknown-unit-text-mg/dL", k.anc("p-uneval", TESTED, 1.2, code=None, unit="mg/dL")),
     ("unknown-ucum-code-mmol/L", k.anc("p-uneval", TESTED, 1.2, code="mmol/L")),
@@ -98,6 +111,7 @@ UNEVALUABLE = [
     ("negative", k.anc("p-uneval", TESTED, -5)),
     ("1.4-per-uL-only-makes-sense-as-thousands", k.anc("p-uneval", TESTED, 1.4)),
     ("no-valueQuantity", _value_string("p-uneval")),
+    ("no-collection-time", _no_collection_time("p-uneval")),
 ]
 
 
