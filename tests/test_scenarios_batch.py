@@ -302,3 +302,32 @@ def test_clozapine_in_a_contained_medication(tmp_path: Path) -> None:
     res = [*k.on_clozapine(pid, "2026-01-05", DAY), k.anc(pid, DAY, 1800), pending]
     result = k.run_batch(tmp_path, res, k.as_of(DAY))
     assert result.authorization_for(f"{pid}-pending")["outcome"] == "authorized"
+
+
+@pytest.mark.parametrize(
+    "bad_line",
+    [
+        '{"resourceType": "Observation", "id": "bad", "status": 12, "code": "x"}',
+        '["not", "a", "resource"]',
+        '{"id": "no-resource-type"}',
+    ],
+    ids=["invalid-fhir-observation", "json-array", "no-resourceType"],
+)
+def test_invalid_resource_line_is_reported_and_the_rest_processed(
+    tmp_path: Path, bad_line: str
+) -> None:
+    lines = [json.dumps(r) for r in cohort()]
+    lines.insert(4, bad_line)  # line 5
+    source = tmp_path / "feed-invalid.ndjson"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out-invalid"
+    code, messages = k.invoke(
+        ["run", "--source", str(source), "--out", str(out), "--as-of", k.as_of(DAY)]
+    )
+    assert code == 0, messages
+    assert "feed-invalid.ndjson" in messages, messages
+    after = messages.split("feed-invalid.ndjson", 1)[1][:80]
+    assert "5" in after or "line 5" in messages, f"the line number should be reported: {messages}"
+    result = k.load_outputs(out, code, source, messages)
+    reference = k.run_batch(tmp_path, cohort(), k.as_of(DAY))
+    assert _canonical(result) == _canonical(reference)

@@ -332,3 +332,32 @@ def test_as_of_ignores_later_results_and_dispenses(tmp_path: Path) -> None:
     assert result.anc_findings(pid) == []
     assert result.authorizations == []
     assert k.parse_instant(status["asOf"]) == k.parse_instant(k.as_of("2026-02-17"))
+
+
+def test_withdrawn_result_remakes_the_dispense_decision(tmp_path: Path) -> None:
+    """CR 1 "every decision that used it is withdrawn and re-made": a dispense refused on a
+    moderate ANC that turns out entered in error is re-decided (authorized), and the refusal is
+    no longer final (IF 2: `cancelled` or `entered-in-error`, never deleted)."""
+    pid = "p-eie-dispense"
+    did = f"{pid}-pending"
+    pending = k.pending_dispense(pid, TESTED, 7, did=did)
+    first = k.run_batch(tmp_path, [*_base(pid), k.anc(pid, TESTED, 800), pending], k.as_of(TESTED))
+    assert first.authorization_for(did)["outcome"] == "not-authorized"
+    refusal_id = first.identifier(first.dispense_issue(did))
+
+    retracted = k.anc(
+        pid,
+        TESTED,
+        800,
+        status="entered-in-error",
+        version="2",
+        last_updated=k.when(TESTED, "15:00:00"),
+    )
+    second = k.run_batch(
+        tmp_path, [*_base(pid), retracted, pending, *first.issues], k.as_of(TESTED)
+    )
+    assert second.authorization_for(did)["outcome"] == "authorized"
+    assert k.finding_code(second.dispense_issue(did)) == "dispense-authorized"
+    old = [i for i in second.issues if second.identifier(i) == refusal_id]
+    assert len(old) == 1
+    assert old[0]["status"] in ("cancelled", "entered-in-error")
