@@ -331,3 +331,26 @@ def test_invalid_resource_line_is_reported_and_the_rest_processed(
     result = k.load_outputs(out, code, source, messages)
     reference = k.run_batch(tmp_path, cohort(), k.as_of(DAY))
     assert _canonical(result) == _canonical(reference)
+
+
+def test_folder_with_ndjson_and_bundle_files(tmp_path: Path) -> None:
+    """IF 3 "--source: FHIR Bundle JSON files, NDJSON files, or folders of them"."""
+    resources = cohort()
+    folder = tmp_path / "mixed"
+    k.write_source(folder / "part-a", resources[:12], "ndjson").rename(folder / "a.ndjson")
+    k.write_source(folder / "part-b", resources[12:], "bundle").rename(folder / "b.json")
+    for part in ("part-a", "part-b"):
+        (folder / part).rmdir()
+    out = tmp_path / "out-mixed"
+    code, messages = k.invoke(
+        ["run", "--source", str(folder), "--out", str(out), "--as-of", k.as_of(DAY)]
+    )
+    assert code == 0, messages
+    reference = k.run_batch(tmp_path, resources, k.as_of(DAY))
+    assert _canonical(k.load_outputs(out, code, folder, messages)) == _canonical(reference)
+
+
+def test_explicit_local_backend_is_the_default(tmp_path: Path) -> None:
+    default = k.run_batch(tmp_path, cohort(), k.as_of(DAY))
+    explicit = k.run_batch(tmp_path, cohort(), k.as_of(DAY), extra_args=["--rems", "local"])
+    assert explicit.raw == default.raw

@@ -66,6 +66,9 @@ def test_latest_anc_must_be_current(
     assert auth["daysSupply"] == 28
     assert auth["setting"] == "outpatient"
     _check_issue(result, did, pid, outcome, reasons)
+    # IF 2 "evidence.detail (the ANC Observations used)"
+    used = k.evidence_refs(result.dispense_issue(did))
+    assert any(k.same_ref(r, f"Observation/{pid}-anc-2026-03-02") for r in used), used
 
 
 def test_no_anc_at_all(tmp_path: Path) -> None:
