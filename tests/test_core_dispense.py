@@ -31,9 +31,21 @@ def test_anc_must_be_current_at_dispense_time(day, current):
     assert ("anc-not-current" not in decision.reasons) is current
 
 
-def test_interrupted_treatment_blocks_with_every_reason():
+def test_interrupted_treatment_blocks():
     decision = decide([anc(-1, 2000), anc(5, 700)], [supply(0)], pending(6))
-    assert decision.reasons == ("anc-below-threshold", "treatment-interrupted")
+    assert decision.reasons == ("treatment-interrupted",)
+
+
+def test_every_failing_condition_is_listed():
+    # Moderate on day 5 (daily: current to day 8), a 10-day discharge supply on day 12.
+    decision = decide([anc(-1, 2000), anc(5, 700)], [supply(0, 28)], pending(12, 10, "discharge"))
+    assert decision.reasons == ("anc-not-current", "treatment-interrupted", "supply-exceeds-limit")
+
+
+@pytest.mark.parametrize(("second", "allowed"), [(1000, True), (999, False)])
+def test_ben_first_supply_needs_both_baselines_at_1000(second, allowed):
+    decision = decide([anc(-5, 1200), anc(-2, second)], [], pending(0), clock=0, ben=True)
+    assert (decision.outcome == "authorized") is allowed
 
 
 def test_rechallenge_awaiting_prescriber_blocks():

@@ -94,7 +94,8 @@ def test_severe_then_rechallenge_needs_prescriber_then_restarts_as_new_patient()
         ("interrupt", "three-times-weekly"),
         ("prescriber-decision-required", "weekly"),
     ]
-    assert result.status.hematology_consult
+    assert not result.status.hematology_consult  # tied to the current category
+    assert [a.hematology_consult for a in result.timeline.assessments[1:3]] == [True, True]
     # The rechallenge supply restarts the schedule as a new patient.
     restarted = evaluate([*labs, anc(45, 1700)], [*monthly_supplies(28), supply(38, 7)])
     assert restarted.status.therapy_start == START + timedelta(days=38)

@@ -97,7 +97,7 @@ def decide(
         if on > due and not starts_course:
             reasons.append("anc-not-current")
         if latest.recommendation == "interrupt":
-            reasons += ["treatment-interrupted", "anc-below-threshold"]
+            reasons.append("treatment-interrupted")
         elif latest.recommendation == "prescriber-decision-required":
             reasons.append("rechallenge-requires-prescriber")
 
@@ -111,8 +111,11 @@ def decide(
             reasons.append("anc-missing")
         elif not in_window:
             reasons.append("anc-not-current")
-        elif in_window[-1].value_per_ul < rules.initiation_min:
-            reasons.append("anc-below-threshold")
+        else:
+            # BEN: each of the required baselines (the latest ones) must reach the level.
+            needed = baselines[-rules.initiation_baselines :]
+            if any(anc.value_per_ul < rules.initiation_min for anc in needed):
+                reasons.append("anc-below-threshold")
         if state.course_start is None and len(baselines) < rules.initiation_baselines:
             reasons.append("anc-missing")
 

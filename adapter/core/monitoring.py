@@ -209,7 +209,7 @@ class _Replay:
             and value < rules.confirm_below
         ):
             repeat_by = anc.collected + timedelta(hours=self.protocol.timing.confirm_within_hours)
-        consult = band.hematology_consult or (excursion is not None and excursion.rechallenge)
+        consult = band.hematology_consult
         self.assessments.append(
             AncAssessment(
                 anc=anc,
@@ -290,8 +290,13 @@ class _Replay:
         return self.rules.bands[1].frequency or self.protocol.normal_schedule[0].frequency
 
     def _initiation(self, value: Decimal) -> Recommendation:
-        count = len(self.assessments) + 1
-        if value >= self.rules.initiation_min and count >= self.rules.initiation_baselines:
+        """Before therapy: the latest baselines (two for BEN) must all reach the level."""
+        needed = self.rules.initiation_baselines
+        values = (
+            [a.anc.value_per_ul for a in self.assessments[-(needed - 1) :]] if needed > 1 else []
+        )
+        values.append(value)
+        if len(values) >= needed and all(v >= self.rules.initiation_min for v in values):
             return "may-initiate"
         return "do-not-initiate"
 
