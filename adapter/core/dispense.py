@@ -82,7 +82,10 @@ def decide(
     # The newest result known at the clock counts, even if collected after the preparation.
     latest = _latest_before(timeline.assessments, context.clock)
     state = timeline.state
-    starts_course = state.course_start is None or gap_restarts(protocol, state, on)
+    # A supply after severe neutropenia is a rechallenge (a new patient) only once the ANC has
+    # reached the rechallenge level; below it, treatment is simply interrupted.
+    rechallenge = latest is not None and latest.recommendation == "prescriber-decision-required"
+    starts_course = state.course_start is None or gap_restarts(protocol, state, on, rechallenge)
     reasons: list[Reason] = []
     evidence: list[Anc] = []
 

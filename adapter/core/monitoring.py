@@ -100,11 +100,14 @@ class Schedule:
         return due + timedelta(days=self.protocol.timing.grace_days)
 
 
-def gap_restarts(protocol: Protocol, state: TherapyState, on: date) -> bool:
-    """Whether a supply on ``on`` comes after an interruption long enough to restart as new."""
+def gap_restarts(
+    protocol: Protocol, state: TherapyState, on: date, rechallenge: bool = True
+) -> bool:
+    """Whether a supply on ``on`` restarts as a new patient: after an interruption long enough,
+    or (``rechallenge``) as the rechallenge that follows severe neutropenia."""
     if state.course_start is None:
         return False
-    if state.excursion is not None and state.excursion.rechallenge:
+    if rechallenge and state.excursion is not None and state.excursion.rechallenge:
         return True
     starts = [day for day in (state.supply_end, state.interrupted_on) if day is not None]
     if not starts:
