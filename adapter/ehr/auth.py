@@ -24,8 +24,14 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .errors import EhrConfigurationError, FhirAuthError, FhirResponseError, issues_from_outcome
-from .transport import Clock, Transport
+from .errors import (
+    EhrConfigurationError,
+    FhirAuthError,
+    FhirResponseError,
+    FhirTransientError,
+    issues_from_outcome,
+)
+from .transport import RETRYABLE_STATUSES, Clock, Transport
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SUPPORTED_ALGORITHMS = ("RS384", "ES384")
@@ -182,9 +188,17 @@ class SmartBackendServices:
 
     def _discover(self, transport: Transport, fhir_base: str) -> str:
         url = f"{fhir_base.rstrip('/')}/.well-known/smart-configuration"
-        response, _ = transport.send(
+        response, attempts = transport.send(
             "GET", url, idempotent=True, headers={"Accept": "application/json"}
         )
+        if response.status_code in RETRYABLE_STATUSES:
+            raise FhirTransientError(
+                "SMART discovery: server unavailable",
+                method="GET",
+                url=url,
+                status=response.status_code,
+                attempts=attempts,
+            )
         if response.status_code != 200:
             raise FhirAuthError(
                 "SMART discovery failed: no usable .well-known/smart-configuration "
@@ -243,9 +257,17 @@ class SmartBackendServices:
             }
 
         # Each attempt signs a new assertion (fresh jti), so retrying a token request is safe.
-        response, _ = transport.send(
+        response, attempts = transport.send(
             "POST", endpoint, idempotent=True, form=form, headers={"Accept": "application/json"}
         )
+        if response.status_code in RETRYABLE_STATUSES:
+            raise FhirTransientError(
+                "token endpoint unavailable",
+                method="POST",
+                url=endpoint,
+                status=response.status_code,
+                attempts=attempts,
+            )
         try:
             body = response.json()
         except ValueError:

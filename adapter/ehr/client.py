@@ -156,6 +156,16 @@ class FhirClient:
                 authorize=authorize,
             )
             attempts += more
+        if 300 <= response.status_code < 400:
+            # Redirects are not followed: the Authorization header must not leave the server
+            # the site configured, and a FHIR server has no reason to redirect its API.
+            target = redact_url(response.headers.get("Location", "")) or "nowhere"
+            raise FhirResponseError(
+                f"unexpected redirect to {target}; not followed",
+                method=method,
+                url=url,
+                status=response.status_code,
+            )
         if response.status_code >= 400:
             raise self._error_for(response, method, url, attempts)
         return response

@@ -98,6 +98,11 @@ class Transport:
         self.session.headers["User-Agent"] = user_agent
         self.sleep = sleep
         self.clock = clock
+        # urllib3 logs each request line, query string included, at DEBUG; search values can be
+        # PHI, so its request lines stay out of the logs even when the site turns on DEBUG.
+        pool_log = logging.getLogger("urllib3.connectionpool")
+        if pool_log.level < logging.INFO:  # NOTSET (inherit) included
+            pool_log.setLevel(logging.INFO)
 
     def close(self) -> None:
         self.session.close()

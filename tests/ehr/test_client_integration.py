@@ -226,3 +226,14 @@ def test_smart_scopes_are_enforced(
         client.create({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
     assert caught.value.status == 403
     assert caught.value.issues[0].code == "forbidden"
+
+
+def test_debug_logging_over_real_http_has_no_query_values(
+    client: FhirClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    patient = new_patient(client)
+    caplog.set_level("DEBUG")
+    client.search("Observation", {"patient": patient, "code": f"{LOINC}|751-8"})
+    # urllib3 would log "GET /fhir/Observation?patient=<id>&code=... HTTP/1.1" at DEBUG
+    assert patient not in caplog.text
+    assert "751-8" not in caplog.text

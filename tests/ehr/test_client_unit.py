@@ -672,3 +672,51 @@ def test_ids_cannot_smuggle_paths(client: FhirClient) -> None:
         client.read("Patient", "../metadata?x=1")
     with pytest.raises(ValueError, match="resource type"):
         client.read("patient/x", "1")
+
+
+@responses.activate
+def test_redirects_are_not_followed(client: FhirClient) -> None:
+    responses.get(
+        f"{BASE}/Patient/p1", status=302, headers={"Location": "https://elsewhere.test/x?y=1"}
+    )
+    with pytest.raises(FhirResponseError, match=r"redirect to https://elsewhere.test/x; not"):
+        client.read("Patient", "p1")
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_token_endpoint_outage_is_transient_not_an_auth_failure(
+    ec_key: ec.EllipticCurvePrivateKey, fake_time: FakeTime
+) -> None:
+    client, _ = smart_client(ec_key, fake_time, token_endpoint=TOKEN_URL)
+    responses.post(TOKEN_URL, status=503)
+    with pytest.raises(FhirTransientError) as caught:
+        client.read("Patient", "p1")
+    assert caught.value.attempts == 4
+    # every attempt signed a new assertion: a replayed jti would be refused by the server
+    jtis = {
+        jwt.decode(assertion_of(c), options={"verify_signature": False})["jti"]
+        for c in responses.calls
+    }
+    assert len(jtis) == 4
+
+
+@responses.activate
+def test_logs_carry_no_query_values_or_bodies(
+    client: FhirClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    page2 = f"{BASE}/Observation?patient=PHI-PATIENT&_offset=1"
+    responses.get(page2, status=503)
+    responses.get(page2, json=bundle(["o2"]))
+    responses.get(
+        f"{BASE}/Observation",
+        json=bundle(["o1"], page2),
+        match=[matchers.query_param_matcher({"patient": "PHI-PATIENT"})],
+    )
+    responses.post(f"{BASE}/Patient", status=503, json=outcome("transient", "PHI-DIAGNOSTICS"))
+    client.search("Observation", {"patient": "PHI-PATIENT"})
+    with pytest.raises(FhirTransientError):
+        client.create({"resourceType": "Patient", "name": [{"family": "PHI-NAME"}]})
+    assert caplog.records  # the retry was logged...
+    assert "PHI" not in caplog.text  # ...without the query, the body or the diagnostics
