@@ -82,14 +82,25 @@ def _venv_python(venv: Path) -> Path:
 
 
 def ensure_sekmet(venv: Path = DEFAULT_VENV) -> Path:
-    """The sekmet virtualenv's python, creating the venv and installing sekmet-fhir if needed."""
+    """The sekmet virtualenv's python, creating the venv and installing sekmet-fhir if needed.
+
+    Serialised with a lock file so that two test runs sharing the checkout do not both build it."""
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with (venv.parent / f"{venv.name}.lock").open("w") as lock:
+        if os.name != "nt":
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _install(venv)
+
+
+def _install(venv: Path) -> Path:
     python = _venv_python(venv)
     marker = venv / f".installed-{SEKMET_REQUIREMENT}"
     if marker.exists() and python.exists():
         return python
     if venv.exists():
         shutil.rmtree(venv)  # a half-made venv from an interrupted run
-    venv.parent.mkdir(parents=True, exist_ok=True)
     steps = [
         [sys.executable, "-m", "venv", str(venv)],
         [str(python), "-m", "pip", "install", "--disable-pip-version-check", SEKMET_REQUIREMENT],
