@@ -15,6 +15,7 @@ from .errors import (
     FhirResponseError,
     FhirServerError,
     FhirTimeoutError,
+    FhirTlsError,
     FhirTransientError,
     OutcomeIssue,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "FhirResponseError",
     "FhirServerError",
     "FhirTimeoutError",
+    "FhirTlsError",
     "FhirTransientError",
     "OutcomeIssue",
     "RetryPolicy",

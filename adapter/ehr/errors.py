@@ -127,6 +127,11 @@ class FhirTimeoutError(FhirTransientError):
     """The connect or read timeout expired on every attempt."""
 
 
+class FhirTlsError(FhirError):
+    """TLS failed (certificate not trusted, hostname mismatch, handshake): a configuration
+    problem, so it is not retried."""
+
+
 class FhirResponseError(FhirError):
     """The server answered 2xx with something unusable: not JSON, not the expected resource."""
 

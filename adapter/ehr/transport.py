@@ -21,7 +21,13 @@ from typing import Any
 import requests
 import tenacity
 
-from .errors import FhirTimeoutError, FhirTransientError, redact_url
+from .errors import (
+    FhirResponseError,
+    FhirTimeoutError,
+    FhirTlsError,
+    FhirTransientError,
+    redact_url,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +171,27 @@ class Transport:
                     verify=self.verify,
                     allow_redirects=False,
                 )
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except requests.exceptions.SSLError as exc:
+                # certificate or handshake failure: retrying will not fix the configuration
+                raise FhirTlsError(
+                    f"TLS failed ({type(exc).__name__}); check the CA bundle and the server "
+                    "certificate",
+                    method=method,
+                    url=url,
+                ) from exc
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 # A connect timeout means nothing was sent; a read timeout may have been processed
                 # by the server, so only idempotent requests are tried again (tenacity decides).
                 log.info("%s %s failed: %s", method, redact_url(url), type(exc).__name__)
                 raise _RetryableFailure(exc) from exc
+            except requests.RequestException as exc:  # undecodable body, invalid URL...
+                raise FhirResponseError(
+                    f"request failed: {type(exc).__name__}", method=method, url=url
+                ) from exc
             log.debug("%s %s -> %s", method, redact_url(url), response.status_code)
             return response
 

@@ -720,3 +720,20 @@ def test_logs_carry_no_query_values_or_bodies(
         client.create({"resourceType": "Patient", "name": [{"family": "PHI-NAME"}]})
     assert caplog.records  # the retry was logged...
     assert "PHI" not in caplog.text  # ...without the query, the body or the diagnostics
+
+
+@responses.activate
+def test_tls_failures_are_not_retried(client: FhirClient) -> None:
+    from adapter.ehr import FhirTlsError
+
+    responses.get(f"{BASE}/Patient/p1", body=requests.exceptions.SSLError("self-signed"))
+    with pytest.raises(FhirTlsError, match="CA bundle"):
+        client.read("Patient", "p1")
+    assert len(responses.calls) == 1
+
+
+@responses.activate
+def test_a_body_cut_off_mid_transfer_is_retried(client: FhirClient) -> None:
+    responses.get(f"{BASE}/Patient/p1", body=requests.exceptions.ChunkedEncodingError("cut"))
+    responses.get(f"{BASE}/Patient/p1", json=patient())
+    assert client.read("Patient", "p1")["id"] == "p1"
