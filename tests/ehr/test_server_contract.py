@@ -211,6 +211,24 @@ def test_count_and_next_links_page_through_everything(fhir_server: SekmetServer)
     assert sorted(seen) == sorted(made)  # every one once, no duplicates
 
 
+def test_offset_paging_is_not_stable_under_concurrent_updates(fhir_server: SekmetServer) -> None:
+    """Documents a hazard rather than a feature: sekmet pages by `_offset` over a live query
+    ordered by last write, so updating a resource between pages shifts the rest and one resource
+    is never returned. A watcher must not trust a multi-page walk to see everything (page by
+    `_lastUpdated` keyset instead, or re-poll with an overlap)."""
+    patient = new_patient(fhir_server)
+    made = [create(fhir_server, observation(patient, "751-8")) for _ in range(6)]
+    first = search(fhir_server, "Observation", {"patient": patient, "_count": "3"})
+    updated = {**made[0], "status": "amended"}
+    url = f"{fhir_server.base_url}/Observation/{made[0]['id']}"
+    assert requests.put(url, json=updated, timeout=TIMEOUT).status_code == 200
+    (next_url,) = [link["url"] for link in first["link"] if link["relation"] == "next"]
+    second = requests.get(next_url, headers=STRICT, timeout=TIMEOUT).json()
+
+    seen = ids(first) | ids(second)
+    assert {m["id"] for m in made} - seen == {made[3]["id"]}
+
+
 def test_observation_by_code_token_and_comma_separated_codes(fhir_server: SekmetServer) -> None:
     patient = new_patient(fhir_server)
     anc_auto = create(fhir_server, observation(patient, "751-8"))["id"]
