@@ -187,6 +187,14 @@ def test_last_updated_gt_and_ge_with_raw_server_strings(fhir_server: SekmetServe
     assert found("gt") == {second["id"]}
     assert found("ge") == {first["id"], second["id"]}
 
+    def ordered(sort: str) -> list[str]:
+        bundle = search(fhir_server, "Observation", {"patient": patient, "_sort": sort})
+        return [e["resource"]["id"] for e in bundle["entry"]]
+
+    # keyset paging for a watcher: ascending by _lastUpdated, resume with ge<last seen>
+    assert ordered("_lastUpdated") == [first["id"], second["id"]]
+    assert ordered("-_lastUpdated") == [second["id"], first["id"]]
+
 
 def test_count_and_next_links_page_through_everything(fhir_server: SekmetServer) -> None:
     patient = new_patient(fhir_server)
