@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from core_kit import anc, evaluate, supply
+
+from tests.core_kit import anc, evaluate, supply
 
 GENERAL = [
     # value, category, recommendation, frequency, hematology consult

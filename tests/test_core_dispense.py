@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from core_kit import anc, at, evaluate, issue, pending, supply
+
+from tests.core_kit import anc, at, evaluate, issue, pending, supply
 
 
 def decide(labs, supplies, dispense, clock=None, **kwargs):
@@ -196,9 +197,8 @@ def test_dispense_prepared_after_the_clock_is_not_decided():
 
 
 def test_decision_time_defaults_to_the_clock():
-    from core_kit import PATIENT
-
     from adapter.core.model import PendingDispense
+    from tests.core_kit import PATIENT
 
     undated = PendingDispense("MedicationDispense/u", PATIENT, None, 7, "outpatient")
     result = evaluate(

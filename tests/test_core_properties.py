@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from core_kit import PATIENT, anc, at, evaluate, pending, reference, supply
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +12,7 @@ from adapter.core.evaluate import Context, evaluate_patient
 from adapter.core.labs import current_versions
 from adapter.core.model import LabObservation, PatientInputs
 from adapter.core.protocol import FREQUENCIES
+from tests.core_kit import PATIENT, anc, at, evaluate, pending, reference, supply
 
 CATEGORY_RANK = {
     "normal": 0,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from core_kit import START, anc, at, evaluate, supply
+
+from tests.core_kit import START, anc, at, evaluate, supply
 
 
 def monthly_supplies(until_day: int):
@@ -155,10 +156,9 @@ def test_ben_severe_path():
 def test_time_of_an_anc_is_collection_in_the_site_time_zone():
     from zoneinfo import ZoneInfo
 
-    from core_kit import PATIENT, reference
-
     from adapter.core.evaluate import Context, evaluate_patient
     from adapter.core.model import PatientInputs
+    from tests.core_kit import PATIENT, reference
 
     late = anc(0, 2000, hour=23)  # 23:00 UTC on START is the next day in Tokyo
     data = reference()
