@@ -17,6 +17,7 @@ from typing import Any
 from adapter.demo.builders import Resource
 from adapter.demo.scenarios import (
     BUNDLE_PATIENTS,
+    CONVENTIONS,
     DEMO_AS_OF,
     REQUIRED_SCENARIOS,
     SCENARIOS,
@@ -64,6 +65,7 @@ def build() -> tuple[list[Resource], list[Resource], dict[str, Any]]:
     expected_doc = {
         "asOf": DEMO_AS_OF,
         "siteTimeZone": "UTC",
+        "conventions": list(CONVENTIONS),
         "requiredScenarios": list(REQUIRED_SCENARIOS),
         "ignoredDispenses": ignored,
         "patients": patients,

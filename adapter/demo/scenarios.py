@@ -82,6 +82,25 @@ REQUIRED_SCENARIOS = (
     "unit-cells/mm3",
 )
 
+#: How the expected values read the spec where it is terse; each patient's ``readings`` adds the
+#: choices specific to its scenario.
+CONVENTIONS = (
+    "site time zone UTC; every demo collection has the same date in UTC and in its own offset",
+    "nextAncDue = collection date + interval (daily 1, three-times-weekly 3, weekly 7, "
+    "every-2-weeks 14 days; monthly 1 and every-6-months 6 calendar months)",
+    "overdue = as-of date > nextAncDue + 2 days (grace), so the last day of grace is current",
+    "time on therapy in whole calendar months from therapyStart (first supply handed over, or "
+    "the first supply after 30 or more days without clozapine); 6 and 12 inclusive",
+    "every pending dispense is decided at its whenPrepared, 2026-03-02T11:00:00Z",
+    "repeatAncBy = collection + 24 h, only when the latest result is the first one below the "
+    "confirmation threshold after a normal one; null otherwise",
+    "hematologyConsult follows the band of the latest usable ANC",
+    "authorized and authorized-override decisions list no reasons; overriddenReasons (not an "
+    "output field of interfaces.md) names what a rationale or override set aside",
+    "patient 30 ships in data/demo-bundle.json, everyone else in data/demo.ndjson: "
+    "run batch mode on the data folder",
+)
+
 # Deterministic wobble for routine results (no random source).
 _WOBBLE = (0, 150, -100, 250, 50, -50, 200, 100)
 
