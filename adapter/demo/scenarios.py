@@ -200,7 +200,8 @@ Scenario = Callable[[DemoPatient], Expected]
 
 
 def new_patient(p: DemoPatient, request_on: date, birth: date, gender: str = "female") -> None:
-    p.patient(gender, birth, f"9{p.number:04d}", at(CREATED.date(), 9))
+    # Postal codes 00001.. do not exist in the US: clearly synthetic.
+    p.patient(gender, birth, f"{p.number:05d}", at(CREATED.date(), 9))
     p.clozapine_request(at(request_on, 10))
 
 
