@@ -91,7 +91,7 @@ def quantity(per_ul: int | Decimal, unit: str) -> dict[str, Any]:
     # Every scaled value must survive a float round trip exactly (1.3 * 1000 == 1300.0), so a
     # reader that parses JSON numbers as floats still gets the intended count.
     number: int | float = int(scaled) if scaled == scaled.to_integral_value() else float(scaled)
-    if Decimal(str(number)) * factor != Decimal(per_ul):
+    if Decimal(str(number)) * factor != per_ul or float(number) * factor != float(per_ul):
         raise ValueError(f"{per_ul} cells/uL is not exactly representable in {unit}")
     value: dict[str, Any] = {"value": number, "unit": text}
     if code is not None:
