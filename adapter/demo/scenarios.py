@@ -95,8 +95,8 @@ CONVENTIONS = (
     "repeatAncBy = collection + 24 h, only when the latest result is the first one below the "
     "confirmation threshold after a normal one; null otherwise",
     "hematologyConsult follows the band of the latest usable ANC",
-    "authorized and authorized-override decisions list no reasons; overriddenReasons (not an "
-    "output field of interfaces.md) names what a rationale or override set aside",
+    "an authorized decision lists no reasons; an authorized-override lists the reasons the "
+    "prescriber's rationale or the pharmacist's override set aside (the spec is silent)",
     "patient 30 ships in data/demo-bundle.json, everyone else in data/demo.ndjson: "
     "run batch mode on the data folder",
 )
@@ -175,24 +175,16 @@ def status(
     }
 
 
-def decision(
-    pending: Resource,
-    outcome: str,
-    reasons: list[str] | None = None,
-    overridden: list[str] | None = None,
-) -> dict[str, Any]:
+def decision(pending: Resource, outcome: str, reasons: list[str] | None = None) -> dict[str, Any]:
     category = pending.get("category")
     setting = category["coding"][0]["code"] if category else "outpatient"
-    result: dict[str, Any] = {
+    return {
         "dispense": f"MedicationDispense/{pending['id']}",
         "outcome": outcome,
         "reasons": reasons or [],
         "daysSupply": pending["daysSupply"]["value"],
         "setting": setting,
     }
-    if overridden is not None:
-        result["overriddenReasons"] = overridden
-    return result
 
 
 Expected = dict[str, Any]
@@ -905,10 +897,9 @@ def s21_pharmacist_override(p: DemoPatient) -> Expected:
             next_due="2026-02-27",
             overdue=True,
         ),
-        "dispenses": [decision(pending, "authorized-override", [], overridden=["anc-not-current"])],
+        "dispenses": [decision(pending, "authorized-override", ["anc-not-current"])],
         "readings": [
-            "an authorized-override lists no reasons; overriddenReasons names what was "
-            "overridden (not an output field)",
+            "an authorized-override lists the reason it set aside (anc-not-current)",
             "the override does not change the patient status (still overdue)",
         ],
     }
@@ -1176,9 +1167,7 @@ def s28_prescriber_rationale(p: DemoPatient) -> Expected:
             repeat_by="2026-03-02T08:00:00Z",
             consult=True,
         ),
-        "dispenses": [
-            decision(pending, "authorized-override", [], overridden=["treatment-interrupted"])
-        ],
+        "dispenses": [decision(pending, "authorized-override", ["treatment-interrupted"])],
         "readings": [
             "the status keeps the label recommendation (interrupt); the rationale only turns the "
             "dispense decision into authorized-override",
