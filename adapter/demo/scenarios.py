@@ -489,8 +489,8 @@ def s10_moderate(p: DemoPatient) -> Expected:
         ),
         "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
         "readings": [
-            "an interrupt gives only treatment-interrupted (anc-below-threshold is kept for a "
-            "baseline below the initiation threshold)",
+            "moderate is not a rechallenge (no new patient), so only treatment-interrupted; "
+            "anc-below-threshold is for a first supply or restart whose baseline is too low",
         ],
     }
 
@@ -639,10 +639,13 @@ def s14_severe(p: DemoPatient) -> Expected:
             repeat_by="2026-03-02T09:00:00Z",
             consult=True,
         ),
-        "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
+        "dispenses": [
+            decision(pending, "not-authorized", ["anc-below-threshold", "treatment-interrupted"])
+        ],
         "readings": [
-            "below rechallenge level only treatment-interrupted applies (no "
-            "rechallenge-requires-prescriber until ANC >= 1500)",
+            "after severe any supply is a rechallenge, which restarts as a new patient, so rule "
+            "2.3(3) applies too: the latest ANC 400 is below the 1500 initiation threshold",
+            "rechallenge-requires-prescriber only once ANC >= 1500",
         ],
     }
 
@@ -787,8 +790,14 @@ def s18_ben_severe(p: DemoPatient) -> Expected:
             repeat_by="2026-03-02T12:30:00Z",
             consult=True,
         ),
-        "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
-        "readings": ["repeatAncBy is an instant: 2026-03-02T07:30-05:00 = 12:30Z"],
+        "dispenses": [
+            decision(pending, "not-authorized", ["anc-below-threshold", "treatment-interrupted"])
+        ],
+        "readings": [
+            "repeatAncBy is an instant: 2026-03-02T07:30-05:00 = 12:30Z",
+            "after severe a supply is a rechallenge (new patient): 420 is below the BEN "
+            "initiation threshold 1000, so anc-below-threshold as well",
+        ],
     }
 
 
