@@ -147,6 +147,8 @@ def test_ndjson_is_one_resource_per_line_in_a_stable_order() -> None:
     assert resources[0]["resourceType"] == "Practitioner"
     keys = [(r["resourceType"], r["id"], r["meta"]["versionId"]) for r in resources]
     assert len(keys) == len(set(keys)), "a resource version appears twice"
+    in_bundle = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundle()["entry"]}
+    assert not in_bundle & {(kind, rid) for kind, rid, _ in keys}, "a resource is in both files"
 
 
 # ------------------------------------------------------------------------------ FHIR validity
