@@ -95,8 +95,8 @@ CONVENTIONS = (
     "repeatAncBy = collection + 24 h, only when the latest result is the first one below the "
     "confirmation threshold after a normal one; null otherwise",
     "hematologyConsult follows the band of the latest usable ANC",
-    "an authorized decision lists no reasons; an authorized-override lists the reasons the "
-    "prescriber's rationale or the pharmacist's override set aside (the spec is silent)",
+    "authorizations.ndjson lists reasons only for not-authorized; an authorized-override's "
+    "set-aside reasons are in its DetectedIssue (evidence.code), with the answer it cites",
     "patient 30 ships in data/demo-bundle.json, everyone else in data/demo.ndjson: "
     "run batch mode on the data folder",
 )
@@ -640,11 +640,11 @@ def s14_severe(p: DemoPatient) -> Expected:
             consult=True,
         ),
         "dispenses": [
-            decision(pending, "not-authorized", ["anc-below-threshold", "treatment-interrupted"])
+            decision(pending, "not-authorized", ["treatment-interrupted"])
         ],
         "readings": [
-            "after severe any supply is a rechallenge, which restarts as a new patient, so rule "
-            "2.3(3) applies too: the latest ANC 400 is below the 1500 initiation threshold",
+            "below the rechallenge level treatment is simply interrupted (rule 2.3(2)); a supply "
+            "is a rechallenge (a new patient, rule 2.3(3)) only once ANC >= 1500",
             "rechallenge-requires-prescriber only once ANC >= 1500",
         ],
     }
@@ -791,12 +791,11 @@ def s18_ben_severe(p: DemoPatient) -> Expected:
             consult=True,
         ),
         "dispenses": [
-            decision(pending, "not-authorized", ["anc-below-threshold", "treatment-interrupted"])
+            decision(pending, "not-authorized", ["treatment-interrupted"])
         ],
         "readings": [
             "repeatAncBy is an instant: 2026-03-02T07:30-05:00 = 12:30Z",
-            "after severe a supply is a rechallenge (new patient): 420 is below the BEN "
-            "initiation threshold 1000, so anc-below-threshold as well",
+            "below the rechallenge level treatment is simply interrupted (rule 2.3(2))",
         ],
     }
 
@@ -906,9 +905,9 @@ def s21_pharmacist_override(p: DemoPatient) -> Expected:
             next_due="2026-02-27",
             overdue=True,
         ),
-        "dispenses": [decision(pending, "authorized-override", ["anc-not-current"])],
+        "dispenses": [decision(pending, "authorized-override", [])],
         "readings": [
-            "an authorized-override lists the reason it set aside (anc-not-current)",
+            "the override set aside anc-not-current (in the DetectedIssue, not the reasons list)",
             "the override does not change the patient status (still overdue)",
         ],
     }
@@ -1176,7 +1175,7 @@ def s28_prescriber_rationale(p: DemoPatient) -> Expected:
             repeat_by="2026-03-02T08:00:00Z",
             consult=True,
         ),
-        "dispenses": [decision(pending, "authorized-override", ["treatment-interrupted"])],
+        "dispenses": [decision(pending, "authorized-override", [])],
         "readings": [
             "the status keeps the label recommendation (interrupt); the rationale only turns the "
             "dispense decision into authorized-override",
