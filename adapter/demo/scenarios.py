@@ -639,9 +639,7 @@ def s14_severe(p: DemoPatient) -> Expected:
             repeat_by="2026-03-02T09:00:00Z",
             consult=True,
         ),
-        "dispenses": [
-            decision(pending, "not-authorized", ["treatment-interrupted"])
-        ],
+        "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
         "readings": [
             "below the rechallenge level treatment is simply interrupted (rule 2.3(2)); a supply "
             "is a rechallenge (a new patient, rule 2.3(3)) only once ANC >= 1500",
@@ -790,9 +788,7 @@ def s18_ben_severe(p: DemoPatient) -> Expected:
             repeat_by="2026-03-02T12:30:00Z",
             consult=True,
         ),
-        "dispenses": [
-            decision(pending, "not-authorized", ["treatment-interrupted"])
-        ],
+        "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
         "readings": [
             "repeatAncBy is an instant: 2026-03-02T07:30-05:00 = 12:30Z",
             "below the rechallenge level treatment is simply interrupted (rule 2.3(2))",
