@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from core_kit import anc, evaluate, supply
+
+from tests.core_kit import anc, evaluate, supply
 
 GENERAL = [
     # value, category, recommendation, frequency, hematology consult
@@ -93,6 +94,7 @@ def test_second_low_result_needs_no_confirmation_deadline():
         ((1000,), True, "do-not-initiate"),  # BEN needs two baselines
         ((1000, 1000), True, "may-initiate"),
         ((1200, 999), True, "do-not-initiate"),
+        ((999, 1200), True, "do-not-initiate"),  # both baselines must reach 1000
     ],
 )
 def test_initiation_threshold_and_baselines(values, ben, recommendation):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from core_kit import anc, at, evaluate, issue, pending, supply
+
+from tests.core_kit import anc, at, evaluate, issue, pending, supply
 
 
 def decide(labs, supplies, dispense, clock=None, **kwargs):
@@ -31,9 +32,21 @@ def test_anc_must_be_current_at_dispense_time(day, current):
     assert ("anc-not-current" not in decision.reasons) is current
 
 
-def test_interrupted_treatment_blocks_with_every_reason():
+def test_interrupted_treatment_blocks():
     decision = decide([anc(-1, 2000), anc(5, 700)], [supply(0)], pending(6))
-    assert decision.reasons == ("anc-below-threshold", "treatment-interrupted")
+    assert decision.reasons == ("treatment-interrupted",)
+
+
+def test_every_failing_condition_is_listed():
+    # Moderate on day 5 (daily: current to day 8), a 10-day discharge supply on day 12.
+    decision = decide([anc(-1, 2000), anc(5, 700)], [supply(0, 28)], pending(12, 10, "discharge"))
+    assert decision.reasons == ("anc-not-current", "treatment-interrupted", "supply-exceeds-limit")
+
+
+@pytest.mark.parametrize(("second", "allowed"), [(1000, True), (999, False)])
+def test_ben_first_supply_needs_both_baselines_at_1000(second, allowed):
+    decision = decide([anc(-5, 1200), anc(-2, second)], [], pending(0), clock=0, ben=True)
+    assert (decision.outcome == "authorized") is allowed
 
 
 def test_rechallenge_awaiting_prescriber_blocks():
@@ -184,9 +197,8 @@ def test_dispense_prepared_after_the_clock_is_not_decided():
 
 
 def test_decision_time_defaults_to_the_clock():
-    from core_kit import PATIENT
-
     from adapter.core.model import PendingDispense
+    from tests.core_kit import PATIENT
 
     undated = PendingDispense("MedicationDispense/u", PATIENT, None, 7, "outpatient")
     result = evaluate(

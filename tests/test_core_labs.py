@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from core_kit import anc, at, evaluate, supply
+
+from tests.core_kit import anc, at, evaluate, supply
 
 UNITS = [
     ("10*3/uL", "1.6", 1600),

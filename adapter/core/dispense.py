@@ -82,7 +82,10 @@ def decide(
     # The newest result known at the clock counts, even if collected after the preparation.
     latest = _latest_before(timeline.assessments, context.clock)
     state = timeline.state
-    starts_course = state.course_start is None or gap_restarts(protocol, state, on)
+    # A supply after severe neutropenia is a rechallenge (a new patient) only once the ANC has
+    # reached the rechallenge level; below it, treatment is simply interrupted.
+    rechallenge = latest is not None and latest.recommendation == "prescriber-decision-required"
+    starts_course = state.course_start is None or gap_restarts(protocol, state, on, rechallenge)
     reasons: list[Reason] = []
     evidence: list[Anc] = []
 
@@ -97,7 +100,7 @@ def decide(
         if on > due and not starts_course:
             reasons.append("anc-not-current")
         if latest.recommendation == "interrupt":
-            reasons += ["treatment-interrupted", "anc-below-threshold"]
+            reasons.append("treatment-interrupted")
         elif latest.recommendation == "prescriber-decision-required":
             reasons.append("rechallenge-requires-prescriber")
 
@@ -111,8 +114,11 @@ def decide(
             reasons.append("anc-missing")
         elif not in_window:
             reasons.append("anc-not-current")
-        elif in_window[-1].value_per_ul < rules.initiation_min:
-            reasons.append("anc-below-threshold")
+        else:
+            # BEN: each of the required baselines (the latest ones) must reach the level.
+            needed = baselines[-rules.initiation_baselines :]
+            if any(anc.value_per_ul < rules.initiation_min for anc in needed):
+                reasons.append("anc-below-threshold")
         if state.course_start is None and len(baselines) < rules.initiation_baselines:
             reasons.append("anc-missing")
 

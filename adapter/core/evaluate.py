@@ -212,7 +212,7 @@ def withdraw(
             known = [ref for ref in issue.evidence if ref in labs.current_versions]
             if replaced or known:
                 changed = sorted(set(replaced) | set(known))
-                out.append(Withdrawal(issue, "cancelled", f"result changed: {changed[0]}"))
+                out.append(Withdrawal(issue, "cancelled", f"re-decided: {changed[0]}"))
         elif issue.finding in _DISPENSE_FINDINGS:
             still_pending = [ref for ref in issue.implicated if ref in pending_refs]
             if still_pending:

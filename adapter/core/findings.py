@@ -219,6 +219,8 @@ def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
             detail = f"{head}: NOT authorized: {why}. {basis}."
     evidence_refs = sorted({ref for anc in decision.evidence for ref in _evidence(anc)})
     cited = decision.citation.issue if decision.citation else ""
+    if cited:
+        evidence_refs.append(cited)  # the answer that authorized it, cited
     return Finding(
         code=code,
         patient=pending.patient,

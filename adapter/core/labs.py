@@ -198,6 +198,7 @@ def _derive(
         value_per_ul=value,
         derived=True,
         sources=sources,
+        collected_raw=wbc.collected_raw,
     )
 
 
@@ -260,6 +261,7 @@ def assess_labs(
                 collected=lab.collected,
                 value_per_ul=scaled.per_ul,
                 sources=(lab.ref,),
+                collected_raw=lab.collected_raw,
             )
         )
 

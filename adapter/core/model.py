@@ -85,6 +85,8 @@ class LabObservation:
     arrival: int = 0
     #: Why the translator could not read a value (e.g. a valueString); makes it unevaluable.
     problem: str | None = None
+    #: The collection time exactly as the source wrote it (outputs echo it unchanged).
+    collected_raw: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,7 @@ class Anc:
     value_per_ul: Decimal
     derived: bool = False
     sources: tuple[str, ...] = ()  # every Observation the value came from
+    collected_raw: str = ""
 
     @property
     def key(self) -> str:

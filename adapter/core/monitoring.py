@@ -100,11 +100,14 @@ class Schedule:
         return due + timedelta(days=self.protocol.timing.grace_days)
 
 
-def gap_restarts(protocol: Protocol, state: TherapyState, on: date) -> bool:
-    """Whether a supply on ``on`` comes after an interruption long enough to restart as new."""
+def gap_restarts(
+    protocol: Protocol, state: TherapyState, on: date, rechallenge: bool = True
+) -> bool:
+    """Whether a supply on ``on`` restarts as a new patient: after an interruption long enough,
+    or (``rechallenge``) as the rechallenge that follows severe neutropenia."""
     if state.course_start is None:
         return False
-    if state.excursion is not None and state.excursion.rechallenge:
+    if rechallenge and state.excursion is not None and state.excursion.rechallenge:
         return True
     starts = [day for day in (state.supply_end, state.interrupted_on) if day is not None]
     if not starts:
@@ -209,7 +212,7 @@ class _Replay:
             and value < rules.confirm_below
         ):
             repeat_by = anc.collected + timedelta(hours=self.protocol.timing.confirm_within_hours)
-        consult = band.hematology_consult or (excursion is not None and excursion.rechallenge)
+        consult = band.hematology_consult
         self.assessments.append(
             AncAssessment(
                 anc=anc,
@@ -290,8 +293,13 @@ class _Replay:
         return self.rules.bands[1].frequency or self.protocol.normal_schedule[0].frequency
 
     def _initiation(self, value: Decimal) -> Recommendation:
-        count = len(self.assessments) + 1
-        if value >= self.rules.initiation_min and count >= self.rules.initiation_baselines:
+        """Before therapy: the latest baselines (two for BEN) must all reach the level."""
+        needed = self.rules.initiation_baselines
+        values = (
+            [a.anc.value_per_ul for a in self.assessments[-(needed - 1) :]] if needed > 1 else []
+        )
+        values.append(value)
+        if len(values) >= needed and all(v >= self.rules.initiation_min for v in values):
             return "may-initiate"
         return "do-not-initiate"
 

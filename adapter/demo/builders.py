@@ -91,7 +91,7 @@ def quantity(per_ul: int | Decimal, unit: str) -> dict[str, Any]:
     # Every scaled value must survive a float round trip exactly (1.3 * 1000 == 1300.0), so a
     # reader that parses JSON numbers as floats still gets the intended count.
     number: int | float = int(scaled) if scaled == scaled.to_integral_value() else float(scaled)
-    if Decimal(str(number)) * factor != Decimal(per_ul):
+    if Decimal(str(number)) * factor != per_ul or float(number) * factor != float(per_ul):
         raise ValueError(f"{per_ul} cells/uL is not exactly representable in {unit}")
     value: dict[str, Any] = {"value": number, "unit": text}
     if code is not None:
@@ -159,8 +159,6 @@ class DemoPatient:
     prescriber: str
     pharmacist: str
     resources: list[Resource] = field(default_factory=list)
-    anc_dates: list[date] = field(default_factory=list)
-    supply_spans: list[tuple[date, int]] = field(default_factory=list)
     _serial: int = 0
 
     @property
@@ -254,8 +252,6 @@ class DemoPatient:
         }
         if specimen is not None:
             resource["specimen"] = {"reference": f"Specimen/{specimen}"}
-        if loinc in ("751-8", "753-4", "26499-4") and status in ("final", "corrected", "amended"):
-            self.anc_dates.append(collected.date())
         return self.add(resource)
 
     def derived_anc_panel(
@@ -333,8 +329,6 @@ class DemoPatient:
                     }
                 )
             )
-        if direct_anc is None:
-            self.anc_dates.append(day)
         return made
 
     def vital_signs(self, taken: datetime) -> None:
@@ -378,7 +372,6 @@ class DemoPatient:
 
     def supply(self, handed_over: datetime, days: int, category: str | None = None) -> Resource:
         """A completed clozapine supply (therapy history)."""
-        self.supply_spans.append((handed_over.date(), days))
         return self.add(
             self._dispense(
                 self._next_id("disp", handed_over.date()),

@@ -17,6 +17,7 @@ from typing import Any
 from adapter.demo.builders import Resource
 from adapter.demo.scenarios import (
     BUNDLE_PATIENTS,
+    CONVENTIONS,
     DEMO_AS_OF,
     REQUIRED_SCENARIOS,
     SCENARIOS,
@@ -64,6 +65,7 @@ def build() -> tuple[list[Resource], list[Resource], dict[str, Any]]:
     expected_doc = {
         "asOf": DEMO_AS_OF,
         "siteTimeZone": "UTC",
+        "conventions": list(CONVENTIONS),
         "requiredScenarios": list(REQUIRED_SCENARIOS),
         "ignoredDispenses": ignored,
         "patients": patients,
@@ -105,7 +107,8 @@ def write(out_dir: Path, expected_file: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(
-        prog="python -m adapter.demo.generate", description=__doc__.splitlines()[0]
+        prog="python -m adapter.demo.generate",
+        description="Write the bundled synthetic FHIR R4 demo data and its expected outcomes.",
     )
     parser.add_argument("--out", type=Path, default=here / "data", help="data folder")
     parser.add_argument(

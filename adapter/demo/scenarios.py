@@ -82,6 +82,25 @@ REQUIRED_SCENARIOS = (
     "unit-cells/mm3",
 )
 
+#: How the expected values read the spec where it is terse; each patient's ``readings`` adds the
+#: choices specific to its scenario.
+CONVENTIONS = (
+    "site time zone UTC; every demo collection has the same date in UTC and in its own offset",
+    "nextAncDue = collection date + interval (daily 1, three-times-weekly 3, weekly 7, "
+    "every-2-weeks 14 days; monthly 1 and every-6-months 6 calendar months)",
+    "overdue = as-of date > nextAncDue + 2 days (grace), so the last day of grace is current",
+    "time on therapy in whole calendar months from therapyStart (first supply handed over, or "
+    "the first supply after 30 or more days without clozapine); 6 and 12 inclusive",
+    "every pending dispense is decided at its whenPrepared, 2026-03-02T11:00:00Z",
+    "repeatAncBy = collection + 24 h, only when the latest result is the first one below the "
+    "confirmation threshold after a normal one; null otherwise",
+    "hematologyConsult follows the band of the latest usable ANC",
+    "authorizations.ndjson lists reasons only for not-authorized; an authorized-override's "
+    "set-aside reasons are in its DetectedIssue (evidence.code), with the answer it cites",
+    "patient 30 ships in data/demo-bundle.json, everyone else in data/demo.ndjson: "
+    "run batch mode on the data folder",
+)
+
 # Deterministic wobble for routine results (no random source).
 _WOBBLE = (0, 150, -100, 250, 50, -50, 200, 100)
 
@@ -156,24 +175,16 @@ def status(
     }
 
 
-def decision(
-    pending: Resource,
-    outcome: str,
-    reasons: list[str] | None = None,
-    overridden: list[str] | None = None,
-) -> dict[str, Any]:
+def decision(pending: Resource, outcome: str, reasons: list[str] | None = None) -> dict[str, Any]:
     category = pending.get("category")
     setting = category["coding"][0]["code"] if category else "outpatient"
-    result: dict[str, Any] = {
+    return {
         "dispense": f"MedicationDispense/{pending['id']}",
         "outcome": outcome,
         "reasons": reasons or [],
         "daysSupply": pending["daysSupply"]["value"],
         "setting": setting,
     }
-    if overridden is not None:
-        result["overriddenReasons"] = overridden
-    return result
 
 
 Expected = dict[str, Any]
@@ -181,7 +192,8 @@ Scenario = Callable[[DemoPatient], Expected]
 
 
 def new_patient(p: DemoPatient, request_on: date, birth: date, gender: str = "female") -> None:
-    p.patient(gender, birth, f"9{p.number:04d}", at(CREATED.date(), 9))
+    # Postal codes 00001.. do not exist in the US: clearly synthetic.
+    p.patient(gender, birth, f"{p.number:05d}", at(CREATED.date(), 9))
     p.clozapine_request(at(request_on, 10))
 
 
@@ -477,8 +489,8 @@ def s10_moderate(p: DemoPatient) -> Expected:
         ),
         "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
         "readings": [
-            "an interrupt gives only treatment-interrupted (anc-below-threshold is kept for a "
-            "baseline below the initiation threshold)",
+            "moderate is not a rechallenge (no new patient), so only treatment-interrupted; "
+            "anc-below-threshold is for a first supply or restart whose baseline is too low",
         ],
     }
 
@@ -629,8 +641,9 @@ def s14_severe(p: DemoPatient) -> Expected:
         ),
         "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
         "readings": [
-            "below rechallenge level only treatment-interrupted applies (no "
-            "rechallenge-requires-prescriber until ANC >= 1500)",
+            "below the rechallenge level treatment is simply interrupted (rule 2.3(2)); a supply "
+            "is a rechallenge (a new patient, rule 2.3(3)) only once ANC >= 1500",
+            "rechallenge-requires-prescriber only once ANC >= 1500",
         ],
     }
 
@@ -776,7 +789,10 @@ def s18_ben_severe(p: DemoPatient) -> Expected:
             consult=True,
         ),
         "dispenses": [decision(pending, "not-authorized", ["treatment-interrupted"])],
-        "readings": ["repeatAncBy is an instant: 2026-03-02T07:30-05:00 = 12:30Z"],
+        "readings": [
+            "repeatAncBy is an instant: 2026-03-02T07:30-05:00 = 12:30Z",
+            "below the rechallenge level treatment is simply interrupted (rule 2.3(2))",
+        ],
     }
 
 
@@ -885,10 +901,9 @@ def s21_pharmacist_override(p: DemoPatient) -> Expected:
             next_due="2026-02-27",
             overdue=True,
         ),
-        "dispenses": [decision(pending, "authorized-override", [], overridden=["anc-not-current"])],
+        "dispenses": [decision(pending, "authorized-override", [])],
         "readings": [
-            "an authorized-override lists no reasons; overriddenReasons names what was "
-            "overridden (not an output field)",
+            "the override set aside anc-not-current (in the DetectedIssue, not the reasons list)",
             "the override does not change the patient status (still overdue)",
         ],
     }
@@ -1156,9 +1171,7 @@ def s28_prescriber_rationale(p: DemoPatient) -> Expected:
             repeat_by="2026-03-02T08:00:00Z",
             consult=True,
         ),
-        "dispenses": [
-            decision(pending, "authorized-override", [], overridden=["treatment-interrupted"])
-        ],
+        "dispenses": [decision(pending, "authorized-override", [])],
         "readings": [
             "the status keeps the label recommendation (interrupt); the rationale only turns the "
             "dispense decision into authorized-override",

@@ -157,6 +157,10 @@ class Reader:
             collected = self._collected(resource)
         except FhirInputError as error:
             problem = str(error)
+        period = resource.get("effectivePeriod")
+        raw = resource.get("effectiveDateTime") or (
+            period.get("start") if isinstance(period, Mapping) else None
+        )
         value: Decimal | None = None
         unit_code = unit_system = unit_text = None
         quantity = resource.get("valueQuantity")
@@ -206,6 +210,7 @@ class Reader:
             last_updated=updated,
             arrival=arrival,
             problem=problem,
+            collected_raw=raw if isinstance(raw, str) and collected is not None else "",
         )
 
     def _collected(self, resource: JSON) -> datetime:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -17,14 +17,23 @@ def number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
+def instant(value: datetime) -> str:
+    """A computed instant, always in UTC with a 'Z' (source instants are echoed as written)."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _moment(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    return instant(value) if value else None
+
+
+def collected(anc: Anc) -> str:
+    return anc.collected_raw or instant(anc.collected)
 
 
 def _anc(anc: Anc) -> dict[str, Any]:
     return {
         "valuePerUL": number(anc.value_per_ul),
-        "collected": anc.collected.isoformat(),
+        "collected": collected(anc),
         "observation": anc.observation,
     }
 
@@ -33,7 +42,7 @@ def status_record(status: PatientStatus, as_of: datetime) -> dict[str, Any]:
     latest = status.latest
     return {
         "patient": status.patient,
-        "asOf": as_of.isoformat(),
+        "asOf": instant(as_of),
         "population": status.population,
         "hospice": status.hospice,
         "therapyStart": status.therapy_start.isoformat() if status.therapy_start else None,
@@ -58,7 +67,9 @@ def authorization_record(
         "dispense": pending.ref,
         "patient": pending.patient,
         "outcome": decision.outcome,
-        "reasons": list(decision.reasons),
+        # Reasons say why a supply is not authorized; an override's lifted reasons stay in the
+        # DetectedIssue (evidence.code), which also cites the answer that authorized it.
+        "reasons": list(decision.reasons) if decision.outcome == "not-authorized" else [],
         "backend": backend,
         "authorizationNumber": authorization_number,
         "daysSupply": pending.days_supply,
@@ -71,7 +82,7 @@ def psf_record(form: PatientStatusForm, state: PsfState) -> dict[str, Any]:
         "patient": form.patient,
         "reportingPeriod": form.reporting_period,
         "ancResults": [
-            {"valuePerUL": number(anc.value_per_ul), "collected": anc.collected.isoformat()}
+            {"valuePerUL": number(anc.value_per_ul), "collected": collected(anc)}
             for anc in form.anc_results
         ],
         "monitoringFrequency": form.monitoring_frequency,

@@ -10,6 +10,7 @@ from typing import Any
 from adapter.core.evaluate import Withdrawal
 from adapter.core.findings import Finding
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, V3_ACT_CODE
+from adapter.fhir.records import instant
 
 PROFILE_URL = "https://rems-adapter.github.io/fhir/StructureDefinition/rems-adapter-detectedissue"
 AUTHOR_DEVICE = "Device/rems-adapter"
@@ -46,7 +47,7 @@ def detected_issue(finding: Finding, finding_system: str, identified: datetime) 
         },
         "severity": finding.severity,
         "patient": {"reference": finding.patient},
-        "identifiedDateTime": identified.isoformat(),
+        "identifiedDateTime": instant(identified),
         "author": {"reference": AUTHOR_DEVICE, "display": "rems-adapter"},
     }
     if finding.implicated:
