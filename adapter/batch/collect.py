@@ -91,8 +91,10 @@ class Collector:
         self.dispenses[ref] = _Dispense(rank, item, clozapine, medication_ref)
 
     def _request(self, resource: dict[str, Any]) -> None:
-        patient, requester, active = self.reader.request(resource)
         clozapine, medication_ref = self.reader.medication_of(resource)
+        if clozapine is False:
+            return
+        patient, requester, active = self.reader.request(resource)
         ref = f"MedicationRequest/{resource.get('id')}"
         self.requests[ref] = _Request(patient, requester, active, clozapine, medication_ref)
 
