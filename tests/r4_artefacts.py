@@ -113,7 +113,7 @@ def _npm_pack(pkg: NpmPackage, workdir: Path) -> Path:
 
 
 def ensure_package(pkg: NpmPackage, root: Path = ARTEFACTS_DIR) -> Path:
-    """Return the extracted ``package/`` folder of ``pkg`` under ``root``, fetching it if missing."""
+    """The extracted ``package/`` folder of ``pkg`` under ``root``, fetched first if missing."""
     target = root / pkg.dirname
     if (target / _COMPLETE_MARKER).is_file():
         return target / "package"
