@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import r4_artefacts
 from fhir.resources.R4B.codesystem import CodeSystem
 from fhir.resources.R4B.detectedissue import DetectedIssue
 from fhir.resources.R4B.structuredefinition import StructureDefinition
 from fhir.resources.R4B.valueset import ValueSet
 from jsonschema import Draft202012Validator
-from r4_artefacts import iter_examples, load_r4_schema, r4_schema_errors
+
+from tests import r4_artefacts
+from tests.r4_artefacts import iter_examples, load_r4_schema, r4_schema_errors
 
 PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
