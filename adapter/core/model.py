@@ -160,6 +160,8 @@ class PatientInputs:
     prescribers: frozenset[str] = frozenset()
     #: Whether something says the patient is on clozapine without a dispense (a prescription).
     prescribed: bool = False
+    #: The patient's active clozapine MedicationRequests: what an ANC finding implicates.
+    requests: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- lab results

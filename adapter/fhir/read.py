@@ -53,10 +53,16 @@ def parse_datetime(raw: object, path: str, site_tz: tzinfo) -> datetime:
 
 
 def reference(node: object) -> str | None:
+    """A Reference as "Type/id": absolute URLs and version suffixes are reduced to it."""
     if isinstance(node, Mapping):
         ref = node.get("reference")
         if isinstance(ref, str) and ref:
-            return ref.split("/_history/")[0]
+            ref = ref.split("/_history/")[0]
+            if "://" in ref:
+                parts = ref.rstrip("/").split("/")
+                if len(parts) >= 2 and parts[-2][:1].isupper():
+                    return f"{parts[-2]}/{parts[-1]}"
+            return ref
     return None
 
 
@@ -351,7 +357,7 @@ class Reader:
     # ---------------------------------------------------------------- requests, designations
 
     def request(self, resource: JSON) -> tuple[str, str | None, bool]:
-        """(patient, requester, active) of a MedicationRequest."""
+        """(patient, requester, active) of a MedicationRequest (call only for clozapine ones)."""
         patient = _subject(resource, "subject")
         active = resource.get("status") in ("active", "on-hold", "completed", "draft")
         return patient, reference(resource.get("requester")), active
