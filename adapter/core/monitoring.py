@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
-from adapter.core.calendar import add_interval, add_months, local_date, months_between
+from adapter.core.calendar import add_interval, add_months, local_date
 from adapter.core.model import Anc, AncAssessment, Recommendation, Supply
 from adapter.core.protocol import (
     FREQUENCIES,
@@ -86,10 +86,12 @@ class Schedule:
     def normal_frequency(self, course_start: date | None, on: date) -> Frequency:
         if self.hospice:
             return self.protocol.hospice_frequency
-        months = months_between(course_start, on) if course_start and on >= course_start else 0
         frequency = self.protocol.normal_schedule[0].frequency
+        if course_start is None or on < course_start:
+            return frequency
         for step in self.protocol.normal_schedule:
-            if months >= step.from_month:
+            anniversary = add_months(course_start, step.from_month)
+            if on > anniversary or (on == anniversary and not step.after):
                 frequency = step.frequency
         return frequency
 
