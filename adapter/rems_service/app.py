@@ -41,6 +41,11 @@ _HTTP_ERRORS: dict[int, tuple[ErrorKind, Reason]] = {
 }
 
 
+class ContractViolation(RuntimeError):
+    """The service was about to send a body outside its own contract (a defect). The message
+    holds schema paths and keywords only, so it may be logged."""
+
+
 class _Refused(Exception):
     """Stops a request early with an error outcome (bad header, body, clock, token)."""
 
@@ -139,7 +144,7 @@ class RemsHttp:
         defect, reported as 500 instead of being sent."""
         problems = self.schemas.problems(outcome.schema, outcome.body)
         if problems:
-            raise RuntimeError(f"response breaks {outcome.schema}: {'; '.join(problems)}")
+            raise ContractViolation(f"response breaks {outcome.schema}: {'; '.join(problems)}")
         return outcome
 
     # ---- the pipelines
@@ -288,6 +293,11 @@ def _register_error_handlers(app: Flask) -> None:
         )
         return _respond(outcome)
 
+    def contract_violation(exc: ContractViolation) -> Response:
+        log.error("REMS service defect on %s: %s", request.endpoint, exc)
+        outcome = error(500, ErrorKind.INTERNAL_ERROR, [Reason.INTERNAL_ERROR], "internal error")
+        return _respond(outcome)
+
     def defect(exc: Exception) -> Response:
         # Only the type and the endpoint: the exception text may quote patient data.
         log.error("REMS service defect on %s: %s", request.endpoint, type(exc).__name__)
@@ -296,6 +306,7 @@ def _register_error_handlers(app: Flask) -> None:
 
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(sqlite3.OperationalError, database_error)
+    app.register_error_handler(ContractViolation, contract_violation)
     app.register_error_handler(Exception, defect)
 
 

@@ -15,6 +15,10 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Instants outside this range are refused: no REMS record predates it, and instants near year 1
+# or 9999 overflow when moved between time zones.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def system_clock() -> datetime:
@@ -23,9 +27,15 @@ def system_clock() -> datetime:
 
 def parse_instant(text: str) -> datetime:
     """Parse an RFC 3339 date-time with offset; ValueError names the problem."""
-    if not _RFC3339.match(text):
+    if not _RFC3339.fullmatch(text):
         raise ValueError("not an RFC 3339 date-time with offset")
-    return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+    try:
+        instant = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("date-time out of range") from exc
+    if not EARLIEST <= instant < LATEST:
+        raise ValueError(f"date-time outside {EARLIEST.year}..{LATEST.year - 1}")
+    return instant
 
 
 def is_instant(text: str) -> bool:
@@ -37,7 +47,7 @@ def is_instant(text: str) -> bool:
 
 
 def is_date(text: str) -> bool:
-    if not _DATE.match(text):
+    if not _DATE.fullmatch(text):
         return False
     try:
         date.fromisoformat(text)
@@ -48,7 +58,8 @@ def is_date(text: str) -> bool:
 
 def to_wire(instant: datetime) -> str:
     """UTC with fixed-width microseconds, so stored strings also sort chronologically in SQL."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = instant.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"
 
 
 def require_aware(instant: datetime, where: str) -> datetime:

@@ -12,7 +12,7 @@ from adapter.rems_service.config import ConfigError, load_rules
 from adapter.rems_service.registry import npi_check_digit_ok
 from adapter.rems_service.seed import SeedError
 
-from .conftest import FakeClock, RemsClient, seed_document
+from .conftest import FakeClock, RemsClient, enrollment_body, seed_document
 
 PROGRAM_FILE = Path(__file__).parents[2] / "mappings" / "rems-program.toml"
 ASSESSMENT = {"passed": True, "completedOn": "2021-11-01"}
@@ -109,8 +109,6 @@ def test_an_unseeded_service_answers_not_certified(db_path: Path) -> None:
 
 
 def _enrollment(clock: FakeClock) -> dict[str, object]:
-    from .conftest import enrollment_body
-
     return enrollment_body(clock.now)
 
 

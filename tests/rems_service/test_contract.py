@@ -81,3 +81,16 @@ def test_every_reference_resolves_to_a_file_and_definition() -> None:
 def test_every_schema_is_draft_2020_12() -> None:
     for path in REMS_PROFILES.glob("*.schema.json"):
         assert _load(path.name)["$schema"] == "https://json-schema.org/draft/2020-12/schema", path
+
+
+def test_schema_examples_are_valid() -> None:
+    from adapter.rems_service.contract import Contract
+
+    contract = Contract()
+    with_examples = 0
+    for name, document in contract.documents.items():
+        for example in document.get("examples", []):
+            assert contract.problems(name, example) == [], name
+            with_examples += 1
+
+    assert with_examples >= 9

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from adapter.rems_service import BackgroundServer, make_app
 
-from .conftest import FakeClock, RemsClient, override_body
+from .conftest import FakeClock, RemsClient, enrollment_body, override_body
 
 PSF_WINDOW_DAYS = 37
 
@@ -50,8 +50,6 @@ def test_reusing_a_key_for_a_different_request_is_refused(rems: RemsClient) -> N
 
 
 def test_retried_enrollment_returns_the_same_rems_id(rems: RemsClient) -> None:
-    from .conftest import enrollment_body
-
     body = enrollment_body(rems.clock.now)
     first = rems.post("/patients/enrollments", body, key="enroll-1")
     retry = rems.post("/patients/enrollments", body, key="enroll-1")
