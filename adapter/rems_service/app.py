@@ -109,7 +109,7 @@ class RemsHttp:
 
     def idempotency_key(self) -> str | None:
         key = request.headers.get("Idempotency-Key")
-        if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
             raise _invalid(
                 Reason.IDEMPOTENCY_KEY_INVALID,
                 "Idempotency-Key must be 1-255 visible ASCII characters",
@@ -128,7 +128,7 @@ class RemsHttp:
             )
         try:
             body = json.loads(request.get_data(cache=False), parse_constant=_reject_json_constant)
-        except ValueError as exc:  # includes UnicodeDecodeError
+        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError, absurd nesting
             raise _invalid(Reason.JSON_INVALID, "the body is not valid JSON") from exc
         problems = self.schemas.problems(schema, body)
         if problems:

@@ -151,3 +151,14 @@ def test_a_seed_that_breaks_the_schema_is_refused(tmp_path: Path, db_path: Path)
 
     with pytest.raises(SeedError, match=r"seed\.json: does not match seed\.schema\.json"):
         make_app(db_path, seed, clock=FakeClock())
+
+
+def test_the_shipped_example_seed_loads(db_path: Path) -> None:
+    example = Path(__file__).parents[2] / "profiles" / "rems" / "seed.example.json"
+    clock = FakeClock()
+    with BackgroundServer(make_app(db_path, example, clock=clock)) as url:
+        rems = RemsClient(url, clock)
+        rems_id = rems.enroll()
+
+        dual = rems.rda(rems_id, pharmacyId="hospital-1", setting="discharge", daysSupply=28)
+        assert dual["granted"] is True

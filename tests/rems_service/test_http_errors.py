@@ -29,6 +29,18 @@ def test_nan_is_not_json(rems: RemsClient) -> None:
     assert response.json()["reasons"] == ["json-invalid"]
 
 
+def test_absurdly_nested_json_is_400_not_500(rems: RemsClient) -> None:
+    response = rems.session.post(
+        rems.base_url + "/psfs",
+        data=b"[" * 200_000 + b"]" * 200_000,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+
+    assert response.status_code == 400
+    assert response.json()["reasons"] == ["json-invalid"]
+
+
 def test_non_json_media_type_is_415(rems: RemsClient) -> None:
     response = rems.session.post(rems.base_url + "/psfs", data="a=b", timeout=10)
 
