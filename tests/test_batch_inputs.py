@@ -228,3 +228,30 @@ def test_rerun_into_the_same_folder_replaces(tmp_path: Path) -> None:
     second = _run(tmp_path, path)
     assert first == second
     assert len(second["DetectedIssue.ndjson"]) == 1
+
+
+def test_structurally_invalid_observation_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "in.ndjson"
+    path.write_text('{"resourceType": "Observation", "id": "bad", "status": 12, "code": "x"}\n')
+    _run(tmp_path, path)
+    assert f"{path}:1: Observation: Observation.code" in capsys.readouterr().err
+
+
+def test_r5_style_admin_location_category_still_limits_discharge(tmp_path: Path) -> None:
+    dispense = _dispense("d2", "Patient/p1", "preparation", "2026-02-04T10:00:00Z", 28)
+    dispense["category"] = {
+        "coding": [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/medicationdispense-admin-location",
+                "code": "discharge",
+            }
+        ]
+    }
+    path = tmp_path / "in.ndjson"
+    resources = [_anc("a1", "Patient/p1", "2026-02-03T08:00:00Z", 2.0), dispense]
+    path.write_text("\n".join(json.dumps(r) for r in resources) + "\n")
+    (auth,) = _run(tmp_path, path)["authorizations.ndjson"]
+    assert auth["setting"] == "discharge"
+    assert auth["reasons"] == ["supply-exceeds-limit"]

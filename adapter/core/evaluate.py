@@ -206,9 +206,15 @@ def withdraw(
             continue
         if issue.identifier in identifiers:
             continue
+        in_error = [ref for ref in issue.evidence if ref in labs.entered_in_error]
+        if in_error:
+            out.append(
+                Withdrawal(issue, "entered-in-error", f"source entered in error: {in_error[0]}")
+            )
+            continue
         withdrawn = [ref for ref in issue.evidence if ref in labs.withdrawn]
         if withdrawn:
-            out.append(Withdrawal(issue, "entered-in-error", f"source withdrawn: {withdrawn[0]}"))
+            out.append(Withdrawal(issue, "cancelled", f"source cancelled: {withdrawn[0]}"))
             continue
         replaced = [ref for ref in issue.evidence if ref in labs.replaced]
         if issue.finding in _ANC_FINDINGS:

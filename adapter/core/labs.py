@@ -287,6 +287,9 @@ def assess_labs(
         usable=tuple(usable),
         unevaluable=tuple(unevaluable),
         withdrawn=withdrawn,
+        entered_in_error=frozenset(
+            ref for ref in withdrawn if latest[ref].status == "entered-in-error"
+        ),
         current_versions={ref: lab.version for ref, lab in latest.items()},
         replaced=replaced,
     )

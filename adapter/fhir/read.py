@@ -148,6 +148,12 @@ class Reader:
 
     def observation(self, resource: JSON, arrival: int) -> LabObservation | None:
         """A lab result the ANC rules use, or None for anything else (vitals, other labs)."""
+        # Cheap shape checks of what every Observation must have, so that an invalid one is
+        # reported rather than silently taken for "not an ANC".
+        if not isinstance(resource.get("code"), Mapping):
+            raise FhirInputError("Observation.code", "expected a CodeableConcept")
+        if not isinstance(resource.get("status"), str):
+            raise FhirInputError("Observation.status", "expected a code")
         role = self.lab_role(resource)
         if role is None or role == "not-anc":
             return None
@@ -310,6 +316,8 @@ class Reader:
         """A clozapine supply handed over, a dispense awaiting a decision, or None."""
         codes = self.reference_data.dispense
         status = resource.get("status")
+        if not isinstance(status, str):
+            raise FhirInputError("MedicationDispense.status", "expected a code")
         if status not in codes.completed and status not in codes.awaiting_decision:
             return None
         ref = _id_ref(resource)
