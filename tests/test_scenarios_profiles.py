@@ -105,3 +105,21 @@ def test_psf_rows_follow_the_contract_and_the_schema(tmp_path: Path) -> None:
             "awaiting-prescriber",
         )
         jsonschema.validate(row, psf_schemas[0])
+
+
+def _schema_with(marker: str) -> dict[str, Any]:
+    found = [p for p in _profiles() if "$schema" in p and marker in json.dumps(p)]
+    assert len(found) == 1, f"profiles/ should hold one JSON Schema mentioning {marker!r}"
+    return found[0]
+
+
+def test_status_and_authorization_rows_validate_against_their_schemas(tmp_path: Path) -> None:
+    """IF 3 field lists, checked through the schemas the project ships for them."""
+    result = k.run_batch(tmp_path, cohort(), k.as_of(DAY))
+    status_schema = _schema_with("nextAncDue")
+    auth_schema = _schema_with("authorizationNumber")
+    assert result.status and result.authorizations
+    for row in result.status:
+        jsonschema.validate(row, status_schema)
+    for row in result.authorizations:
+        jsonschema.validate(row, auth_schema)

@@ -325,3 +325,51 @@ def test_supply_handed_over_after_as_of_does_not_start_therapy(tmp_path: Path) -
     result = k.run_batch(tmp_path, res, k.as_of("2026-03-08"))
     assert result.status_for(pid)["therapyStart"] is None
     assert result.authorization_for(f"{pid}-first")["outcome"] == "authorized"
+
+
+# ---- A year and more of on-schedule monitoring ------------------------------------------------
+def _on_schedule_dates(start: str, until: str) -> list[tuple[str, str]]:
+    """ANC dates that follow the normal-range schedule exactly, with the frequency each one sets:
+    weekly below 6 months, every 2 weeks from 6 to 12 months, monthly after 12 months."""
+    out = []
+    d = start
+    while d <= until:
+        if d < k.add_months(start, 6):
+            freq, nxt = "weekly", k.add_days(d, 7)
+        elif d <= k.add_months(start, 12):
+            freq, nxt = "every-2-weeks", k.add_days(d, 14)
+        else:
+            freq, nxt = "monthly", k.add_months(d, 1)
+        out.append((d, freq))
+        d = nxt
+    return out
+
+
+LONG_START = "2025-01-06"
+LONG_HISTORY = _on_schedule_dates(LONG_START, "2026-04-30")
+CHECKPOINTS = [1, 10, 25, 26, 30, 39, 40, len(LONG_HISTORY) - 1]
+
+
+@pytest.mark.parametrize(
+    "index", CHECKPOINTS, ids=[f"{LONG_HISTORY[i][0]}-{LONG_HISTORY[i][1]}" for i in CHECKPOINTS]
+)
+def test_sixteen_months_on_schedule(tmp_path: Path, index: int) -> None:
+    """CR 2.2 across months of history: on-schedule ANCs are never overdue, and each sets the
+    frequency of its own time on therapy."""
+    pid = "p-long"
+    collected, frequency = LONG_HISTORY[index]
+    res = k.on_clozapine(pid, LONG_START, collected)
+    res += [
+        k.anc(pid, d, 1700 + 10 * (n % 7)) for n, (d, _) in enumerate(LONG_HISTORY[: index + 1])
+    ]
+    result = k.run_batch(tmp_path, res, k.as_of(collected))
+    status = result.status_for(pid)
+    assert status["monitoringFrequency"] == frequency
+    step = {"weekly": 7, "every-2-weeks": 14}
+    expected_due = (
+        k.add_days(collected, step[frequency]) if frequency in step else k.add_months(collected, 1)
+    )
+    assert status["nextAncDue"] == expected_due
+    assert status["overdue"] is False
+    assert result.issues_where(patient=pid, code="anc-monitoring-overdue") == []
+    assert result.anc_findings(pid) == []
