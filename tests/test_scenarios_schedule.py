@@ -75,6 +75,18 @@ DESIGNATIONS = [
 ]
 
 
+def test_ben_and_hospice_together(tmp_path: Path) -> None:
+    pid = "p-ben-hospice"
+    res = [
+        *k.on_clozapine(pid, "2026-01-05", "2026-02-16", designations=(k.BEN, k.HOSPICE)),
+        k.anc(pid, "2026-02-16", 1100),
+    ]
+    status = k.run_batch(tmp_path, res, k.as_of("2026-02-16")).status_for(pid)
+    assert (status["population"], status["hospice"], status["category"]) == ("ben", True, "normal")
+    assert status["monitoringFrequency"] == "every-6-months"
+    assert status["nextAncDue"] == "2026-08-16"
+
+
 @pytest.mark.parametrize(
     ("kind", "code", "system", "active", "population", "hospice"),
     [d[1:] for d in DESIGNATIONS],
@@ -128,6 +140,21 @@ OVERDUE = [
     ),
     ("monthly-last-grace-day", "2024-11-04", "2026-01-31T10:00:00Z", "2026-03-02T23:00:00Z", False),
     ("monthly-overdue", "2024-11-04", "2026-01-31T10:00:00Z", "2026-03-03T01:00:00Z", True),
+    # --as-of with an offset: its date is taken in the site time zone (UTC by default)
+    (
+        "as-of-offset-still-03-11-utc",
+        "2026-01-05",
+        "2026-03-02T10:00:00Z",
+        "2026-03-11T19:59:59-04:00",
+        False,
+    ),
+    (
+        "as-of-offset-already-03-12-utc",
+        "2026-01-05",
+        "2026-03-02T10:00:00Z",
+        "2026-03-11T20:00:01-04:00",
+        True,
+    ),
 ]
 
 
