@@ -104,10 +104,6 @@ def current_versions(labs: Iterable[LabObservation]) -> dict[str, LabObservation
     return latest
 
 
-def _replacement_rank(lab: LabObservation) -> tuple[bool, datetime | None, str, int]:
-    return (lab.status in CORRECTION_STATUSES, lab.issued, lab.last_updated, lab.arrival)
-
-
 def _sort_key_rank(lab: LabObservation) -> tuple[bool, str, str, int]:
     issued = lab.issued.isoformat() if lab.issued else ""
     return (lab.status in CORRECTION_STATUSES, issued, lab.last_updated, lab.arrival)

@@ -7,11 +7,11 @@ exports stream fast; what the adapter writes is built and checked with the R4B m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 from adapter.core.model import (
     LabObservation,
@@ -488,31 +488,3 @@ class Reader:
         if isinstance(action, Mapping) and isinstance(action.get("text"), str):
             text = action["text"]
         return Mitigation(author=author, action_codes=codes, date=when, text=text)
-
-
-RESOURCE_KINDS: frozenset[str] = frozenset(
-    {
-        "Observation",
-        "MedicationDispense",
-        "MedicationRequest",
-        "Medication",
-        "Condition",
-        "Flag",
-        "DetectedIssue",
-    }
-)
-Kind = Literal[
-    "Observation",
-    "MedicationDispense",
-    "MedicationRequest",
-    "Medication",
-    "Condition",
-    "Flag",
-    "DetectedIssue",
-]
-
-
-def resources_in_bundle(bundle: JSON) -> Iterable[tuple[int, JSON]]:
-    for index, entry in enumerate(bundle.get("entry") or []):
-        if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping):
-            yield index, entry["resource"]
