@@ -64,6 +64,7 @@ def cohort() -> list[k.Resource]:
 def test_four_files_and_their_shapes(tmp_path: Path) -> None:
     result = k.run_batch(tmp_path, cohort(), k.as_of(DAY))
     assert result.exit_code == 0
+    assert result.messages.strip(), "IF 3: it prints a short human summary"
 
     # status: one row per patient on clozapine, all keys
     assert sorted(s["patient"] for s in result.status) == ["Patient/pa", "Patient/pb"]
