@@ -378,7 +378,7 @@ def clozapine_concept() -> dict[str, Any]:
 
 
 def rounded(value: float, decimals: int) -> int | float:
-    return int(round(value)) if decimals == 0 else round(value, decimals)
+    return round(value) if decimals == 0 else round(value, decimals)
 
 
 @dataclass
