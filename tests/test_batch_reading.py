@@ -78,7 +78,7 @@ def test_ndjson_problems_name_file_and_line_and_blank_lines_are_skipped(tmp_path
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
-        "entry": [{"resource": {"resourceType": "Observation", "id": "o2"}}, {"x": 1}],
+        "entry": [{"resource": {"resourceType": "Observation", "id": "o2"}}, {"resource": [1]}],
     }
     lines = [json.dumps(observation), "", "  \t", "{not json", "[1]", json.dumps(bundle)]
     path = tmp_path / "export.ndjson"
