@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
+from sys import intern
 from typing import Any
 
 from adapter.core.model import (
@@ -101,6 +102,10 @@ def _subject(resource: JSON, element: str) -> str:
     if ref is None or not ref.startswith("Patient/"):
         raise FhirInputError(f"{kind}.{element}", "needs a reference to a Patient")
     return ref
+
+
+def _interned(text: str | None) -> str | None:
+    return None if text is None else intern(text)
 
 
 def _decimal(raw: object, path: str) -> Decimal:
@@ -226,17 +231,19 @@ class Reader:
                 issued = parse_datetime(resource.get("issued"), "Observation.issued", self.site_tz)
             except FhirInputError:
                 issued = None  # only a tie-breaker between linked results
+        # Interned: these few values repeat across every kept result of a large export, and
+        # one shared copy of each keeps the collector's memory down (equal strings either way).
         return LabObservation(
             ref=ref,
-            patient=patient,
+            patient=intern(patient),
             role=role,
-            status=status,
+            status=intern(status),
             collected=collected,
             value=value,
-            unit_code=unit_code,
-            unit_system=unit_system,
-            unit_text=unit_text,
-            version=version,
+            unit_code=_interned(unit_code),
+            unit_system=_interned(unit_system),
+            unit_text=_interned(unit_text),
+            version=intern(version),
             specimen=reference(resource.get("specimen")),
             identifiers=self._identifiers(resource),
             replaces=self._replaces(resource),
