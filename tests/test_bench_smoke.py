@@ -80,10 +80,10 @@ def test_benchmark_harness_prints_every_table(
     )
     printed = capsys.readouterr().out
     assert code == 0
-    for heading in ("Throughput", "Scaling", "Naive baseline", "Core", "Targets"):
+    for heading in ("Throughput", "Scaling", "Naive baseline", "Core", "Where", "Targets"):
         assert any(line.startswith(heading) for line in printed.splitlines()), heading
     for target in ("throughput:", "naive:", "scaling:", "memory:"):
         assert f"  {target}" in printed
     rows = [line for line in printed.splitlines() if re.match(r"\s*\d[\d,]* ", line)]
-    assert len(rows) == 4  # one row for this size in each of the four tables
+    assert len(rows) == 5  # one row for this size in each of the five tables
     assert list(tmp_path.iterdir()) == []  # the export is removed afterwards

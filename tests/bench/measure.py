@@ -11,6 +11,7 @@ Modes:
 - ``batch DIR OUT``: ``adapter.batch.run.run_batch`` on the export, writing the four outputs;
 - ``naive DIR STRIDE LIMIT``: every STRIDE-th resource (at most LIMIT) validated with its
   ``fhir.resources.R4B`` model (orjson parse + ``model_validate``), the naive way to read;
+- ``stages DIR``: the source reader alone, then the reader feeding the collector (cumulative);
 - ``core DIR``: collect the export (not timed), then time ``evaluate_patient`` over every patient
   (fastest of several passes after a warm-up one).
 """
@@ -158,6 +159,33 @@ def core(folder: Path) -> dict[str, Any]:
     }
 
 
+def stages(folder: Path) -> dict[str, Any]:
+    """Cumulative stages of batch mode, for where the time goes: the source reader alone
+    (read, parse, locate), then the reader feeding the collector."""
+    from adapter.batch.collect import Collector
+    from adapter.batch.sources import read_sources
+    from adapter.fhir.read import Reader
+    from adapter.mappings_loader import load_reference_data
+
+    data = load_reference_data()
+    ready = _rss_kib()
+    began = time.perf_counter()
+    read = sum(1 for _ in read_sources([str(folder)], []))
+    sources_s = time.perf_counter() - began
+    collector = Collector(Reader(data, AS_OF.tzinfo), AS_OF)  # type: ignore[arg-type]
+    began = time.perf_counter()
+    for located in read_sources([str(folder)], collector.problems):
+        collector.add(located)
+    collect_s = time.perf_counter() - began
+    return {
+        "seconds": collect_s,
+        "sources_s": sources_s,
+        "collect_s": collect_s,
+        "items": read,
+        "rss_ready_kib": ready,
+    }
+
+
 def main(argv: list[str]) -> int:
     mode, folder = argv[0], Path(argv[1])
     if mode == "floor":
@@ -172,6 +200,8 @@ def main(argv: list[str]) -> int:
         figures = naive(folder, int(argv[2]), int(argv[3]))
     elif mode == "core":
         figures = core(folder)
+    elif mode == "stages":
+        figures = stages(folder)
     else:
         print(f"measure: unknown mode '{mode}'", file=sys.stderr)
         return 2

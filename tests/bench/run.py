@@ -54,6 +54,7 @@ class SizeResult:
     batch: dict[str, Any]
     naive: dict[str, Any]
     core: dict[str, Any]
+    stages: dict[str, Any]
 
     @property
     def ratio(self) -> float:
@@ -112,6 +113,7 @@ def bench_size(target: int, work: Path, seed: int, repeat: int, naive_limit: int
     stride = max(1, stats.resources // naive_limit)
     naive = measure("naive", str(export), str(stride), str(naive_limit))
     core = measure("core", str(export))
+    stages = best_of(repeat, "stages", str(export))
     result = SizeResult(
         target=target,
         observations=stats.observations,
@@ -124,6 +126,7 @@ def bench_size(target: int, work: Path, seed: int, repeat: int, naive_limit: int
         batch=batch,
         naive=naive,
         core=core,
+        stages=stages,
     )
     for path in export.iterdir():
         path.unlink()
@@ -163,6 +166,22 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 def _verdict(ok: bool) -> str:
     return "meets" if ok else "MISSES"
+
+
+def _stage_row(r: SizeResult) -> tuple[str, ...]:
+    per = 1e6 / r.resources
+    parse = float(r.floor["seconds"])
+    sources = float(r.stages["sources_s"])
+    collect = float(r.stages["collect_s"])
+    total = float(r.batch["seconds"])
+    return (
+        f"{r.observations:,}",
+        f"{per * parse:.2f}",
+        f"{per * (sources - parse):.2f}",
+        f"{per * (collect - sources):.2f}",
+        f"{per * (total - collect):.2f}",
+        f"{per * total:.2f}",
+    )
 
 
 def report(results: Sequence[SizeResult], seed: int, repeat: int) -> str:
@@ -266,6 +285,16 @@ def report(results: Sequence[SizeResult], seed: int, repeat: int) -> str:
             )
             for r in results
         ],
+    )
+    out += [
+        "",
+        "Where batch time goes (us per resource; stages measured cumulatively, best of each: "
+        "parse = floor, read = source reader minus floor, collect = collector minus source "
+        "reader, decide+write = batch minus collector)",
+    ]
+    out += _table(
+        ("Observations", "parse", "read", "collect", "decide+write", "batch"),
+        [_stage_row(r) for r in results],
     )
     worst_ratio = min(r.ratio for r in results)
     worst_naive = min(r.naive_ratio for r in results)
