@@ -23,6 +23,7 @@ import resource
 import sys
 import tempfile
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def batch(folder: Path, out: Path) -> dict[str, Any]:
     from adapter.mappings_loader import load_reference_data
 
     data = load_reference_data()
-    settings = BatchSettings(sources=(str(folder),), out=out, as_of=AS_OF, site_tz=AS_OF.tzinfo)  # type: ignore[arg-type]
+    settings = BatchSettings(sources=(str(folder),), out=out, as_of=AS_OF, site_tz=UTC)
     ready = _rss_kib()
     began = time.perf_counter()
     result = run_batch(settings, data)
@@ -135,11 +136,11 @@ def core(folder: Path) -> dict[str, Any]:
     from adapter.mappings_loader import load_reference_data
 
     data = load_reference_data()
-    collector = Collector(Reader(data, AS_OF.tzinfo), AS_OF)  # type: ignore[arg-type]
+    collector = Collector(Reader(data, UTC), AS_OF)
     for located in read_sources([str(folder)], collector.problems):
         collector.add(located)
     patients = collector.patients()
-    context = Context(data.protocol, data.units, AS_OF.tzinfo, AS_OF)  # type: ignore[arg-type]
+    context = Context(data.protocol, data.units, UTC, AS_OF)
     ready = _rss_kib()
     evaluations = [evaluate_patient(inputs, context) for inputs in patients]  # warm-up pass
     passes, total, best = 0, 0.0, float("inf")
@@ -172,7 +173,7 @@ def stages(folder: Path) -> dict[str, Any]:
     began = time.perf_counter()
     read = sum(1 for _ in read_sources([str(folder)], []))
     sources_s = time.perf_counter() - began
-    collector = Collector(Reader(data, AS_OF.tzinfo), AS_OF)  # type: ignore[arg-type]
+    collector = Collector(Reader(data, UTC), AS_OF)
     began = time.perf_counter()
     for located in read_sources([str(folder)], collector.problems):
         collector.add(located)
