@@ -125,7 +125,7 @@ class _Unanswered(Exception):
         self.cause = cause
 
 
-def _check_base_url(base_url: str) -> str:
+def check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RemsConfigurationError("the REMS base URL must be an http(s) URL with a host")
@@ -148,7 +148,7 @@ class RemsClient:
         sleep: Sleep = time.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.base_url = _check_base_url(base_url)
+        self.base_url = check_base_url(base_url)
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self.session = session or requests.Session()
