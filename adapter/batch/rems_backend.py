@@ -526,7 +526,10 @@ class RemsBackend:
             return self._denied(local, rda, citation, f"the override breaks the contract ({error})")
         if answer.granted:
             return self._granted(local, answer, citation, lifted=rda.reasons)
-        return self._denied(local, answer, citation, "the REMS refused the pharmacist's override")
+        # Every reason stands: why the RDA was denied and why the override was refused.
+        both = tuple(dict.fromkeys((*rda.reasons, *answer.reasons)))
+        refused = replace(answer, reasons=both)
+        return self._denied(local, refused, citation, "the REMS refused the pharmacist's override")
 
     def _cannot_ask(
         self, work: _Patient, pending: PendingDispense
