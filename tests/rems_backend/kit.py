@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import requests
+from fhir.resources.R4B.detectedissue import DetectedIssue
 
 from adapter.batch.rems_backend import DEFAULT_PHARMACY_ID_SYSTEM, DEFAULT_REMS_ID_SYSTEM
 from adapter.cli import main
@@ -24,6 +26,12 @@ DESIGNEE = "rems-adapter"  # the adapter's default designee id
 OUTPATIENT_PHARMACY = "pharm-out"
 INPATIENT_PHARMACY = "pharm-in"
 HTTP_TIMEOUT = 10
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
+PROJECT_REASONS = frozenset(
+    json.loads((PROFILES / "authorization.schema.json").read_text())["properties"]["reasons"][
+        "items"
+    ]["enum"]
+)
 
 
 def seed_document() -> dict[str, Any]:
@@ -242,10 +250,35 @@ def run(world: World, folder: Path, as_of: datetime, rems: str, *extra: str) -> 
         name: [json.loads(line) for line in (out / name).read_text().splitlines()]
         for name in ("DetectedIssue.ndjson", "authorizations.ndjson", "psf.ndjson")
     }
-    return Outputs(read["DetectedIssue.ndjson"], read["authorizations.ndjson"], read["psf.ndjson"])
+    outputs = Outputs(
+        read["DetectedIssue.ndjson"], read["authorizations.ndjson"], read["psf.ndjson"]
+    )
+    check_contracts(outputs)
+    return outputs
 
 
-def enroll_directly(base_url: str, at: datetime, *, ben: bool = False, hospice: bool = False) -> str:
+def check_contracts(outputs: Outputs) -> None:
+    """Every line of every run: its JSON Schema (interfaces.md section 3), and R4B DetectedIssues
+    with the project's codes only in evidence.code."""
+    for records, schema in (
+        (outputs.authorizations, "authorization.schema.json"),
+        (outputs.forms, "psf.schema.json"),
+    ):
+        validator = jsonschema.Draft202012Validator(json.loads((PROFILES / schema).read_text()))
+        for record in records:
+            assert [e.message for e in validator.iter_errors(record)] == [], record
+    for issue in outputs.issues:
+        DetectedIssue.model_validate(issue)
+        assert issue["author"]["reference"] == "Device/rems-adapter"
+        for evidence in issue.get("evidence", []):
+            for concept in evidence.get("code", []):
+                assert concept["coding"][0]["code"] in PROJECT_REASONS, issue["detail"]
+        assert all(a["backend"] == "rems" for a in outputs.authorizations)
+
+
+def enroll_directly(
+    base_url: str, at: datetime, *, ben: bool = False, hospice: bool = False
+) -> str:
     """The prescriber enrolled the patient in the REMS at `at` (outside the adapter)."""
     body = {
         "patient": {

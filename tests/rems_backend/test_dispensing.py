@@ -34,7 +34,9 @@ def _ben_patient(rems: Service) -> World:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("days_since_psf", "outcome"), [(37, "authorized"), (38, "not-authorized")])
+@pytest.mark.parametrize(
+    ("days_since_psf", "outcome"), [(37, "authorized"), (38, "not-authorized")]
+)
 def test_rda_needs_a_psf_within_37_days(
     rems: Service, tmp_path: Path, days_since_psf: int, outcome: str
 ) -> None:
@@ -142,7 +144,7 @@ def test_pharmacist_overrides_limited_to_three_in_a_rolling_year(
     days = [E + timedelta(days=n) for n in (40, 70, 100, 130, 405)]
     results = []
     for index, day in enumerate(days):
-        dispense, authorization = _override_round(world, rems, tmp_path / str(index), day)
+        _, authorization = _override_round(world, rems, tmp_path / str(index), day)
         results.append((authorization["outcome"], authorization["reasons"]))
         if authorization["outcome"] == "authorized-override":
             assert str(authorization["authorizationNumber"]).startswith("OVR-")
@@ -176,7 +178,9 @@ def test_override_cites_the_pharmacist_and_a_rerun_is_not_counted_again(
     before = rows(rems.db, "SELECT kind, granted FROM decisions ORDER BY id")
     again = run(world, tmp_path / "c", day + timedelta(hours=1), rems.url)
 
+    assert decided.authorization(dispense)["outcome"] == "authorized-override"
     [override] = decided.findings("dispense-authorized-override")
+    assert override["implicated"] == [{"reference": dispense}]
     assert "Prescriber reached by phone" in override["detail"]
     assert {"reference": f"DetectedIssue/{issue['id']}"} in override["evidence"][0]["detail"]
     assert [i["id"] for i in decided.withdrawn()] == [issue["id"]]
@@ -224,9 +228,8 @@ def test_rems_down_then_back_pending_then_decided_and_retries_not_counted_twice(
     assert second.form()["state"] == "accepted"
     # Each POST's first answer was lost and the client asked again with the same key...
     posts = [(path, key) for path, key in proxy.forwarded if key is not None]
-    assert [path for path, _ in posts] == ["/psfs", "/psfs", "/dispense-authorizations"] * 1 + [
-        "/dispense-authorizations"
-    ]
+    paths = [path for path, _ in posts]
+    assert paths == ["/psfs", "/psfs", "/dispense-authorizations", "/dispense-authorizations"]
     assert posts[0][1] == posts[1][1] and posts[2][1] == posts[3][1]
     # ... and the service counted each once.
     assert len(rows(rems.db, "SELECT * FROM psfs WHERE kind = 'psf'")) == 1

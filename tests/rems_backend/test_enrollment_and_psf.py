@@ -72,7 +72,9 @@ def test_designee_never_enrolls_ben_or_hospice_the_prescriber_does(
 
     world.keep_issues(first)
     later = T + timedelta(hours=2)
-    world.answer(action["id"], "Practitioner/dr", later - timedelta(hours=1), "Designation confirmed")
+    world.answer(
+        action["id"], "Practitioner/dr", later - timedelta(hours=1), "Designation confirmed"
+    )
     second = run(world, tmp_path / "2", later, rems.url)
 
     assert second.form()["state"] == "accepted"
