@@ -245,6 +245,8 @@ class RemsBackend:
             )
             return [psf_record(form, "prepared")]
         assert work.identity is not None and work.prescriber_npi is not None
+        if kind == "psf" and self._already_on_file(work, form):
+            return [psf_record(form, "accepted")]
         action = self._action_finding(work, form, kind)
         signer: dict[str, str] = {"role": "designee", "id": self.settings.designee_id}
         npi, rationale = work.prescriber_npi, None
@@ -257,6 +259,32 @@ class RemsBackend:
             signer = {"role": "prescriber", "id": npi}
         state = self._submit(work, form, kind, npi, signer, rationale)
         return [psf_record(form, state)]
+
+    def _already_on_file(self, work: _Patient, form: PatientStatusForm) -> bool:
+        """The REMS already holds a form completed in this reporting period that says what this
+        one says (no result collected since, same status, frequency and designations): sending
+        it again on every run would only restart the PSF clock without telling the REMS more."""
+        assert work.rems_id is not None
+        try:
+            held = self.client.patient_status(work.rems_id, self.clock)
+        except (RemsError, RemsRequestInvalid):
+            return False  # the submission itself will meet (and report) the problem
+        if held is None:
+            return False
+        completed = datetime.fromisoformat(str(held["lastPsfCompletedAt"]))
+        if local_date(completed, self.tz).strftime("%Y-%m") != form.reporting_period:
+            return False
+        if any(anc.collected > completed for anc in form.anc_results):
+            return False
+        said = (held["treatmentStatus"], held["monitoringFrequency"], held["designations"])
+        return bool(
+            said
+            == (
+                form.treatment_status,
+                form.monitoring_frequency,
+                {"ben": form.ben, "hospice": form.hospice},
+            )
+        )
 
     def _missing_for_forms(self, work: _Patient) -> list[str]:
         if work.identity is None:

@@ -86,8 +86,10 @@ def test_designee_never_enrolls_ben_or_hospice_the_prescriber_does(
     assert second.findings("psf-prescriber-action-required") == []
 
 
-def _enrolled_on_therapy(rems: Service, start: datetime) -> World:
-    rems_id = enroll_directly(rems.url, start)
+def _enrolled_on_therapy(rems: Service, start: datetime, record_rems_id: bool = True) -> World:
+    """Enrolled by the prescriber at `start`; weekly supplies since. With `record_rems_id` off
+    the site never recorded the REMS id on the Patient (this call then enrolls nobody)."""
+    rems_id = enroll_directly(rems.url, start) if record_rems_id else None
     world = World(rems_id=rems_id)
     world.anc(start - timedelta(days=1), 2000)
     for week in range(0, 5):
@@ -106,6 +108,40 @@ def test_routine_psf_is_submitted_by_the_designee(rems: Service, tmp_path: Path)
     assert (out.form()["state"], out.form()["signerRole"]) == ("accepted", "designee")
     stored = rows(rems.db, "SELECT signer_role, reporting_period FROM psfs WHERE kind = 'psf'")
     assert [(r["signer_role"], r["reporting_period"]) for r in stored] == [("designee", "2021-12")]
+
+
+@pytest.mark.integration
+def test_a_psf_is_sent_again_in_the_month_only_when_something_changed(
+    rems: Service, tmp_path: Path
+) -> None:
+    start = T - timedelta(days=35)
+    world = _enrolled_on_therapy(rems, start)
+    world.anc(T - timedelta(days=3), 2300)
+    run(world, tmp_path / "1", T - timedelta(days=2), rems.url)
+
+    unchanged = run(world, tmp_path / "2", T - timedelta(days=1), rems.url)
+    assert unchanged.form()["state"] == "accepted"
+    assert len(rows(rems.db, "SELECT * FROM psfs WHERE kind = 'psf'")) == 1
+
+    world.anc(T - timedelta(hours=5), 2400)
+    changed = run(world, tmp_path / "3", T, rems.url)
+    assert changed.form()["state"] == "accepted"
+    stored = rows(rems.db, "SELECT latest_anc_per_ul FROM psfs WHERE kind = 'psf' ORDER BY id")
+    assert [r["latest_anc_per_ul"] for r in stored] == [2300, 2400]
+
+
+@pytest.mark.integration
+def test_a_patient_enrolled_elsewhere_is_found_by_identity(rems: Service, tmp_path: Path) -> None:
+    enroll_directly(rems.url, T - timedelta(days=35))
+    world = _enrolled_on_therapy(rems, T - timedelta(days=35), record_rems_id=False)
+    world.anc(T - timedelta(days=1), 2300)
+    dispense = world.dispense(T - timedelta(hours=1), status="preparation")
+
+    out = run(world, tmp_path, T, rems.url)
+
+    assert out.form()["state"] == "accepted"  # enrollment refused as a duplicate; PSF matched
+    assert len(rows(rems.db, "SELECT * FROM patients")) == 1
+    assert out.authorization(dispense)["outcome"] == "authorized"
 
 
 @pytest.mark.integration
