@@ -3,7 +3,7 @@ answer becomes an override request; no answer from the REMS leaves the dispense 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -37,6 +37,8 @@ from adapter.rems import (
 
 
 class DispenseDesk(Desk):
+    """One decision per dispense awaiting one, always from the REMS's own answer."""
+
     def _pharmacy_id(self, pending: PendingDispense) -> str | None:
         for ref in pending.performers:
             if not ref.startswith("Organization/"):
@@ -52,9 +54,9 @@ class DispenseDesk(Desk):
         pending = local.dispense
         if work.rems_unreachable is not None and work.rems_id is None:
             return self._pending(local, f"the REMS could not be reached ({work.rems_unreachable})")
-        unsent = self._cannot_ask(work, pending)
+        unsent = self._cannot_ask(work, local)
         if unsent is not None:
-            return unsent(local)
+            return unsent
         assert work.rems_id is not None
         request: dict[str, Any] = {
             "pharmacyId": self._pharmacy_id(pending),
@@ -83,14 +85,25 @@ class DispenseDesk(Desk):
         npi = self.directory.npi(self.directory.requesters.get(pending.prescription or "")) or (
             work.prescriber_npi
         )
-        if latest is None or npi is None:
-            needs = "a current ANC" if latest is None else "the prescriber's NPI"
-            return self._denied(local, rda, citation, f"the override needs {needs}")
+        rationale = mitigation.text.strip()
+        lacking = [
+            what
+            for what, missing in (
+                ("a current ANC", latest is None),
+                ("the prescriber's NPI", npi is None),
+                ("a dispense rationale (the mitigation's action.text)", not rationale),
+            )
+            if missing
+        ]
+        if lacking or latest is None or npi is None:
+            # The adapter never makes up what the pharmacist or the record did not give.
+            note = f"the override cannot be requested without {' and '.join(lacking)}"
+            return self._denied(local, rda, citation, note)
         try:
             answer = self.client.request_override(
                 {
                     **request,
-                    "dispenseRationale": mitigation.text.strip() or "(no text)",
+                    "dispenseRationale": rationale,
                     "prescriberNpi": npi,
                     "currentAnc": anc_wire(latest.anc),
                 },
@@ -107,25 +120,25 @@ class DispenseDesk(Desk):
         refused = replace(answer, reasons=both)
         return self._denied(local, refused, citation, "the REMS refused the pharmacist's override")
 
-    def _cannot_ask(
-        self, work: PatientCase, pending: PendingDispense
-    ) -> Callable[[DispenseDecision], Decided] | None:
+    def _cannot_ask(self, work: PatientCase, local: DispenseDecision) -> Decided | None:
+        """A decision without asking, when the REMS request cannot be formed."""
+        pending = local.dispense
         if work.rems_id is None:
-            return lambda local: self._not_sent(
+            return self._not_sent(
                 local,
                 "the REMS has no enrollment the adapter knows of (no REMS id on the Patient "
                 f"in {self.settings.rems_id_system}, and no enrollment accepted)",
                 reasons=("patient-not-enrolled",),
             )
         if self._pharmacy_id(pending) is None:
-            return lambda local: self._not_sent(
+            return self._not_sent(
                 local,
                 "the dispense names no pharmacy Organization with an identifier in "
                 f"{self.settings.pharmacy_id_system}",
                 reasons=("pharmacy-not-certified",),
             )
         if pending.days_supply is None or pending.days_supply < 1:
-            return lambda local: self._not_sent(local, "the dispense has no daysSupply")
+            return self._not_sent(local, "the dispense has no daysSupply")
         return None
 
     def _override_request(

@@ -39,6 +39,8 @@ from adapter.rems import (
 
 
 class FormDesk(Desk):
+    """The month's PSF, or the enrollment form of a patient the REMS does not know yet."""
+
     def _enrollment_form(self, work: PatientCase) -> PatientStatusForm | None:
         """The first PSF of a patient the REMS does not know: the latest ANC is the baseline."""
         status = work.evaluation.status
