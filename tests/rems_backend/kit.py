@@ -104,7 +104,7 @@ class World:
 
     def _next(self, prefix: str) -> str:
         self.counter += 1
-        return f"{prefix}{self.counter}"
+        return f"{self.patient_id}-{prefix}{self.counter}"
 
     def anc(self, collected: datetime, per_ul: int) -> str:
         oid = self._next("anc")

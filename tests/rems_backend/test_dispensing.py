@@ -210,7 +210,7 @@ def test_rems_down_then_back_pending_then_decided_and_retries_not_counted_twice(
 
     first = run(world, tmp_path / "1", now, down, "--rems-attempts", "2")
 
-    assert first.form()["state"] == "submitted"
+    assert first.form()["state"] == "prepared"  # not sent: the REMS did not answer
     assert first.authorization(dispense)["outcome"] == "pending"
     [pending] = first.findings("dispense-authorization-pending")
     assert pending["severity"] == "moderate"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
+import responses
 
 from adapter.cli import main
 from tests.rems_backend.conftest import Service
-from tests.rems_backend.kit import World, enroll_directly, rows, run
+from tests.rems_backend.kit import World, enroll_directly, iso, rows, run
 
 E = datetime(2021, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -100,3 +103,36 @@ def test_a_bad_rems_url_is_a_usage_error(tmp_path: Path, url: str) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["run", "--source", str(source), "--out", str(tmp_path / "o"), "--rems", url])
     assert exited.value.code == 2
+
+
+@responses.activate
+def test_once_the_rems_is_down_the_run_stops_asking(tmp_path: Path) -> None:
+    """No patient after the first waits out the retries again; nothing is silently passed."""
+    anything = re.compile(r"http://rems\.test/.*")
+    for method in (responses.GET, responses.POST):
+        responses.add(method, anything, body=requests.exceptions.ConnectionError("down"))
+    worlds = [World(patient_id=f"p{n}", rems_id=f"RP0000000{n}") for n in (1, 2)]
+    dispenses = []
+    for world in worlds:
+        world.anc(E - timedelta(days=1), 2000)
+        world.dispense(E - timedelta(days=5), days=7)
+        dispenses.append(world.dispense(E - timedelta(hours=1), status="preparation"))
+    merged = World(patient_id="p1")
+    merged.resources = [r for world in worlds for r in world.resources]
+    source = merged.write(tmp_path / "in")
+    out = tmp_path / "out"
+    argv = ["run", "--source", str(source), "--out", str(out), "--as-of", iso(E)]
+
+    assert main([*argv, "--rems", "http://rems.test", "--rems-attempts", "2"]) == 0
+
+    assert len(responses.calls) == 2  # the first request's two attempts, then no more
+    lines = (out / "authorizations.ndjson").read_text().splitlines()
+    assert [
+        ('"pending"' in line, dispense in line)
+        for line, dispense in zip(lines, dispenses, strict=True)
+    ] == [
+        (True, True),
+        (True, True),
+    ]
+    assert (out / "psf.ndjson").read_text().count('"state":"prepared"') == 2
+    assert (out / "DetectedIssue.ndjson").read_text().count("dispense-authorization-pending") == 2

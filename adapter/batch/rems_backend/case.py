@@ -34,6 +34,15 @@ PROJECT_REASONS: frozenset[str] = frozenset(REASON_ORDER)
 MAX_ANC_RESULTS = 50
 
 
+@dataclass
+class Breaker:
+    """Once the REMS has not answered after the client's bounded retries, the rest of the run
+    does not ask it again (every later patient would wait out the same retries): forms stay
+    prepared, dispenses pending, and the next run asks again."""
+
+    down: str | None = None
+
+
 @dataclass(frozen=True)
 class Decided:
     decision: DispenseDecision
@@ -89,6 +98,7 @@ class Desk:
         protocol: Protocol,
         site_tz: tzinfo,
         clock: datetime,
+        breaker: Breaker | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -96,8 +106,18 @@ class Desk:
         self.protocol = protocol
         self.tz = site_tz
         self.clock = clock
+        self.breaker = breaker or Breaker()
 
     def parts(
         self,
-    ) -> tuple[RemsClient, RemsSettings, Directory, Protocol, tzinfo, datetime]:
-        return (self.client, self.settings, self.directory, self.protocol, self.tz, self.clock)
+    ) -> tuple[RemsClient, RemsSettings, Directory, Protocol, tzinfo, datetime, Breaker]:
+        """What a desk needs, the breaker shared: one run, one view of whether the REMS is up."""
+        return (
+            self.client,
+            self.settings,
+            self.directory,
+            self.protocol,
+            self.tz,
+            self.clock,
+            self.breaker,
+        )

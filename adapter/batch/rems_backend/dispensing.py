@@ -33,6 +33,7 @@ from adapter.rems import (
     Decision,
     RemsError,
     RemsRequestInvalid,
+    RemsTransientError,
 )
 
 
@@ -52,6 +53,8 @@ class DispenseDesk(Desk):
 
     def dispense(self, work: PatientCase, local: DispenseDecision) -> Decided:
         pending = local.dispense
+        if self.breaker.down is not None:
+            return self._pending(local, f"the REMS could not be reached ({self.breaker.down})")
         if work.rems_unreachable is not None and work.rems_id is None:
             return self._pending(local, f"the REMS could not be reached ({work.rems_unreachable})")
         unsent = self._cannot_ask(work, local)
@@ -68,6 +71,9 @@ class DispenseDesk(Desk):
         }
         try:
             rda = self.client.request_dispense_authorization(request, self.clock)
+        except RemsTransientError as error:
+            self.breaker.down = error.message
+            return self._pending(local, f"the REMS could not be reached ({error.message})")
         except RemsError as error:
             return self._pending(local, f"the REMS gave no decision ({error.message})")
         except RemsRequestInvalid as error:
@@ -109,6 +115,9 @@ class DispenseDesk(Desk):
                 },
                 self.clock,
             )
+        except RemsTransientError as error:
+            self.breaker.down = error.message
+            return self._pending(local, f"the REMS could not be reached ({error.message})")
         except RemsError as error:
             return self._pending(local, f"the REMS gave no override decision ({error.message})")
         except RemsRequestInvalid as error:

@@ -89,6 +89,9 @@ class FormDesk(Desk):
                 return [psf_record(form, "awaiting-prescriber")]
             npi, rationale = answer
             signer = {"role": "prescriber", "id": npi}
+        if self.breaker.down is not None:
+            work.rems_unreachable = self.breaker.down
+            return [psf_record(form, "prepared")]  # not sent: the REMS is down this run
         state = self._submit(work, form, kind, npi, signer, rationale)
         return [psf_record(form, state)]
 
@@ -97,8 +100,13 @@ class FormDesk(Desk):
         one says (no result collected since, same status, frequency and designations): sending
         it again on every run would only restart the PSF clock without telling the REMS more."""
         assert work.rems_id is not None
+        if self.breaker.down is not None:
+            return False
         try:
             held = self.client.patient_status(work.rems_id, self.clock)
+        except RemsTransientError as error:
+            self.breaker.down = error.message
+            return False
         except (RemsError, RemsRequestInvalid):
             return False  # the submission itself will meet (and report) the problem
         if held is None:
@@ -197,7 +205,7 @@ class FormDesk(Desk):
             work.findings.append(self._rejected_finding(work, form, kind, signer, rejection))
             return "rejected"
         except RemsTransientError as error:
-            work.rems_unreachable = error.message
+            work.rems_unreachable = self.breaker.down = error.message
             work.notes.append(f"{work.evaluation.patient}: REMS {kind} not answered: {error}")
             return "submitted"
         except RemsRequestInvalid as error:
