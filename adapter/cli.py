@@ -1,4 +1,4 @@
-"""Command line entry points: ``rems-adapter run`` and ``rems-adapter demo``.
+"""Command line entry points: ``rems-adapter run``, ``demo`` and ``watch``.
 
 The composition root: settings come from flags, reference data from ``mappings/``; then the batch
 service runs. Exit codes: 0 done (clinical findings never change it), 2 usage, 3 configuration
@@ -18,6 +18,7 @@ from adapter import __version__
 from adapter.batch.run import BatchSettings, run_batch
 from adapter.batch.sources import UnreadableInput
 from adapter.mappings_loader import MappingError, load_reference_data
+from adapter.watch import cli as watch_cli
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
@@ -95,12 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run batch mode on bundled synthetic data")
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: temporary)")
     _common(demo)
+
+    watch_cli.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "watch":
+        return watch_cli.run(args)
     try:
         site_tz = site_zone(args.site_tz)
         data = load_reference_data(args.mappings)
