@@ -175,7 +175,10 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
         while True:
             try:
                 report = watcher.cycle()
-                print(report.summary(), flush=True)
+                if args.once:
+                    print(report.summary(), flush=True)
+                else:
+                    log.info("%s", report.summary())
             except FhirError as error:
                 # str(error) is method, URL path, status and issue codes: no query, no bodies
                 print(f"rems-adapter: EHR request failed: {error}", file=sys.stderr)

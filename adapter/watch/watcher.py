@@ -127,7 +127,6 @@ class Watcher:
                 self.store.mark_dirty(self.store.due_rechecks(today))
             self._decide(clock, report)
         report.seconds = time.monotonic() - started
-        log.info("%s", report.summary())
         return report
 
     def _expanded_queries(self) -> list[Query]:
