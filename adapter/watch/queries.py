@@ -49,9 +49,10 @@ def watch_queries(data: ReferenceData, derive_anc: bool, use_include: bool) -> t
         codes |= labs.wbc | labs.neutrophil_pct | labs.segs_pct | labs.band_pct
     observation_codes = ",".join(f"{labs.system}|{code}" for code in sorted(codes))
     designations = _tokens(set(data.designations.ben) | set(data.designations.hospice))
-    dispense_include = (
-        ("MedicationDispense:medication", "MedicationDispense:prescription") if use_include else ()
-    )
+    # Medications named by reference come with the page. Not `MedicationDispense:prescription`:
+    # MedicationRequests are polled on their own, and on sekmet-fhir that include costs seconds
+    # per page of 1,000 (measured by tests/bench/watch_bench.py).
+    dispense_include = ("MedicationDispense:medication",) if use_include else ()
     request_include = ("MedicationRequest:medication",) if use_include else ()
     return (
         Query("observation", "Observation", (("code", observation_codes),)),
