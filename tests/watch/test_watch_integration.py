@@ -7,6 +7,11 @@ watch cycles with a fixed clock, and checks the DetectedIssues on the server.
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import subprocess
+import sys
+import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -350,3 +355,40 @@ state = "{tmp_path / "state.sqlite"}"
     ).matches
     assert sorted(finding(i) for i in found) == ["anc-mild-neutropenia", "dispense-authorized"]
     client.close()
+
+
+def test_logs_carry_counts_not_patients_or_values(
+    watch_server: SekmetServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    history = moderate()
+    ids = seed(watch_server, [history])
+    harness = Harness(watch_server, tmp_path / "state.sqlite")
+    with caplog.at_level(logging.DEBUG):
+        harness.cycle()
+        harness.cycle()
+    harness.close()
+    assert caplog.records  # the transport logs each request line at DEBUG
+    for ref in ids.values():
+        assert ref.split("/")[1] not in caplog.text
+    # no bodies, no search values (the port in a URL may contain any digits: not checked)
+    assert "valueQuantity" not in caplog.text and "751-8" not in caplog.text
+
+
+def test_loop_mode_stops_cleanly_on_sigterm(watch_server: SekmetServer, tmp_path: Path) -> None:
+    seed(watch_server, [mild()])
+    command = [sys.executable, "-m", "adapter", "watch", "--fhir-base", watch_server.base_url]
+    command += ["--state", str(tmp_path / "state.sqlite"), "--interval", "1"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 30
+        seen = ""
+        while "cycle:" not in seen and time.monotonic() < deadline:
+            seen = process.stderr.readline()  # the first cycle's summary (log, INFO)
+        assert "cycle:" in seen
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
