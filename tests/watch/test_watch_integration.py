@@ -363,7 +363,7 @@ def test_logs_carry_counts_not_patients_or_values(
     history = moderate()
     ids = seed(watch_server, [history])
     harness = Harness(watch_server, tmp_path / "state.sqlite")
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG, logger="adapter"):
         harness.cycle()
         harness.cycle()
     harness.close()
