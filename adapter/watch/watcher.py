@@ -366,7 +366,10 @@ class Watcher:
                         self._refused(result, report)
                 for patient, due in rechecks.items():
                     self.store.set_recheck(patient, due)
-                self.store.clear_dirty(chunk)
+                # A refused decision is not dropped: its patient is decided again next cycle,
+                # after the poll has brought whatever changed on the server (a 412).
+                refused = {result.write.patient for result in written if not result.ok}
+                self.store.clear_dirty([p for p in chunk if p not in refused])
 
     def _evaluate(
         self, patient: str, context: Context, report: CycleReport

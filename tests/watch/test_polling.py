@@ -199,3 +199,39 @@ def test_a_stop_request_ends_the_cycle_after_the_current_step(
     report = watch.cycle()
     assert not report.complete
     assert report.pages == stop_after  # 0: before the first page; 1: after it
+
+
+class RefusingOnce(FakeFhir):
+    """Refuses the first batch entry by entry (HTTP 400), accepts the next one."""
+
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        super().__init__(resources)
+        self.batches = 0
+
+    def batch(self, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.batches += 1
+        if self.batches == 1:
+            return [{"response": {"status": "400 Bad Request"}} for _ in entries]
+        return [
+            {
+                "response": {"status": "201 Created"},
+                "resource": {**e["resource"], "id": f"di{n}", "meta": {"versionId": "1"}},
+            }
+            for n, e in enumerate(entries)
+        ]
+
+
+def test_a_refused_decision_is_kept_and_decided_again_next_cycle(tmp_path: Path) -> None:
+    low = anc(1, T0)
+    low["valueQuantity"]["value"] = 1200
+    fake = RefusingOnce([low])
+    watch = watcher(fake, tmp_path / "s.sqlite")
+
+    first = watch.cycle()
+    assert (first.write_errors, first.issues_created) == (1, 0)
+    assert watch.store.dirty() == ["Patient/p1"]
+
+    second = watch.cycle()
+    assert (second.new_versions, second.write_errors, second.issues_created) == (0, 0, 1)
+    assert watch.store.dirty() == []
+    assert watch.cycle().patients_decided == 0  # decided and written: done
