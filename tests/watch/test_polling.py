@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,38 @@ def test_a_refused_decision_is_kept_and_decided_again_next_cycle(tmp_path: Path)
     assert (second.new_versions, second.write_errors, second.issues_created) == (0, 0, 1)
     assert watch.store.dirty() == []
     assert watch.cycle().patients_decided == 0  # decided and written: done
+
+
+def test_a_patient_with_nothing_new_is_decided_again_when_an_anc_falls_due(
+    tmp_path: Path,
+) -> None:
+    dispense = {
+        "resourceType": "MedicationDispense",
+        "id": "d1",
+        "meta": {"versionId": "1", "lastUpdated": format_instant(T0)},
+        "status": "completed",
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "2626"}]
+        },
+        "subject": {"reference": "Patient/p1"},
+        "whenHandedOver": "2026-01-05T10:00:00Z",
+        "daysSupply": {"value": 7},
+    }
+    fake = RefusingOnce([anc(1, T0), dispense])
+    fake.batches = 1  # accept every write
+    watch = watcher(fake, tmp_path / "s.sqlite")
+    assert watch.cycle().issues_created == 0  # weekly monitoring, next ANC not yet due
+
+    watch.evaluation = replace(watch.evaluation, as_of=T0 + timedelta(days=6))
+    assert watch.cycle().patients_decided == 0  # not due yet: nobody to decide
+
+    watch.evaluation = replace(watch.evaluation, as_of=T0 + timedelta(days=30))
+    report = watch.cycle()
+    assert (report.new_versions, report.patients_decided, report.issues_created) == (0, 1, 1)
+    (issue,) = [
+        r
+        for r in watch.store.patient_resources("Patient/p1")
+        if r["resourceType"] == "DetectedIssue"
+    ]
+    assert issue["code"]["coding"][1]["code"] == "anc-monitoring-overdue"
+    assert watch.cycle().patients_decided == 0  # overdue is written once
