@@ -392,3 +392,39 @@ def test_loop_mode_stops_cleanly_on_sigterm(watch_server: SekmetServer, tmp_path
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("use_include", [True, False])
+def test_a_dispense_naming_its_medication_by_reference_is_decided(
+    watch_server: SekmetServer, tmp_path: Path, use_include: bool
+) -> None:
+    history = History(anc=[2000] * 10 + [1200])
+    ids = seed(watch_server, [history])
+    patient = patient_of(ids, history)
+    medication = requests.post(
+        f"{watch_server.base_url}/Medication",
+        json={"resourceType": "Medication", "code": {"text": "Clozapine 100 mg tablet"}},
+        timeout=10,
+    ).json()
+    pending = requests.post(
+        f"{watch_server.base_url}/MedicationDispense",
+        json={
+            "resourceType": "MedicationDispense",
+            "status": "in-progress",
+            "medicationReference": {"reference": f"Medication/{medication['id']}"},
+            "subject": {"reference": patient},
+            "daysSupply": {"value": 7},
+            "whenPrepared": "2025-08-12T09:00:00Z",
+        },
+        timeout=10,
+    ).json()
+    harness = Harness(watch_server, tmp_path / "state.sqlite", use_include=use_include)
+
+    report = harness.cycle()
+
+    assert report.medications_read == (0 if use_include else 1)
+    (decision,) = [
+        i for i in decisions(watch_server, patient) if finding(i).startswith("dispense-")
+    ]
+    assert decision["implicated"] == [{"reference": f"MedicationDispense/{pending['id']}"}]
+    harness.close()
