@@ -31,7 +31,7 @@ def test_flags_alone_make_a_working_configuration() -> None:
     config = load("", fhir_base="http://127.0.0.1:8080/fhir/")
     assert config.fhir.base_url == "http://127.0.0.1:8080/fhir"
     assert config.fhir.auth == "none" and config.fhir.verify_tls is True
-    assert config.watch.overlap_seconds == 120 and config.watch.page_size == 200
+    assert config.watch.overlap_seconds == 120 and config.watch.page_size == 1000
     assert config.watch.state == Path("rems-adapter-watch.sqlite")
     assert config.evaluation.as_of is None and config.evaluation.derive_anc is True
 
