@@ -1,13 +1,15 @@
-"""Command line entry points: ``rems-adapter run``, ``demo`` and ``watch``.
+"""Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server`` and ``watch``.
 
 The composition root: settings come from flags, reference data from ``mappings/``; then the batch
 service runs. Exit codes: 0 done (clinical findings never change it), 2 usage, 3 configuration
-(for example a bad mappings file), 4 unreadable input.
+(for example a bad mappings file), 4 unreadable input; 5 (watch) the EHR server failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, tzinfo
@@ -97,13 +99,43 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=None, help="output folder (default: temporary)")
     _common(demo)
 
+    rems = commands.add_parser(
+        "rems-server", help="run the reference REMS service (the 2021 Clozapine REMS rules)"
+    )
+    rems.add_argument("--port", type=int, required=True, help="TCP port to listen on")
+    rems.add_argument("--db", required=True, help="SQLite database file (created if missing)")
+    rems.add_argument("--seed", default=None, help="JSON file of certified actors to load")
+    rems.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    rems.add_argument(
+        "--rules", default=None, help="program settings TOML (default: mappings/rems-program.toml)"
+    )
+
     watch_cli.add_parser(commands)
     return parser
+
+
+def run_rems_server(args: argparse.Namespace) -> int:
+    from adapter.rems_service import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # The admin endpoints are open unless a token is set; it comes from the environment so that
+    # it never appears in a process listing.
+    serve(
+        args.port,
+        args.db,
+        args.seed,
+        args.host,
+        rules=args.rules,
+        admin_token=os.environ.get("REMS_ADAPTER_ADMIN_TOKEN") or None,
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "rems-server":
+        return run_rems_server(args)
     if args.command == "watch":
         return watch_cli.run(args)
     try:

@@ -87,6 +87,12 @@ class _File:
             self.fail(f"{entry}.{key}", f"must be a non-empty string, got {value!r}")
         return value
 
+    def boolean(self, table: dict[str, Any], key: str, entry: str) -> bool:
+        value = table.get(key, False)
+        if not isinstance(value, bool):
+            self.fail(f"{entry}.{key}", f"must be true or false, got {value!r}")
+        return value
+
     def frequency(self, value: object, entry: str) -> Frequency:
         if value not in FREQUENCIES:
             self.fail(entry, f"unknown frequency {value!r}; known: {', '.join(FREQUENCIES)}")
@@ -213,6 +219,7 @@ def _protocol(f: _File) -> Protocol:
         ScheduleStep(
             from_month=f.integer(row, "from_month", f"normal_schedule[{i}]"),
             frequency=f.frequency(row.get("frequency"), f"normal_schedule[{i}].frequency"),
+            after=f.boolean(row, "after", f"normal_schedule[{i}]"),
         )
         for i, row in enumerate(cast(list[dict[str, Any]], steps_raw))
     )

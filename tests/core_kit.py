@@ -16,7 +16,7 @@ from adapter.core.model import (
     PriorIssue,
     Supply,
 )
-from adapter.core.protocol import Setting
+from adapter.core.protocol import Protocol, Setting
 from adapter.core.reference import ReferenceData
 from adapter.mappings_loader import load_reference_data
 
@@ -122,6 +122,7 @@ def evaluate(
     pending_dispenses: tuple[PendingDispense, ...] = (),
     prior: tuple[PriorIssue, ...] = (),
     prescribers: frozenset[str] = frozenset(),
+    protocol: Protocol | None = None,
 ) -> Evaluation:
     data = reference()
     if clock is None:
@@ -140,4 +141,4 @@ def evaluate(
         prescribers=prescribers,
         prescribed=True,
     )
-    return evaluate_patient(inputs, Context(data.protocol, data.units, UTC, clock))
+    return evaluate_patient(inputs, Context(protocol or data.protocol, data.units, UTC, clock))

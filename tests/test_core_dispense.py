@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from tests.core_kit import anc, at, evaluate, issue, pending, supply
+from tests.core_kit import anc, at, evaluate, issue, pending, reference, supply
 
 
 def decide(labs, supplies, dispense, clock=None, **kwargs):
@@ -128,7 +129,7 @@ def test_rationale_by_someone_else_than_the_prescriber_does_not_count():
     assert decision.outcome == "not-authorized"
 
 
-def _override(dispense: str, when, reasons=("anc-not-current",)):
+def _override(dispense: str, when, reasons=("supply-exceeds-limit",)):
     return issue(
         "dispense-not-authorized",
         author="Practitioner/pharmacist",
@@ -140,42 +141,61 @@ def _override(dispense: str, when, reasons=("anc-not-current",)):
     )
 
 
-def test_pharmacist_override_authorizes_a_stale_anc():
-    labs = [anc(-1, 2000), anc(1, 2000)]
-    dispense = pending(20)
-    prior = _override(dispense.ref, at(20, 16))
-    decision = decide(labs, [supply(0, 28)], dispense, clock=21, prior=(prior,))
+def test_pharmacist_override_lifts_the_discharge_limit():
+    labs = [anc(-1, 2000), anc(5, 2000)]
+    dispense = pending(6, 28, "discharge")
+    prior = _override(dispense.ref, at(6, 16))
+    decision = decide(labs, [supply(0)], dispense, clock=7, prior=(prior,))
     assert decision.outcome == "authorized-override"
     assert decision.citation is not None and decision.citation.role == "pharmacist"
 
 
-def test_pharmacist_cannot_override_an_interruption():
-    labs = [anc(-1, 2000), anc(5, 400)]
-    dispense = pending(6)
-    prior = _override(dispense.ref, at(6, 16), reasons=("treatment-interrupted",))
-    decision = decide(labs, [supply(0)], dispense, clock=7, prior=(prior,))
+@pytest.mark.parametrize(
+    ("labs", "reason"),
+    [
+        ([anc(-1, 2000), anc(1, 2000)], "anc-not-current"),  # an override needs a current ANC
+        ([anc(-1, 2000), anc(19, 400)], "treatment-interrupted"),  # the prescriber's decision
+    ],
+)
+def test_pharmacist_cannot_override_without_a_current_anc_or_past_an_interruption(labs, reason):
+    dispense = pending(20)
+    prior = _override(dispense.ref, at(20, 16), reasons=(reason,))
+    decision = decide(labs, [supply(0, 28)], dispense, clock=21, prior=(prior,))
     assert decision.outcome == "not-authorized"
+    assert reason in decision.reasons
+
+
+def _limits_discharge():
+    base = reference().protocol
+    return replace(base, override=replace(base.override, limited_settings=frozenset({"discharge"})))
 
 
 @pytest.mark.parametrize(("days_after_first", "allowed"), [(364, False), (366, True)])
 def test_override_limit_is_three_per_rolling_year(days_after_first, allowed):
     earlier = [_override(f"MedicationDispense/old{i}", at(10 + i * 30)) for i in range(3)]
     day = 10 + days_after_first
-    dispense = pending(day)
+    dispense = pending(day, 40, "discharge")  # over the 30 days monthly monitoring allows
     mine = _override(dispense.ref, at(day, 16))
-    labs = [anc(-1, 2000), anc(day - 20, 2000)]
+    labs = [anc(-1, 2000), anc(day - 2, 2000)]
     supplies = [supply(d, 28) for d in range(0, day, 28)]
-    decision = decide(labs, supplies, dispense, clock=day + 1, prior=(*earlier, mine))
+    decision = decide(
+        labs,
+        supplies,
+        dispense,
+        clock=day + 1,
+        prior=(*earlier, mine),
+        protocol=_limits_discharge(),
+    )
     assert (decision.outcome == "authorized-override") is allowed
     if not allowed:
         assert "override-limit-reached" in decision.reasons
 
 
-def test_override_limit_does_not_apply_to_inpatient_settings():
+def test_override_limit_does_not_apply_to_unlimited_settings():
     earlier = [_override(f"MedicationDispense/old{i}", at(10 + i * 30)) for i in range(3)]
-    dispense = pending(120, 7, "inpatient")
+    dispense = pending(120, 28, "discharge")
     mine = _override(dispense.ref, at(120, 16))
-    labs = [anc(-1, 2000), anc(100, 2000)]
+    labs = [anc(-1, 2000), anc(118, 2000)]
     supplies = [supply(d, 28) for d in range(0, 120, 28)]
     decision = decide(labs, supplies, dispense, clock=121, prior=(*earlier, mine))
     assert decision.outcome == "authorized-override"

@@ -20,7 +20,8 @@ def monthly_supplies(until_day: int):
         (date(2025, 7, 5), "weekly", date(2025, 7, 12)),  # 5 months 29 days
         (date(2025, 7, 6), "every-2-weeks", date(2025, 7, 20)),  # 6 calendar months
         (date(2026, 1, 5), "every-2-weeks", date(2026, 1, 19)),
-        (date(2026, 1, 6), "monthly", date(2026, 2, 6)),  # 12 calendar months
+        (date(2026, 1, 6), "every-2-weeks", date(2026, 1, 20)),  # 12 months: "after 12" not yet
+        (date(2026, 1, 7), "monthly", date(2026, 2, 7)),  # after 12 calendar months
         (date(2026, 1, 31), "monthly", date(2026, 2, 28)),  # calendar month, clamped
     ],
 )

@@ -1,4 +1,4 @@
-"""`pip install .` works outside the checkout: mappings/, profiles/ and demo data travel in the wheel."""
+"""`pip install .` works outside the checkout: mappings, profiles and demo data are in the wheel."""
 
 from __future__ import annotations
 

@@ -91,8 +91,10 @@ class Collector:
         self.dispenses[ref] = _Dispense(rank, item, clozapine, medication_ref)
 
     def _request(self, resource: dict[str, Any]) -> None:
-        patient, requester, active = self.reader.request(resource)
         clozapine, medication_ref = self.reader.medication_of(resource)
+        if clozapine is False:
+            return
+        patient, requester, active = self.reader.request(resource)
         ref = f"MedicationRequest/{resource.get('id')}"
         self.requests[ref] = _Request(patient, requester, active, clozapine, medication_ref)
 
@@ -140,18 +142,18 @@ class Collector:
             else:
                 pending[held.item.patient].append(held.item)
         prescribers: dict[str, set[str]] = defaultdict(set)
-        prescribed: set[str] = set()
-        for request in self.requests.values():
+        prescribed: dict[str, list[str]] = defaultdict(list)
+        for ref, request in sorted(self.requests.items()):
             if not self._is_clozapine(request.clozapine, request.medication_ref):
                 continue
             if request.requester:
                 prescribers[request.patient].add(request.requester)
             if request.active:
-                prescribed.add(request.patient)
+                prescribed[request.patient].append(ref)
         prior: dict[str, list[PriorIssue]] = defaultdict(list)
         for _, issue, _ in self.issues.values():
             prior[issue.patient].append(issue)
-        everyone = set(self.labs) | set(supplies) | set(pending) | prescribed | set(prior)
+        everyone = set(self.labs) | set(supplies) | set(pending) | set(prescribed) | set(prior)
         return [
             PatientInputs(
                 patient=patient,
@@ -165,6 +167,7 @@ class Collector:
                 prior_issues=tuple(sorted(prior.get(patient, ()), key=lambda i: i.ref)),
                 prescribers=frozenset(prescribers.get(patient, ())),
                 prescribed=patient in prescribed,
+                requests=tuple(prescribed.get(patient, ())),
             )
             for patient in sorted(everyone)
         ]

@@ -121,10 +121,45 @@ def _bundle(where: str, bundle: dict[str, Any], problems: list[InputProblem]) ->
     if not isinstance(entries, list):
         problems.append(InputProblem(where, "Bundle.entry is not a list"))
         return
+    local_ids = _local_ids(entries)
     for index, entry in enumerate(entries):
         location = f"{where}#Bundle.entry[{index}]"
-        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            problems.append(InputProblem(location, "Bundle.entry is not an object"))
+            continue
+        resource = entry.get("resource")
+        if resource is None:
+            continue  # a request-only entry (e.g. DELETE) or a response: nothing to read
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             problems.append(InputProblem(location, "Bundle.entry.resource is not a FHIR resource"))
             continue
+        if local_ids:
+            resource = _resolve_local(resource, local_ids)
         yield Located(location, resource)
+
+
+def _local_ids(entries: list[Any]) -> dict[str, str]:
+    """``urn:uuid:`` / ``urn:oid:`` fullUrls -> "Type/id", as a transaction Bundle links entries."""
+    found: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+            continue
+        full_url = entry.get("fullUrl")
+        resource = entry["resource"]
+        if isinstance(full_url, str) and full_url.startswith("urn:"):
+            local = resource.get("id") or full_url.rsplit(":", 1)[-1]
+            found[full_url] = f"{resource.get('resourceType')}/{local}"
+            resource.setdefault("id", local)
+    return found
+
+
+def _resolve_local(node: Any, local_ids: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        resolved = {key: _resolve_local(value, local_ids) for key, value in node.items()}
+        if isinstance(ref, str) and ref in local_ids:
+            resolved["reference"] = local_ids[ref]
+        return resolved
+    if isinstance(node, list):
+        return [_resolve_local(item, local_ids) for item in node]
+    return node

@@ -40,9 +40,16 @@ PRESCRIBER_ANSWERABLE = frozenset(
         "dispense-not-authorized",
     }
 )
-#: Reasons only the prescriber can lift: a pharmacist's override never authorizes past them.
-PRESCRIBER_ONLY: frozenset[Reason] = frozenset(
-    {"anc-below-threshold", "treatment-interrupted", "rechallenge-requires-prescriber"}
+#: Reasons a pharmacist's override never lifts: clinical ones are the prescriber's, and an
+#: override needs a current ANC (clinical-rules section 3; section 4 "who may do what").
+NOT_FOR_PHARMACIST: frozenset[Reason] = frozenset(
+    {
+        "anc-missing",
+        "anc-not-current",
+        "anc-below-threshold",
+        "treatment-interrupted",
+        "rechallenge-requires-prescriber",
+    }
 )
 
 
@@ -234,8 +241,8 @@ def pharmacist_override(
     mine = next((r for r in requests if r.dispense == decision.dispense.ref), None)
     if mine is None:
         return decision
-    if PRESCRIBER_ONLY & set(decision.reasons):
-        return decision  # a pharmacist cannot lift a clinical interruption
+    if NOT_FOR_PHARMACIST & set(decision.reasons):
+        return decision  # not a pharmacist's to lift
     policy = context.protocol.override
     settings = {item.ref: item.setting for item in inputs.supplies}
     settings.update({item.ref: item.setting for item in inputs.pending})
@@ -249,10 +256,11 @@ def pharmacist_override(
         assert when is not None
         if request.dispense == decision.dispense.ref:
             break
-        if PRESCRIBER_ONLY & set(request.reasons):
+        if NOT_FOR_PHARMACIST & set(request.reasons):
             continue
-        if settings.get(request.dispense, "outpatient") not in policy.limited_settings:
-            continue
+        setting = settings.get(request.dispense)
+        if setting is not None and setting not in policy.limited_settings:
+            continue  # an override of a dispense we cannot see counts: the safer reading
         recent = [moment for moment in honoured if moment > when - window]
         if len(recent) < policy.limit:
             honoured.append(when)

@@ -7,7 +7,7 @@ earlier findings to withdraw. It performs no effects; the service layer does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Literal
 
@@ -88,6 +88,9 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
     findings += [unevaluable_finding(item, tz) for item in labs.unevaluable]
     if on_clozapine and status.overdue:
         findings.append(overdue_finding(status, protocol, local_date(clock, tz)))
+    if inputs.requests:
+        # An ANC finding concerns the clozapine the patient is prescribed.
+        findings = [replace(f, implicated=inputs.requests) for f in findings]
     findings += [dispense_finding(decision, tz) for decision in decisions]
     findings.sort(key=lambda f: (f.topic, f.code, f.key))
     withdrawals = withdraw(inputs, labs, findings, clock)
@@ -203,9 +206,15 @@ def withdraw(
             continue
         if issue.identifier in identifiers:
             continue
+        in_error = [ref for ref in issue.evidence if ref in labs.entered_in_error]
+        if in_error:
+            out.append(
+                Withdrawal(issue, "entered-in-error", f"source entered in error: {in_error[0]}")
+            )
+            continue
         withdrawn = [ref for ref in issue.evidence if ref in labs.withdrawn]
         if withdrawn:
-            out.append(Withdrawal(issue, "entered-in-error", f"source withdrawn: {withdrawn[0]}"))
+            out.append(Withdrawal(issue, "cancelled", f"source cancelled: {withdrawn[0]}"))
             continue
         replaced = [ref for ref in issue.evidence if ref in labs.replaced]
         if issue.finding in _ANC_FINDINGS:

@@ -118,38 +118,40 @@ def category_finding(
     if category == "normal":
         return None
     rules = protocol.rules(item.population)
-    sentences = [
-        f"{_anc_phrase(item.anc, tz)}: {_READABLE[category]}.",
-        _treatment_sentence(item),
-        f"Monitor {item.frequency.replace('-', ' ')}; next ANC due {item.next_due}.",
+    clauses = [
+        _TREATMENT[item.recommendation],
+        f"monitor {item.frequency.replace('-', ' ')} with the next ANC due {item.next_due}",
     ]
     if item.repeat_by is not None:
-        sentences.append(
-            f"First result below {cells(Decimal(rules.confirm_below))} after a normal one: "
-            f"repeat the ANC by {item.repeat_by.astimezone(tz).isoformat()}."
+        clauses.append(
+            f"repeat this ANC by {_when_exact(item.repeat_by, tz)} (first result below "
+            f"{cells(Decimal(rules.confirm_below))} after a normal one)"
         )
     if item.hematology_consult:
-        sentences.append("Hematology consultation recommended.")
+        clauses.append("a hematology consultation is recommended")
     code = f"anc-{category}"
     return Finding(
         code=code,
         patient=item.anc.patient,
-        detail=" ".join(s for s in sentences if s),
+        detail=f"{_anc_phrase(item.anc, tz)} is {_READABLE[category]}: {'; '.join(clauses)}.",
         key=f"{code}|{item.anc.patient}|{_version_key(item.anc, versions)}",
         topic=f"anc|{item.anc.observation}",
         evidence=_evidence(item.anc),
     )
 
 
-def _treatment_sentence(item: AncAssessment) -> str:
-    return {
-        "continue": "Clozapine may continue.",
-        "interrupt": "Interrupt clozapine.",
-        "may-resume": "Clozapine may resume.",
-        "prescriber-decision-required": "A rechallenge needs the prescriber's decision.",
-        "may-initiate": "Clozapine may be started.",
-        "do-not-initiate": "Do not start clozapine on this result.",
-    }[item.recommendation]
+_TREATMENT = {
+    "continue": "clozapine may continue",
+    "interrupt": "interrupt clozapine",
+    "may-resume": "clozapine may resume",
+    "prescriber-decision-required": "a rechallenge needs the prescriber's decision",
+    "may-initiate": "clozapine may be started",
+    "do-not-initiate": "do not start clozapine on this result",
+}
+
+
+def _when_exact(moment: datetime, tz: tzinfo) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
 def unevaluable_finding(item: Unevaluable, tz: tzinfo) -> Finding:
@@ -158,8 +160,8 @@ def unevaluable_finding(item: Unevaluable, tz: tzinfo) -> Finding:
         code="anc-unevaluable",
         patient=item.patient,
         detail=(
-            f"ANC result{when} cannot be interpreted: {item.reason}. It is not used for any "
-            "decision; ask the laboratory to correct it."
+            f"ANC result{when} cannot be interpreted ({item.reason}), so it is not used for any "
+            "decision and the laboratory should correct it."
         ),
         key=f"anc-unevaluable|{item.patient}|{item.observation}@{item.version}|{item.reason}",
         topic=f"anc|{item.observation}",
@@ -170,13 +172,13 @@ def unevaluable_finding(item: Unevaluable, tz: tzinfo) -> Finding:
 def overdue_finding(status: PatientStatus, protocol: Protocol, clock_date: date) -> Finding:
     latest = status.latest
     if latest is None:
-        said = f"No ANC on record since therapy start {status.therapy_start}."
+        said = f"no ANC is on record since therapy start {status.therapy_start}"
         evidence: tuple[str, ...] = ()
         basis = "none"
     else:
         said = (
-            f"Last ANC {cells(latest.anc.value_per_ul)} cells/uL collected "
-            f"{latest.anc.collected.date()}; monitoring {status.frequency.replace('-', ' ')}."
+            f"the last ANC, {cells(latest.anc.value_per_ul)} cells/uL, was collected "
+            f"{latest.anc.collected.date()} under {status.frequency.replace('-', ' ')} monitoring"
         )
         evidence = _evidence(latest.anc)
         basis = latest.anc.key
@@ -185,8 +187,8 @@ def overdue_finding(status: PatientStatus, protocol: Protocol, clock_date: date)
         code="anc-monitoring-overdue",
         patient=status.patient,
         detail=(
-            f"ANC monitoring overdue: next ANC was due {status.next_due} (grace {grace} days); "
-            f"as of {clock_date}. {said}"
+            f"ANC monitoring is overdue as of {clock_date}: the next ANC was due "
+            f"{status.next_due} (grace {grace} days) and {said}."
         ),
         key=f"anc-monitoring-overdue|{status.patient}|{basis}|{status.next_due}",
         topic=f"overdue|{status.patient}",
@@ -197,26 +199,29 @@ def overdue_finding(status: PatientStatus, protocol: Protocol, clock_date: date)
 def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
     pending = decision.dispense
     code = OUTCOME_FINDING[decision.outcome]
-    supply = f"{pending.days_supply}-day" if pending.days_supply is not None else "clozapine"
-    head = f"{pending.setting.capitalize()} {supply} clozapine supply ({pending.ref})"
+    days = f" {pending.days_supply}-day" if pending.days_supply is not None else ""
+    head = f"{pending.setting.capitalize()}{days} clozapine supply ({pending.ref})"
     basis = (
-        "; ".join(_anc_phrase(anc, tz) for anc in decision.evidence) or "no usable ANC on record"
+        " and ".join(_anc_phrase(anc, tz) for anc in decision.evidence) or "no usable ANC on record"
     )
     if decision.outcome == "authorized":
-        detail = f"{head}: authorized. {basis}; monitoring {decision.frequency.replace('-', ' ')}."
+        detail = (
+            f"{head} is authorized on {basis} under "
+            f"{decision.frequency.replace('-', ' ')} monitoring."
+        )
     else:
-        why = "; ".join(_REASON_TEXT[reason] for reason in decision.reasons)
+        why = ", ".join(_REASON_TEXT[reason] for reason in decision.reasons)
         if decision.supply_limit is not None and "supply-exceeds-limit" in decision.reasons:
             why += f" (at most {decision.supply_limit} days under {decision.frequency} monitoring)"
         if decision.citation is not None:
             who = decision.citation.role
             detail = (
-                f"{head}: authorized by {who} override ({decision.citation.author}, "
-                f'{_when(decision.citation.date, tz)}: "{decision.citation.text}"), '
-                f"despite: {why}. {basis}."
+                f"{head} is authorized by {who} override ({decision.citation.author} on "
+                f'{_when(decision.citation.date, tz)}: "{decision.citation.text}") despite: '
+                f"{why}; based on {basis}."
             )
         else:
-            detail = f"{head}: NOT authorized: {why}. {basis}."
+            detail = f"{head} is NOT authorized: {why}; based on {basis}."
     evidence_refs = sorted({ref for anc in decision.evidence for ref in _evidence(anc)})
     cited = decision.citation.issue if decision.citation else ""
     if cited:

@@ -104,10 +104,6 @@ def current_versions(labs: Iterable[LabObservation]) -> dict[str, LabObservation
     return latest
 
 
-def _replacement_rank(lab: LabObservation) -> tuple[bool, datetime | None, str, int]:
-    return (lab.status in CORRECTION_STATUSES, lab.issued, lab.last_updated, lab.arrival)
-
-
 def _sort_key_rank(lab: LabObservation) -> tuple[bool, str, str, int]:
     issued = lab.issued.isoformat() if lab.issued else ""
     return (lab.status in CORRECTION_STATUSES, issued, lab.last_updated, lab.arrival)
@@ -287,6 +283,9 @@ def assess_labs(
         usable=tuple(usable),
         unevaluable=tuple(unevaluable),
         withdrawn=withdrawn,
+        entered_in_error=frozenset(
+            ref for ref in withdrawn if latest[ref].status == "entered-in-error"
+        ),
         current_versions={ref: lab.version for ref, lab in latest.items()},
         replaced=replaced,
     )

@@ -160,6 +160,8 @@ class PatientInputs:
     prescribers: frozenset[str] = frozenset()
     #: Whether something says the patient is on clozapine without a dispense (a prescription).
     prescribed: bool = False
+    #: The patient's active clozapine MedicationRequests: what an ANC finding implicates.
+    requests: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- lab results
@@ -201,6 +203,8 @@ class LabOutcome:
     unevaluable: tuple[Unevaluable, ...]
     #: Results withdrawn by the lab (entered-in-error / cancelled).
     withdrawn: frozenset[str]
+    #: Of those, the ones entered in error (the others were cancelled).
+    entered_in_error: frozenset[str] = frozenset()
     #: Current version key of every result still standing ("Observation/1@2").
     current_versions: dict[str, str] = field(default_factory=dict)
     #: Results replaced by a linked newer result.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
-from adapter.core.calendar import add_interval, add_months, local_date, months_between
+from adapter.core.calendar import add_interval, add_months, local_date
 from adapter.core.model import Anc, AncAssessment, Recommendation, Supply
 from adapter.core.protocol import (
     FREQUENCIES,
@@ -64,6 +64,10 @@ class Timeline:
     state: TherapyState  # after every event up to the clock
 
 
+def _default_baseline(rules: PopulationRules) -> Decimal | None:
+    return Decimal(rules.baseline_default) if rules.baseline_default is not None else None
+
+
 def ben_baseline(
     ancs: Sequence[Anc], first_supply: datetime | None, rules: PopulationRules
 ) -> Decimal | None:
@@ -73,7 +77,7 @@ def ben_baseline(
     ]
     if before:
         return Decimal(statistics.median(before))
-    return Decimal(rules.baseline_default) if rules.baseline_default is not None else None
+    return _default_baseline(rules)
 
 
 class Schedule:
@@ -86,10 +90,12 @@ class Schedule:
     def normal_frequency(self, course_start: date | None, on: date) -> Frequency:
         if self.hospice:
             return self.protocol.hospice_frequency
-        months = months_between(course_start, on) if course_start and on >= course_start else 0
         frequency = self.protocol.normal_schedule[0].frequency
+        if course_start is None or on < course_start:
+            return frequency
         for step in self.protocol.normal_schedule:
-            if months >= step.from_month:
+            anniversary = add_months(course_start, step.from_month)
+            if on > anniversary or (on == anniversary and not step.after):
                 frequency = step.frequency
         return frequency
 
@@ -131,7 +137,9 @@ class _Replay:
         self.protocol = protocol
         self.rules = protocol.rules(population)
         self.population = population
+        self.final_baseline = baseline
         self.baseline = baseline
+        self.pre_therapy: list[Decimal] = []
         self.schedule = Schedule(protocol, hospice)
         self.site_tz = site_tz
         self.state = TherapyState()
@@ -178,6 +186,17 @@ class _Replay:
         state = self.state
         rules = self.rules
         value = anc.value_per_ul
+        if self.population == "ben" and state.course_start is None:
+            # Before therapy the baseline is still forming: a result is judged against the
+            # results before it, never against itself.
+            self.baseline = (
+                Decimal(statistics.median(self.pre_therapy))
+                if self.pre_therapy
+                else _default_baseline(rules)
+            )
+            self.pre_therapy.append(value)
+        elif self.population == "ben":
+            self.baseline = self.final_baseline
         on = local_date(anc.collected, self.site_tz)
         band = rules.band_for(float(value))
         excursion = state.excursion

@@ -91,6 +91,7 @@ class Interval:
 class ScheduleStep:
     from_month: int
     frequency: Frequency
+    after: bool = False  # applies the day after the anniversary, not on it
 
 
 @dataclass(frozen=True)

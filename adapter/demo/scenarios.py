@@ -313,7 +313,7 @@ def s04_every_two_weeks(p: DemoPatient) -> Expected:
 
 
 def s05_twelve_months(p: DemoPatient) -> Expected:
-    start = d(2025, 3, 2)
+    start = d(2025, 3, 1)
     new_patient(p, start - timedelta(days=5), d(1968, 2, 14))
     routine(p, start, d(2026, 2, 12), 2400, "/mm3")
     p.anc(at(d(2026, 2, 16), 9), 2500, "/mm3")
@@ -321,11 +321,11 @@ def s05_twelve_months(p: DemoPatient) -> Expected:
     latest = p.anc(at(d(2026, 3, 2), 8), 2600, "/mm3")
     pending = p.pending(PENDING_AT, 30, "discharge")
     return {
-        "why": "Step-down to monthly at exactly 12 calendar months; 30-day discharge = limit",
+        "why": "Step-down to monthly the day after 12 calendar months; 30-day discharge = limit",
         "scenarios": ["step-down-monthly", "unit-/mm3", "supply-at-limit"],
-        # 2025-03-02 -> 2026-03-02 is 12 months: monthly; due 03-02 + 1 calendar month.
+        # 2025-03-01 -> 2026-03-02 is after 12 months: monthly; due 03-02 + 1 calendar month.
         "status": status(
-            therapy_start="2025-03-02",
+            therapy_start="2025-03-01",
             anc=latest,
             value=2600,
             category="normal",
@@ -888,7 +888,7 @@ def s21_pharmacist_override(p: DemoPatient) -> Expected:
         },
     )
     return {
-        "why": "Overdue by one day; the pharmacist recorded an EMAUTH override on the dispense",
+        "why": "Overdue by one day; the pharmacist EMAUTH override is refused: no current ANC",
         "scenarios": ["overdue", "pharmacist-override"],
         # 02-20 + 7 = 02-27; grace to 03-01; 03-02 is past it.
         "status": status(
@@ -901,9 +901,10 @@ def s21_pharmacist_override(p: DemoPatient) -> Expected:
             next_due="2026-02-27",
             overdue=True,
         ),
-        "dispenses": [decision(pending, "authorized-override", [])],
+        "dispenses": [decision(pending, "not-authorized", ["anc-not-current"])],
         "readings": [
-            "the override set aside anc-not-current (in the DetectedIssue, not the reasons list)",
+            "a pharmacist may override only with a current ANC (clinical-rules section 3, "
+            "section 4 'who may do what follows section 3'); a prescriber's rationale could",
             "the override does not change the patient status (still overdue)",
         ],
     }

@@ -7,11 +7,11 @@ exports stream fast; what the adapter writes is built and checked with the R4B m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any
 
 from adapter.core.model import (
     LabObservation,
@@ -53,10 +53,16 @@ def parse_datetime(raw: object, path: str, site_tz: tzinfo) -> datetime:
 
 
 def reference(node: object) -> str | None:
+    """A Reference as "Type/id": absolute URLs and version suffixes are reduced to it."""
     if isinstance(node, Mapping):
         ref = node.get("reference")
         if isinstance(ref, str) and ref:
-            return ref.split("/_history/")[0]
+            ref = ref.split("/_history/")[0]
+            if "://" in ref:
+                parts = ref.rstrip("/").split("/")
+                if len(parts) >= 2 and parts[-2][:1].isupper():
+                    return f"{parts[-2]}/{parts[-1]}"
+            return ref
     return None
 
 
@@ -142,6 +148,12 @@ class Reader:
 
     def observation(self, resource: JSON, arrival: int) -> LabObservation | None:
         """A lab result the ANC rules use, or None for anything else (vitals, other labs)."""
+        # Cheap shape checks of what every Observation must have, so that an invalid one is
+        # reported rather than silently taken for "not an ANC".
+        if not isinstance(resource.get("code"), Mapping):
+            raise FhirInputError("Observation.code", "expected a CodeableConcept")
+        if not isinstance(resource.get("status"), str):
+            raise FhirInputError("Observation.status", "expected a code")
         role = self.lab_role(resource)
         if role is None or role == "not-anc":
             return None
@@ -304,6 +316,8 @@ class Reader:
         """A clozapine supply handed over, a dispense awaiting a decision, or None."""
         codes = self.reference_data.dispense
         status = resource.get("status")
+        if not isinstance(status, str):
+            raise FhirInputError("MedicationDispense.status", "expected a code")
         if status not in codes.completed and status not in codes.awaiting_decision:
             return None
         ref = _id_ref(resource)
@@ -351,7 +365,7 @@ class Reader:
     # ---------------------------------------------------------------- requests, designations
 
     def request(self, resource: JSON) -> tuple[str, str | None, bool]:
-        """(patient, requester, active) of a MedicationRequest."""
+        """(patient, requester, active) of a MedicationRequest (call only for clozapine ones)."""
         patient = _subject(resource, "subject")
         active = resource.get("status") in ("active", "on-hold", "completed", "draft")
         return patient, reference(resource.get("requester")), active
@@ -474,31 +488,3 @@ class Reader:
         if isinstance(action, Mapping) and isinstance(action.get("text"), str):
             text = action["text"]
         return Mitigation(author=author, action_codes=codes, date=when, text=text)
-
-
-RESOURCE_KINDS: frozenset[str] = frozenset(
-    {
-        "Observation",
-        "MedicationDispense",
-        "MedicationRequest",
-        "Medication",
-        "Condition",
-        "Flag",
-        "DetectedIssue",
-    }
-)
-Kind = Literal[
-    "Observation",
-    "MedicationDispense",
-    "MedicationRequest",
-    "Medication",
-    "Condition",
-    "Flag",
-    "DetectedIssue",
-]
-
-
-def resources_in_bundle(bundle: JSON) -> Iterable[tuple[int, JSON]]:
-    for index, entry in enumerate(bundle.get("entry") or []):
-        if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping):
-            yield index, entry["resource"]

@@ -1,0 +1,338 @@
+"""HTTP face of the REMS service (Flask): validation, idempotency, clock, JSON errors."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from . import contract, dispensing, patients, registry
+from .clock import Clock, parse_instant, require_aware, system_clock, to_wire
+from .config import ProgramRules, load_rules
+from .contract import Contract
+from .outcome import Outcome, error
+from .reasons import ErrorKind, Reason
+from .seed import apply_seed
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+Operation = Callable[[sqlite3.Connection, dict[str, Any], datetime, ProgramRules], Outcome]
+
+MAX_BODY_BYTES = 1024 * 1024
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7E]{1,255}$")
+_REMS_ID = re.compile(r"^RP[0-9]{8}$")
+
+_HTTP_ERRORS: dict[int, tuple[ErrorKind, Reason]] = {
+    404: (ErrorKind.NOT_FOUND, Reason.NOT_FOUND),
+    405: (ErrorKind.METHOD_NOT_ALLOWED, Reason.METHOD_NOT_ALLOWED),
+    413: (ErrorKind.PAYLOAD_TOO_LARGE, Reason.PAYLOAD_TOO_LARGE),
+    415: (ErrorKind.UNSUPPORTED_MEDIA_TYPE, Reason.UNSUPPORTED_MEDIA_TYPE),
+}
+
+
+class ContractViolation(RuntimeError):
+    """The service was about to send a body outside its own contract (a defect). The message
+    holds schema paths and keywords only, so it may be logged."""
+
+
+class _Refused(Exception):
+    """Stops a request early with an error outcome (bad header, body, clock, token)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.body.get("message", ""))
+        self.outcome = outcome
+
+
+def _invalid(reason: Reason, message: str) -> _Refused:
+    return _Refused(error(400, ErrorKind.INVALID_REQUEST, [reason], message))
+
+
+def _reject_json_constant(name: str) -> float:
+    # NaN and Infinity are not JSON and would slip past numeric range checks.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class RemsHttp:
+    """Runs each request through the same pipeline; the operations hold the rules."""
+
+    def __init__(
+        self,
+        store: Store,
+        schemas: Contract,
+        rules: ProgramRules,
+        clock: Clock,
+        admin_token: str | None,
+    ) -> None:
+        self.store = store
+        self.schemas = schemas
+        self.rules = rules
+        self.clock = clock
+        self.admin_token = admin_token
+
+    # ---- pieces of the pipeline
+    def now(self) -> datetime:
+        as_of = request.args.get("asOf")
+        if as_of is None:
+            return require_aware(self.clock(), "the REMS service clock")
+        if not self.rules.accept_as_of:
+            raise _invalid(Reason.AS_OF_NOT_ALLOWED, "this service does not accept asOf")
+        try:
+            return parse_instant(as_of)
+        except ValueError as exc:
+            raise _invalid(Reason.AS_OF_INVALID, "asOf must be an RFC 3339 date-time") from exc
+
+    def check_admin(self) -> None:
+        if self.admin_token is None:
+            return
+        presented = request.headers.get("Authorization", "")
+        expected = f"Bearer {self.admin_token}"
+        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            raise _Refused(
+                error(
+                    401,
+                    ErrorKind.UNAUTHORIZED,
+                    [Reason.ADMIN_TOKEN_REQUIRED],
+                    "admin endpoints need the service's admin token",
+                )
+            )
+
+    def idempotency_key(self) -> str | None:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise _invalid(
+                Reason.IDEMPOTENCY_KEY_INVALID,
+                "Idempotency-Key must be 1-255 visible ASCII characters",
+            )
+        return key
+
+    def json_body(self, schema: str) -> dict[str, Any]:
+        if request.mimetype != "application/json":
+            raise _Refused(
+                error(
+                    415,
+                    ErrorKind.UNSUPPORTED_MEDIA_TYPE,
+                    [Reason.UNSUPPORTED_MEDIA_TYPE],
+                    "send the body as application/json",
+                )
+            )
+        try:
+            body = json.loads(request.get_data(cache=False), parse_constant=_reject_json_constant)
+        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError, absurd nesting
+            raise _invalid(Reason.JSON_INVALID, "the body is not valid JSON") from exc
+        problems = self.schemas.problems(schema, body)
+        if problems:
+            raise _invalid(
+                Reason.SCHEMA_VIOLATION, f"the body does not match {schema}: " + "; ".join(problems)
+            )
+        if not isinstance(body, dict):  # pragma: no cover - every request schema is an object
+            raise _invalid(Reason.SCHEMA_VIOLATION, "the body must be a JSON object")
+        return body
+
+    def checked(self, outcome: Outcome) -> Outcome:
+        """The service validates what it sends, too: a response outside the contract is a
+        defect, reported as 500 instead of being sent."""
+        problems = self.schemas.problems(outcome.schema, outcome.body)
+        if problems:
+            raise ContractViolation(f"response breaks {outcome.schema}: {'; '.join(problems)}")
+        return outcome
+
+    # ---- the pipelines
+    def post(
+        self, schema: str, endpoint: str, operation: Operation, admin: bool = False
+    ) -> Response:
+        try:
+            if admin:
+                self.check_admin()
+            body = self.json_body(schema)
+            key = self.idempotency_key()
+            now = self.now()
+        except _Refused as refused:
+            return _respond(self.checked(refused.outcome))
+        fingerprint = hashlib.sha256(
+            json.dumps([body, request.args.get("asOf")], sort_keys=True).encode()
+        ).hexdigest()
+        with self.store.write() as conn:
+            if key is not None:
+                replay = _stored_response(conn, key, endpoint, fingerprint)
+                if replay is not None:
+                    return replay
+            outcome = self.checked(operation(conn, body, now, self.rules))
+            if key is not None:
+                conn.execute(
+                    "INSERT INTO idempotency"
+                    " (key, endpoint, request_hash, status, body, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        key,
+                        endpoint,
+                        fingerprint,
+                        outcome.status,
+                        json.dumps(outcome.body),
+                        to_wire(now),
+                    ),
+                )
+        return _respond(outcome)
+
+    def patient_status(self, rems_id: str) -> Response:
+        try:
+            now = self.now()
+        except _Refused as refused:
+            return _respond(self.checked(refused.outcome))
+        if not _REMS_ID.match(rems_id):
+            outcome = error(404, ErrorKind.NOT_FOUND, [Reason.NOT_FOUND], "no such patient")
+            return _respond(self.checked(outcome))
+        with self.store.read() as conn:
+            return _respond(self.checked(patients.status(conn, rems_id, now, self.rules)))
+
+    def health(self) -> Response:
+        if not self.store.ping():
+            outcome = error(
+                503,
+                ErrorKind.SERVICE_UNAVAILABLE,
+                [Reason.DATABASE_UNAVAILABLE],
+                "the REMS database does not answer",
+            )
+            return _respond(self.checked(outcome))
+        return _respond(Outcome(200, {"status": "ok", "database": "ok"}, contract.HEALTH))
+
+
+def _stored_response(
+    conn: sqlite3.Connection, key: str, endpoint: str, fingerprint: str
+) -> Response | None:
+    row = conn.execute(
+        "SELECT request_hash, status, body FROM idempotency WHERE key = ? AND endpoint = ?",
+        (key, endpoint),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["request_hash"] != fingerprint:
+        outcome = error(
+            422,
+            ErrorKind.INVALID_REQUEST,
+            [Reason.IDEMPOTENCY_KEY_REUSED],
+            "this Idempotency-Key was already used for a different request",
+        )
+        return _respond(outcome)
+    replay = Response(row["body"], status=row["status"], mimetype="application/json")
+    replay.headers["Idempotent-Replayed"] = "true"
+    return replay
+
+
+def _respond(outcome: Outcome) -> Response:
+    return Response(json.dumps(outcome.body), status=outcome.status, mimetype="application/json")
+
+
+def _register_routes(app: Flask, http: RemsHttp) -> None:
+    routes: list[tuple[str, str, Operation, bool]] = [
+        (
+            "/admin/prescribers",
+            contract.PRESCRIBER_CERTIFICATION,
+            registry.certify_prescriber,
+            True,
+        ),
+        ("/admin/designees", contract.DESIGNEE_ENROLLMENT, registry.enroll_designee, True),
+        ("/admin/pharmacies", contract.PHARMACY_ENROLLMENT, registry.certify_pharmacy, True),
+        ("/patients/enrollments", contract.PATIENT_ENROLLMENT, patients.enroll, False),
+        ("/psfs", contract.PSF_SUBMISSION, patients.submit_psf, False),
+        (
+            "/dispense-authorizations",
+            contract.DISPENSE_AUTHORIZATION_REQUEST,
+            dispensing.request_rda,
+            False,
+        ),
+        ("/overrides", contract.OVERRIDE_REQUEST, dispensing.request_override, False),
+    ]
+    for path, schema, operation, admin in routes:
+
+        def view(
+            schema: str = schema,
+            path: str = path,
+            operation: Operation = operation,
+            admin: bool = admin,
+        ) -> Response:
+            return http.post(schema, path, operation, admin)
+
+        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
+    app.add_url_rule("/health", endpoint="health", view_func=http.health, methods=["GET"])
+    app.add_url_rule(
+        "/patients/<path:rems_id>",
+        endpoint="patient",
+        view_func=http.patient_status,
+        methods=["GET"],
+    )
+
+
+def _register_error_handlers(app: Flask) -> None:
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        kind, reason = _HTTP_ERRORS.get(
+            status, (ErrorKind.INVALID_REQUEST, Reason.SCHEMA_VIOLATION)
+        )
+        if status >= 500:
+            kind, reason = ErrorKind.INTERNAL_ERROR, Reason.INTERNAL_ERROR
+        return _respond(error(status, kind, [reason], exc.name))
+
+    def database_error(exc: sqlite3.OperationalError) -> Response:
+        log.error("REMS database error on %s: %s", request.endpoint, type(exc).__name__)
+        outcome = error(
+            503,
+            ErrorKind.SERVICE_UNAVAILABLE,
+            [Reason.DATABASE_UNAVAILABLE],
+            "database unavailable",
+        )
+        return _respond(outcome)
+
+    def contract_violation(exc: ContractViolation) -> Response:
+        log.error("REMS service defect on %s: %s", request.endpoint, exc)
+        outcome = error(500, ErrorKind.INTERNAL_ERROR, [Reason.INTERNAL_ERROR], "internal error")
+        return _respond(outcome)
+
+    def defect(exc: Exception) -> Response:
+        # Only the type and the endpoint: the exception text may quote patient data.
+        log.error("REMS service defect on %s: %s", request.endpoint, type(exc).__name__)
+        outcome = error(500, ErrorKind.INTERNAL_ERROR, [Reason.INTERNAL_ERROR], "internal error")
+        return _respond(outcome)
+
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(sqlite3.OperationalError, database_error)
+    app.register_error_handler(ContractViolation, contract_violation)
+    app.register_error_handler(Exception, defect)
+
+
+def make_app(
+    db_path: str | Path,
+    seed: str | Path | None = None,
+    *,
+    clock: Clock | None = None,
+    rules: ProgramRules | str | Path | None = None,
+    admin_token: str | None = None,
+) -> Flask:
+    """Build the WSGI app: creates the database schema, applies the seed, loads the contract.
+
+    `clock` returns the current aware datetime (tests pass their own); `rules` is a
+    ProgramRules, a path to a program TOML, or None for mappings/rems-program.toml.
+    """
+    program = rules if isinstance(rules, ProgramRules) else load_rules(rules)
+    service_clock = clock or system_clock
+    store = Store(db_path)
+    store.initialise()
+    schemas = Contract()
+    if seed is not None:
+        apply_seed(seed, store, schemas, program, require_aware(service_clock(), "clock"))
+    app = Flask("adapter.rems_service")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    http = RemsHttp(store, schemas, program, service_clock, admin_token)
+    _register_routes(app, http)
+    _register_error_handlers(app)
+    return app
