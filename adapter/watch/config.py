@@ -379,7 +379,8 @@ def _evaluation(table: Mapping[str, Any], overrides: Overrides) -> EvaluationSet
         raw = _string(table, prefix, "mappings", None)
         mappings = Path(raw) if raw else None
     if mappings is not None and not mappings.is_dir():
-        raise ConfigError("evaluation.mappings", f"not a folder: {mappings}")
+        key = "--mappings" if overrides.mappings else "evaluation.mappings"
+        raise ConfigError(key, f"not a folder: {mappings}")
     derive = _bool(table, prefix, "derive_anc", True) and not overrides.no_derive_anc
     as_of = parse_as_of(overrides.as_of, site_tz) if overrides.as_of else None
     return EvaluationSettings(site_tz=site_tz, derive_anc=derive, mappings=mappings, as_of=as_of)

@@ -146,6 +146,7 @@ def test_smart_key_file_from_the_environment(tmp_path: Path) -> None:
         ("fhir = 1", {}, {}, "fhir", "table"),
         (f"[fhir]\n{BASE}", {}, {"as_of": "yesterday"}, "--as-of", "ISO 8601"),
         (f"[fhir]\n{BASE}", {}, {"site_tz": "Nowhere"}, "--site-tz", "zone"),
+        (f"[fhir]\n{BASE}", {}, {"mappings": Path("/no/dir")}, "--mappings", "not a folder"),
     ],
 )
 def test_every_bad_setting_names_its_key(
