@@ -1,8 +1,8 @@
-"""Command line entry points: ``rems-adapter run`` and ``rems-adapter demo``.
+"""Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server`` and ``watch``.
 
 The composition root: settings come from flags, reference data from ``mappings/``; then the batch
 service runs. Exit codes: 0 done (clinical findings never change it), 2 usage, 3 configuration
-(for example a bad mappings file), 4 unreadable input.
+(for example a bad mappings file), 4 unreadable input; 5 (watch) the EHR server failed.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from adapter.batch.sources import UnreadableInput
 from adapter.mappings_loader import MappingError, load_reference_data
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
+from adapter.watch import cli as watch_cli
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     rems.add_argument(
         "--rules", default=None, help="program settings TOML (default: mappings/rems-program.toml)"
     )
+
+    watch_cli.add_parser(commands)
     return parser
 
 
@@ -201,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "rems-server":
         return run_rems_server(args)
+    if args.command == "watch":
+        return watch_cli.run(args)
     try:
         site_tz = site_zone(args.site_tz)
         data = load_reference_data(args.mappings)
