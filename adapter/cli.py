@@ -1,8 +1,8 @@
-"""Command line entry points: ``rems-adapter run`` and ``rems-adapter demo``.
+"""Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server`` and ``watch``.
 
 The composition root: settings come from flags, reference data from ``mappings/``; then the batch
 service runs. Exit codes: 0 done (clinical findings never change it), 2 usage, 3 configuration
-(for example a bad mappings file), 4 unreadable input.
+(for example a bad mappings file), 4 unreadable input; 5 (watch) the EHR server failed.
 """
 
 from __future__ import annotations
@@ -17,9 +17,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapter import __version__
+from adapter.batch.rems_backend import (
+    DEFAULT_DESIGNEE_ID,
+    DEFAULT_PHARMACY_ID_SYSTEM,
+    DEFAULT_REMS_ID_SYSTEM,
+    RemsSettings,
+)
 from adapter.batch.run import BatchSettings, run_batch
 from adapter.batch.sources import UnreadableInput
 from adapter.mappings_loader import MappingError, load_reference_data
+from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
+from adapter.rems.client import check_base_url
+from adapter.watch import cli as watch_cli
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 3
@@ -70,6 +79,65 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _rems_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("REMS backend (with --rems URL)")
+    group.add_argument(
+        "--rems-patient-id-system",
+        default=DEFAULT_REMS_ID_SYSTEM,
+        help="Patient.identifier system holding the patient's REMS id (default: %(default)s)",
+    )
+    group.add_argument(
+        "--rems-pharmacy-id-system",
+        default=DEFAULT_PHARMACY_ID_SYSTEM,
+        help="Organization.identifier system of the pharmacy's REMS id, read from the "
+        "MedicationDispense performer (default: %(default)s)",
+    )
+    group.add_argument(
+        "--rems-pharmacy-id",
+        default=None,
+        help="REMS pharmacy id used when a dispense names no pharmacy Organization with an "
+        "identifier in that system (default: none)",
+    )
+    group.add_argument(
+        "--rems-designee",
+        default=DEFAULT_DESIGNEE_ID,
+        help="designee id the adapter signs routine PSFs and enrollments with "
+        "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--rems-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for each REMS answer (default: %(default)s)",
+    )
+    group.add_argument(
+        "--rems-attempts",
+        type=int,
+        default=4,
+        help="attempts per REMS request before the dispense stays pending (default: %(default)s)",
+    )
+
+
+def rems_settings(args: argparse.Namespace) -> RemsSettings | None:
+    if args.rems == "local":
+        return None
+    if args.rems_timeout <= 0 or args.rems_attempts < 1:
+        raise UsageError("--rems-timeout must be positive and --rems-attempts at least 1")
+    try:
+        url = check_base_url(args.rems)
+    except RemsConfigurationError as error:
+        raise UsageError(f"--rems: {error} (or 'local')") from error
+    return RemsSettings(
+        url=url,
+        rems_id_system=args.rems_patient_id_system,
+        pharmacy_id_system=args.rems_pharmacy_id_system,
+        designee_id=args.rems_designee,
+        pharmacy_id=args.rems_pharmacy_id,
+        timeouts=Timeouts(connect=min(args.rems_timeout, 5.0), read=args.rems_timeout),
+        retry=RetryPolicy(max_attempts=args.rems_attempts),
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rems-adapter",
@@ -92,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="local",
         help="decision backend: 'local' (label rules, default) or a REMS service URL",
     )
+    _rems_options(run)
     _common(run)
 
     demo = commands.add_parser("demo", help="run batch mode on bundled synthetic data")
@@ -108,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     rems.add_argument(
         "--rules", default=None, help="program settings TOML (default: mappings/rems-program.toml)"
     )
+
+    watch_cli.add_parser(commands)
     return parser
 
 
@@ -133,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "rems-server":
         return run_rems_server(args)
+    if args.command == "watch":
+        return watch_cli.run(args)
     try:
         site_tz = site_zone(args.site_tz)
         data = load_reference_data(args.mappings)
@@ -140,17 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from adapter.demo.command import run_demo
 
             return run_demo(args.out, site_tz, data, derive_anc=not args.no_derive_anc)
-        if args.rems != "local":
-            raise UsageError(
-                "--rems: only 'local' is available in this version; the REMS backend is not "
-                "installed"
-            )
         settings = BatchSettings(
             sources=tuple(args.source),
             out=args.out,
             as_of=parse_as_of(args.as_of, site_tz),
             site_tz=site_tz,
             derive_anc=not args.no_derive_anc,
+            rems=rems_settings(args),
         )
         result = run_batch(settings, data)
     except UsageError as error:
@@ -163,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNREADABLE
     for problem in result.problems:
         print(f"rems-adapter: input problem: {problem}", file=sys.stderr)
+    for note in result.notes:
+        print(f"rems-adapter: REMS: {note}", file=sys.stderr)
     print(result.summary(args.out))
     return 0
 

@@ -5,7 +5,7 @@ it when missing (its dependencies, FastAPI and friends, never enter the project'
 `SekmetServer.start()` writes a settings file, registers the search parameters sekmet lacks
 (see `sekmet_launcher.py`), starts it on a free port and waits (bounded) until it answers.
 
-Used by the session fixtures in `tests/ehr/conftest.py`; usable from a benchmark script too.
+Used by the session fixtures in `tests/conftest.py`; usable from a benchmark script too.
 """
 
 from __future__ import annotations

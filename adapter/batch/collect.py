@@ -8,6 +8,7 @@ same resource are reconciled (the latest wins); translation errors become input 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -174,6 +175,53 @@ class Collector:
 
     def raw_issue(self, ref: str) -> dict[str, Any]:
         return self.issues[ref][2]
+
+    def requesters(self) -> dict[str, str | None]:
+        """Requester of each clozapine MedicationRequest: who signs for a dispense's override."""
+        return {ref: request.requester for ref, request in self.requests.items()}
+
+
+#: Who a REMS form names: the patient, the prescriber, the pharmacy.
+IDENTITY_KINDS = frozenset({"Patient", "Practitioner", "Organization"})
+
+
+def identity_refs(patients: Iterable[PatientInputs]) -> frozenset[str]:
+    """The Patient, Practitioner and Organization resources the REMS forms of these patients
+    (patients on clozapine) need: the patient, their prescribers, the dispensing pharmacies."""
+    refs: set[str] = set()
+    for inputs in patients:
+        refs.add(inputs.patient)
+        refs |= inputs.prescribers
+        for pending in inputs.pending:
+            refs.update(pending.performers)
+    return frozenset(ref for ref in refs if ref.split("/", 1)[0] in IDENTITY_KINDS)
+
+
+@dataclass
+class IdentityCollector:
+    """A second pass over the sources (rems backend only) keeping just the resources in
+    `wanted`: memory follows the patients on clozapine, not the number of Patients exported.
+    Versions of a resource are reconciled as in the first pass (the latest wins)."""
+
+    wanted: frozenset[str]
+    seen: int = 0
+    found: dict[str, tuple[tuple[int, str, int], dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, located: Located) -> None:
+        self.seen += 1
+        resource = located.resource
+        if resource.get("resourceType") not in IDENTITY_KINDS:
+            return
+        ref = f"{resource['resourceType']}/{resource.get('id')}"
+        if ref not in self.wanted:
+            return
+        rank = _rank(resource, self.seen)
+        held = self.found.get(ref)
+        if held is None or held[0] <= rank:
+            self.found[ref] = (rank, resource)
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return {ref: resource for ref, (_, resource) in self.found.items()}
 
 
 _HANDLERS = {

@@ -12,13 +12,17 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from adapter.batch.collect import Collector
+from adapter.batch.collect import Collector, IdentityCollector, identity_refs
+from adapter.batch.rems_backend import Directory, RemsBackend, RemsSettings
 from adapter.batch.sources import InputProblem, read_sources
-from adapter.core.evaluate import Context, Evaluation, evaluate_patient
+from adapter.core.evaluate import Context, Evaluation, Withdrawal, evaluate_patient
+from adapter.core.findings import Finding
+from adapter.core.model import DispenseDecision, PatientInputs
 from adapter.core.reference import ReferenceData
 from adapter.fhir.read import Reader
 from adapter.fhir.records import authorization_record, psf_record, status_record
 from adapter.fhir.write import detected_issue, withdrawn_issue
+from adapter.rems import RemsClient
 
 OUTPUT_FILES = ("DetectedIssue.ndjson", "status.ndjson", "authorizations.ndjson", "psf.ndjson")
 
@@ -30,6 +34,8 @@ class BatchSettings:
     as_of: datetime
     site_tz: tzinfo
     derive_anc: bool = True
+    #: The `rems` backend's settings; None for the local backend.
+    rems: RemsSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,14 @@ class BatchResult:
     unresolved_medications: int
     issues_written: int
     withdrawn: int
+    #: The dispense decisions written (the REMS's when that backend decided).
+    decisions: tuple[DispenseDecision, ...] = ()
+    #: What the backend could not do, for stderr (no patient data beyond references).
+    notes: tuple[str, ...] = ()
 
     def summary(self, out: Path) -> str:
         on_clozapine = [e for e in self.evaluations if e.on_clozapine]
-        outcomes = Counter(d.outcome for e in self.evaluations for d in e.decisions)
+        outcomes = Counter(d.outcome for d in self.decisions)
         overdue = sum(1 for e in on_clozapine if e.status.overdue)
         lines = [
             f"Read {self.resources_read} resources; {len(self.problems)} input problems "
@@ -84,9 +94,9 @@ def _write_atomically(path: Path, lines: Iterable[str]) -> None:
         raise
 
 
-def evaluate_sources(
+def _evaluate(
     settings: BatchSettings, data: ReferenceData
-) -> tuple[Collector, list[Evaluation]]:
+) -> tuple[Collector, list[PatientInputs], list[Evaluation]]:
     collector = Collector(Reader(data, settings.site_tz), settings.as_of)
     for located in read_sources(settings.sources, collector.problems):
         collector.add(located)
@@ -97,41 +107,96 @@ def evaluate_sources(
         clock=settings.as_of,
         derive_anc=settings.derive_anc,
     )
-    return collector, [evaluate_patient(inputs, context) for inputs in collector.patients()]
+    inputs = collector.patients()
+    return collector, inputs, [evaluate_patient(item, context) for item in inputs]
+
+
+@dataclass
+class _Outputs:
+    findings: list[Finding]
+    withdrawals: list[Withdrawal]
+    authorizations: list[dict[str, Any]]
+    forms: list[dict[str, Any]]
+    decisions: list[DispenseDecision]
+    notes: list[str]
+
+
+def _local(evaluations: Sequence[Evaluation]) -> _Outputs:
+    return _Outputs(
+        findings=[f for e in evaluations for f in e.findings],
+        withdrawals=[w for e in evaluations for w in e.withdrawals],
+        authorizations=[
+            authorization_record(decision, "local") for e in evaluations for decision in e.decisions
+        ],
+        forms=[
+            psf_record(
+                e.psf, "awaiting-prescriber" if e.psf.signer_role == "prescriber" else "prepared"
+            )
+            for e in evaluations
+            if e.psf is not None
+        ],
+        decisions=[decision for e in evaluations for decision in e.decisions],
+        notes=[],
+    )
+
+
+def _rems(
+    settings: BatchSettings,
+    rems: RemsSettings,
+    data: ReferenceData,
+    collector: Collector,
+    inputs: Sequence[PatientInputs],
+    evaluations: Sequence[Evaluation],
+) -> _Outputs:
+    on_clozapine = [(i, e) for i, e in zip(inputs, evaluations, strict=True) if e.on_clozapine]
+    # Second pass: only the identities the forms need (input problems were reported already).
+    identities = IdentityCollector(identity_refs(i for i, _ in on_clozapine))
+    for located in read_sources(settings.sources, []):
+        identities.add(located)
+    directory = Directory(identities.resources(), collector.requesters())
+    outputs = _local([e for e in evaluations if not e.on_clozapine])
+    client = RemsClient(rems.url, timeouts=rems.timeouts, retry=rems.retry)
+    try:
+        backend = RemsBackend(
+            client, rems, directory, data.protocol, settings.site_tz, settings.as_of
+        )
+        for patient_inputs, evaluation in on_clozapine:
+            outcome = backend.decide(evaluation, patient_inputs)
+            outputs.findings += outcome.findings
+            outputs.withdrawals += outcome.withdrawals
+            outputs.authorizations += outcome.authorizations
+            outputs.forms += outcome.forms
+            outputs.decisions += outcome.decisions
+            outputs.notes += outcome.notes
+    finally:
+        client.close()
+    return outputs
 
 
 def run_batch(settings: BatchSettings, data: ReferenceData) -> BatchResult:
-    collector, evaluations = evaluate_sources(settings, data)
-    issues: list[dict[str, Any]] = []
-    withdrawn = 0
-    for evaluation in evaluations:
-        issues += [
-            detected_issue(f, data.finding_system, settings.as_of) for f in evaluation.findings
-        ]
-        for withdrawal in evaluation.withdrawals:
-            issues.append(withdrawn_issue(collector.raw_issue(withdrawal.issue.ref), withdrawal))
-            withdrawn += 1
+    collector, inputs, evaluations = _evaluate(settings, data)
+    if settings.rems is None:
+        outputs = _local(evaluations)
+    else:
+        outputs = _rems(settings, settings.rems, data, collector, inputs, evaluations)
+    issues = [detected_issue(f, data.finding_system, settings.as_of) for f in outputs.findings]
+    issues += [
+        withdrawn_issue(collector.raw_issue(withdrawal.issue.ref), withdrawal)
+        for withdrawal in outputs.withdrawals
+    ]
     issues.sort(key=lambda r: (r["patient"]["reference"], r["code"]["coding"][-1]["code"], r["id"]))
 
     status = [status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine]
-    authorizations = [
-        authorization_record(decision, "local") for e in evaluations for decision in e.decisions
-    ]
-    forms = [
-        psf_record(
-            e.psf, "awaiting-prescriber" if e.psf.signer_role == "prescriber" else "prepared"
-        )
-        for e in evaluations
-        if e.psf is not None
-    ]
+    outputs.authorizations.sort(key=lambda r: (r["patient"], r["dispense"]))
+    outputs.forms.sort(key=lambda r: (r["patient"], r["reportingPeriod"]))
     settings.out.mkdir(parents=True, exist_ok=True)
-    outputs: Sequence[tuple[str, list[dict[str, Any]]]] = (
+    files: Sequence[tuple[str, list[dict[str, Any]]]] = (
         ("DetectedIssue.ndjson", issues),
         ("status.ndjson", status),
-        ("authorizations.ndjson", authorizations),
-        ("psf.ndjson", forms),
+        ("authorizations.ndjson", outputs.authorizations),
+        ("psf.ndjson", outputs.forms),
     )
-    for name, records in outputs:
+    for name, records in files:
         _write_atomically(settings.out / name, (_dump(record) for record in records))
     return BatchResult(
         evaluations=tuple(evaluations),
@@ -139,5 +204,7 @@ def run_batch(settings: BatchSettings, data: ReferenceData) -> BatchResult:
         resources_read=collector.resources_read,
         unresolved_medications=collector.unresolved_medications(),
         issues_written=len(issues),
-        withdrawn=withdrawn,
+        withdrawn=len(outputs.withdrawals),
+        decisions=tuple(outputs.decisions),
+        notes=tuple(outputs.notes),
     )

@@ -7,10 +7,10 @@ at all is an :class:`UnreadableInput` error: the run cannot be trusted to be com
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 try:  # the fastest parser available; the standard library otherwise
     import orjson
@@ -39,10 +39,17 @@ class InputProblem:
         return f"{self.location}: {self.message}"
 
 
-@dataclass(frozen=True)
-class Located:
-    location: str
+class Located(NamedTuple):
+    """A resource and where it was read. A tuple, with the location formatted only when asked
+    for (a problem to report): one is made for every line of an export."""
+
+    where: str  # the file, or "file:line#Bundle.entry[n]"
     resource: dict[str, Any]
+    line: int = 0  # the line in ``where``; 0 when ``where`` is already complete
+
+    @property
+    def location(self) -> str:
+        return f"{self.where}:{self.line}" if self.line else self.where
 
 
 def expand(paths: Sequence[str]) -> list[Path]:
@@ -68,32 +75,32 @@ def read_sources(paths: Sequence[str], problems: list[InputProblem]) -> Iterator
             yield from _json(path, problems)
 
 
-def _open_lines(path: Path) -> Iterable[bytes]:
+def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
+    # The per-line work is kept minimal (no location string, no copy of the line): this loop
+    # runs once for every resource of a Bulk Data export.
     try:
         handle = path.open("rb")
     except OSError as error:
         raise UnreadableInput(f"{path}: {error.strerror}") from error
+    name = str(path)
     with handle:
-        yield from handle
-
-
-def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
-    for number, line in enumerate(_open_lines(path), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            resource = _loads(line)
-        except _DecodeError:
-            problems.append(InputProblem(where, "not valid JSON"))
-            continue
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            problems.append(InputProblem(where, "not a FHIR resource (no resourceType)"))
-            continue
-        if resource["resourceType"] == "Bundle":
-            yield from _bundle(where, resource, problems)
-        else:
-            yield Located(where, resource)
+        for number, line in enumerate(handle, start=1):
+            if not line or line.isspace():  # blank lines are allowed, as in line.strip()
+                continue
+            try:
+                resource = _loads(line)
+            except _DecodeError:
+                problems.append(InputProblem(f"{name}:{number}", "not valid JSON"))
+                continue
+            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                problems.append(
+                    InputProblem(f"{name}:{number}", "not a FHIR resource (no resourceType)")
+                )
+                continue
+            if resource["resourceType"] == "Bundle":
+                yield from _bundle(f"{name}:{number}", resource, problems)
+            else:
+                yield Located(name, resource, number)
 
 
 def _json(path: Path, problems: list[InputProblem]) -> Iterator[Located]:

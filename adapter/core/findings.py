@@ -66,6 +66,8 @@ _REASON_TEXT = {
     "psf-overdue": "no Patient Status Form in the allowed window",
     "override-limit-reached": "the pharmacist override limit is reached",
 }
+#: Plain words for each reason code, for other backends' sentences too.
+REASON_TEXT: dict[str, str] = _REASON_TEXT
 
 
 @dataclass(frozen=True)

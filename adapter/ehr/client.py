@@ -7,7 +7,7 @@ Failures become the error types of `errors.py`. Nothing here logs query values o
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -262,7 +262,7 @@ class FhirClient:
         count: int | None = None,
         max_pages: int | None = None,
         strict: bool | None = None,
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """Yield each searchset Bundle, following `next` links (same server only, bounded)."""
         _check_resource_path(resource_type)
         query = _pairs(params) + [("_include", spec) for spec in include]
@@ -460,3 +460,30 @@ class FhirClient:
             "PUT", url, idempotent=True, json_body=dict(resource), headers=headers
         )
         return self._written(response, resource_type, "PUT", url)
+
+    def batch(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """POST a `batch` Bundle; returns the response entries in request order.
+
+        Each entry succeeds or fails on its own (a 412 on one update does not undo the rest).
+        Retried like an idempotent request: callers send only conditional creates and
+        If-Match updates, which a replay cannot duplicate."""
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [dict(e) for e in entries]}
+        url = self.base_url
+        response = self._request(
+            "POST",
+            url,
+            idempotent=True,
+            json_body=bundle,
+            headers={"Prefer": "return=representation"},
+        )
+        body = self._expect(self._json(response, "POST", url), "Bundle", "POST", url, 200)
+        answers = body.get("entry") or []
+        if body.get("type") != "batch-response" or len(answers) != len(entries):
+            raise FhirResponseError(
+                f"expected a batch-response with {len(entries)} entries, got a "
+                f"{body.get('type')} with {len(answers)}",
+                method="POST",
+                url=url,
+                status=response.status_code,
+            )
+        return [a if isinstance(a, dict) else {} for a in answers]

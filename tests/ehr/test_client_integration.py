@@ -20,7 +20,7 @@ from adapter.ehr import (
     SmartBackendServices,
     Transport,
 )
-from tests.ehr.conftest import SmartKey
+from tests.conftest import SmartKey
 from tests.fhir_server import SekmetServer
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.ehr.conftest import SmartKey
+from tests.conftest import SmartKey
 from tests.fhir_server import SekmetServer
 
 pytestmark = pytest.mark.integration

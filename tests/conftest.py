@@ -1,5 +1,7 @@
 """Session fixtures: real sekmet-fhir servers on 127.0.0.1, started once, stopped at the end.
 
+Shared by tests/ehr and tests/watch.
+
 `fhir_server` is open (no auth), like the servers `watch --fhir-base URL` runs against.
 `smart_fhir_server` only accepts SMART Backend Services tokens; two clients are registered, one
 with an ES384 key and one with an RS384 key (`smart_keys`). Each server has its own empty

@@ -1,0 +1,267 @@
+"""Dispense authorization: an RDA per dispense awaiting a decision; a pharmacist's EMAUTH
+answer becomes an override request; no answer from the REMS leaves the dispense pending."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from adapter.batch.rems_backend.case import (
+    Decided,
+    Desk,
+    PatientCase,
+    anc_wire,
+    mapped,
+    why,
+)
+from adapter.core.calendar import local_date
+from adapter.core.dispense import EMAUTH
+from adapter.core.findings import Finding, cells, dispense_finding
+from adapter.core.model import (
+    Citation,
+    DispenseDecision,
+    Mitigation,
+    Outcome,
+    PendingDispense,
+    PriorIssue,
+    Reason,
+)
+from adapter.fhir.identity import identifier_value
+from adapter.fhir.records import instant
+from adapter.rems import (
+    Decision,
+    RemsError,
+    RemsRequestInvalid,
+    RemsTransientError,
+)
+
+
+class DispenseDesk(Desk):
+    """One decision per dispense awaiting one, always from the REMS's own answer."""
+
+    def _pharmacy_id(self, pending: PendingDispense) -> str | None:
+        for ref in pending.performers:
+            if not ref.startswith("Organization/"):
+                continue
+            resource = self.directory.resources.get(ref)
+            if resource is not None:
+                found = identifier_value(resource, self.settings.pharmacy_id_system)
+                if found:
+                    return found
+        return self.settings.pharmacy_id
+
+    def dispense(self, work: PatientCase, local: DispenseDecision) -> Decided:
+        pending = local.dispense
+        if self.breaker.down is not None:
+            return self._pending(local, f"the REMS could not be reached ({self.breaker.down})")
+        if work.rems_unreachable is not None and work.rems_id is None:
+            return self._pending(local, f"the REMS could not be reached ({work.rems_unreachable})")
+        unsent = self._cannot_ask(work, local)
+        if unsent is not None:
+            return unsent
+        assert work.rems_id is not None
+        request: dict[str, Any] = {
+            "pharmacyId": self._pharmacy_id(pending),
+            "remsId": work.rems_id,
+            "dispenseId": pending.ref.split("/", 1)[1],
+            "daysSupply": pending.days_supply,
+            "setting": pending.setting,
+            "requestedAt": instant(self.clock),
+        }
+        try:
+            rda = self.client.request_dispense_authorization(request, self.clock)
+        except RemsTransientError as error:
+            self.breaker.down = error.message
+            return self._pending(local, f"the REMS could not be reached ({error.message})")
+        except RemsError as error:
+            return self._pending(local, f"the REMS gave no decision ({error.message})")
+        except RemsRequestInvalid as error:
+            return self._not_sent(local, f"the request breaks the REMS contract ({error})")
+        if rda.granted:
+            return self._granted(local, rda, None)
+        override = self._override_request(work, pending)
+        if override is None:
+            return self._denied(local, rda, None)
+        issue, mitigation = override
+        citation = Citation(
+            issue.ref, mitigation.author, "pharmacist", mitigation.date, mitigation.text
+        )
+        latest = work.evaluation.status.latest
+        npi = self.directory.npi(self.directory.requesters.get(pending.prescription or "")) or (
+            work.prescriber_npi
+        )
+        rationale = mitigation.text.strip()
+        lacking = [
+            what
+            for what, missing in (
+                ("a current ANC", latest is None),
+                ("the prescriber's NPI", npi is None),
+                ("a dispense rationale (the mitigation's action.text)", not rationale),
+            )
+            if missing
+        ]
+        if lacking or latest is None or npi is None:
+            # The adapter never makes up what the pharmacist or the record did not give.
+            note = f"the override cannot be requested without {' and '.join(lacking)}"
+            return self._denied(local, rda, citation, note)
+        try:
+            answer = self.client.request_override(
+                {
+                    **request,
+                    "dispenseRationale": rationale,
+                    "prescriberNpi": npi,
+                    "currentAnc": anc_wire(latest.anc),
+                },
+                self.clock,
+            )
+        except RemsTransientError as error:
+            self.breaker.down = error.message
+            return self._pending(local, f"the REMS could not be reached ({error.message})")
+        except RemsError as error:
+            return self._pending(local, f"the REMS gave no override decision ({error.message})")
+        except RemsRequestInvalid as error:
+            return self._denied(local, rda, citation, f"the override breaks the contract ({error})")
+        if answer.granted:
+            return self._granted(local, answer, citation, lifted=rda.reasons)
+        # Every reason stands: why the RDA was denied and why the override was refused.
+        both = tuple(dict.fromkeys((*rda.reasons, *answer.reasons)))
+        refused = replace(answer, reasons=both)
+        return self._denied(local, refused, citation, "the REMS refused the pharmacist's override")
+
+    def _cannot_ask(self, work: PatientCase, local: DispenseDecision) -> Decided | None:
+        """A decision without asking, when the REMS request cannot be formed."""
+        pending = local.dispense
+        if work.rems_id is None:
+            return self._not_sent(
+                local,
+                "the REMS has no enrollment the adapter knows of (no REMS id on the Patient "
+                f"in {self.settings.rems_id_system}, and no enrollment accepted)",
+                reasons=("patient-not-enrolled",),
+            )
+        if self._pharmacy_id(pending) is None:
+            return self._not_sent(
+                local,
+                "the dispense names no pharmacy Organization with an identifier in "
+                f"{self.settings.pharmacy_id_system}",
+                reasons=("pharmacy-not-certified",),
+            )
+        if pending.days_supply is None or pending.days_supply < 1:
+            return self._not_sent(local, "the dispense has no daysSupply")
+        return None
+
+    def _override_request(
+        self, work: PatientCase, pending: PendingDispense
+    ) -> tuple[PriorIssue, Mitigation] | None:
+        """The newest pharmacist EMAUTH answer on a not-authorized issue of this dispense."""
+        best: tuple[PriorIssue, Mitigation] | None = None
+        for issue in work.inputs.prior_issues:
+            if issue.finding != "dispense-not-authorized" or issue.status == "entered-in-error":
+                continue
+            if pending.ref not in issue.implicated:
+                continue
+            for mitigation in issue.mitigations:
+                if EMAUTH not in mitigation.action_codes or mitigation.date is None:
+                    continue
+                if mitigation.date > self.clock:
+                    continue
+                held = best[1].date if best is not None else None
+                if held is None or mitigation.date > held:
+                    best = (issue, mitigation)
+        return best
+
+    # ------------------------------------------------------------------ outcomes as findings
+
+    def _head(self, pending: PendingDispense) -> str:
+        days = f" {pending.days_supply}-day" if pending.days_supply is not None else ""
+        return f"{pending.setting.capitalize()}{days} clozapine supply ({pending.ref})"
+
+    def _basis(self, decision: DispenseDecision) -> str:
+        phrases = [
+            f"ANC {cells(anc.value_per_ul)} cells/uL collected {local_date(anc.collected, self.tz)}"
+            for anc in decision.evidence
+        ]
+        return " and ".join(phrases) or "no usable ANC on record"
+
+    def _finding(
+        self, decision: DispenseDecision, detail: str, rems: Sequence[str], number_: str | None
+    ) -> Finding:
+        base = dispense_finding(decision, self.tz)
+        key = f"{base.key}|rems|{','.join(rems)}|{number_ or ''}"
+        return replace(base, detail=detail, key=key)
+
+    def _granted(
+        self,
+        local: DispenseDecision,
+        answer: Decision,
+        citation: Citation | None,
+        lifted: Sequence[str] = (),
+    ) -> Decided:
+        outcome: Outcome = "authorized" if citation is None else "authorized-override"
+        decision = replace(
+            local,
+            outcome=outcome,
+            reasons=mapped(lifted),
+            citation=citation,
+            supply_limit=None,
+        )
+        head = self._head(local.dispense)
+        if citation is None:
+            detail = (
+                f"{head} is authorized by the REMS (authorization {answer.authorization_number}); "
+                f"latest {self._basis(local)}."
+            )
+        else:
+            detail = (
+                f"{head} is authorized by the REMS on the pharmacist's override "
+                f'({citation.author}: "{citation.text.strip()}"), authorization '
+                f"{answer.authorization_number}, despite: {why(lifted)}; "
+                f"latest {self._basis(local)}."
+            )
+        number_ = answer.authorization_number
+        return Decided(decision, self._finding(decision, detail, lifted, number_), number_)
+
+    def _denied(
+        self,
+        local: DispenseDecision,
+        answer: Decision,
+        citation: Citation | None,
+        note: str | None = None,
+    ) -> Decided:
+        decision = replace(
+            local,
+            outcome="not-authorized",
+            reasons=mapped(answer.reasons),
+            citation=None,
+            supply_limit=None,
+        )
+        extra = f" ({note})" if note else ""
+        detail = (
+            f"{self._head(local.dispense)} is NOT authorized by the REMS{extra}: "
+            f"{why(answer.reasons)}; latest {self._basis(local)}."
+        )
+        cited = f"|{citation.issue}" if citation else ""
+        finding = self._finding(decision, detail, [*answer.reasons, cited], None)
+        if citation is not None:
+            finding = replace(finding, evidence=(*finding.evidence, citation.issue))
+        return Decided(decision, finding)
+
+    def _not_sent(
+        self, local: DispenseDecision, why: str, reasons: tuple[Reason, ...] = ()
+    ) -> Decided:
+        decision = replace(
+            local, outcome="not-authorized", reasons=reasons, citation=None, supply_limit=None
+        )
+        detail = (
+            f"{self._head(local.dispense)} is NOT authorized: no REMS Dispense Authorization "
+            f"could be requested because {why}; latest {self._basis(local)}."
+        )
+        return Decided(decision, self._finding(decision, detail, ["not-sent", why], None))
+
+    def _pending(self, local: DispenseDecision, why: str) -> Decided:
+        decision = replace(local, outcome="pending", reasons=(), citation=None, supply_limit=None)
+        detail = (
+            f"{self._head(local.dispense)} awaits a REMS decision: {why}. Do not dispense on it "
+            "yet; the adapter asks again on its next run."
+        )
+        return Decided(decision, self._finding(decision, detail, ["pending"], None))

@@ -1,0 +1,44 @@
+"""Settings of the `rems` backend (README configuration table) and what it looks up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter.fhir.identity import NPI_SYSTEM, identifier_value
+from adapter.rems import (
+    RetryPolicy,
+    Timeouts,
+)
+
+DEFAULT_REMS_ID_SYSTEM = "https://rems-adapter.github.io/fhir/sid/rems-patient-id"
+DEFAULT_PHARMACY_ID_SYSTEM = "https://rems-adapter.github.io/fhir/sid/rems-pharmacy-id"
+DEFAULT_DESIGNEE_ID = "rems-adapter"
+
+
+@dataclass(frozen=True)
+class RemsSettings:
+    """`--rems URL` and the identifiers the forms need (README configuration table)."""
+
+    url: str
+    rems_id_system: str = DEFAULT_REMS_ID_SYSTEM
+    pharmacy_id_system: str = DEFAULT_PHARMACY_ID_SYSTEM
+    designee_id: str = DEFAULT_DESIGNEE_ID
+    #: Used when a dispense names no pharmacy Organization with an identifier in that system.
+    pharmacy_id: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True)
+class Directory:
+    """What the backend looks up: Patient, Practitioner and Organization resources by reference,
+    and the requester of each clozapine MedicationRequest."""
+
+    resources: Mapping[str, Mapping[str, Any]]
+    requesters: Mapping[str, str | None]
+
+    def npi(self, practitioner: str | None) -> str | None:
+        resource = self.resources.get(practitioner or "")
+        return identifier_value(resource, NPI_SYSTEM) if resource else None

@@ -1,0 +1,28 @@
+"""Connector to a REMS service over HTTP (the reference service or a compatible one)."""
+
+from .client import Decision, Enrolled, PsfAccepted, RemsClient, RetryPolicy, Timeouts
+from .errors import (
+    RemsConfigurationError,
+    RemsError,
+    RemsRejection,
+    RemsRequestInvalid,
+    RemsResponseError,
+    RemsTimeoutError,
+    RemsTransientError,
+)
+
+__all__ = [
+    "Decision",
+    "Enrolled",
+    "PsfAccepted",
+    "RemsClient",
+    "RemsConfigurationError",
+    "RemsError",
+    "RemsRejection",
+    "RemsRequestInvalid",
+    "RemsResponseError",
+    "RemsTimeoutError",
+    "RemsTransientError",
+    "RetryPolicy",
+    "Timeouts",
+]

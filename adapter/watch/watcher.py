@@ -1,0 +1,504 @@
+"""One watch cycle: poll what changed, keep it, decide the patients it touched, write back.
+
+Logging here is counts and timings only: never a patient reference, value or resource body.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from adapter.batch.collect import Collector
+from adapter.batch.sources import Located
+from adapter.core.calendar import local_date
+from adapter.core.evaluate import Context, Evaluation, evaluate_patient
+from adapter.core.monitoring import Schedule
+from adapter.core.reference import ReferenceData
+from adapter.ehr import FhirClient, FhirNotFoundError
+from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader, reference
+from adapter.fhir.write import detected_issue, withdrawn_issue
+from adapter.watch.config import EvaluationSettings, WatchSettings
+from adapter.watch.queries import Query, later, poll_from, watch_queries
+from adapter.watch.state import StateStore, is_newer, version_of
+from adapter.watch.writeback import Write, Written, send
+
+log = logging.getLogger(__name__)
+
+#: Patients decided and written back per durable step.
+PATIENTS_PER_STEP = 200
+
+
+@dataclass
+class CycleReport:
+    pages: int = 0
+    resources_seen: int = 0
+    new_versions: int = 0
+    duplicates: int = 0
+    new_anc: int = 0
+    medications_read: int = 0
+    patients_decided: int = 0
+    issues_created: int = 0
+    issues_existing: int = 0
+    withdrawn: int = 0
+    dispenses_linked: int = 0
+    conflicts: int = 0
+    write_errors: int = 0
+    input_problems: int = 0
+    complete: bool = True
+    seconds: float = 0.0
+    per_query: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"cycle: {self.pages} pages, {self.new_versions} new versions "
+            f"({self.new_anc} ANC results, {self.duplicates} already seen); "
+            f"{self.patients_decided} patients decided; {self.issues_created} DetectedIssues "
+            f"created ({self.issues_existing} already on the server), {self.withdrawn} withdrawn, "
+            f"{self.dispenses_linked} dispenses linked; {self.conflicts} conflicts, "
+            f"{self.write_errors} write errors, {self.input_problems} input problems; "
+            f"{self.seconds:.2f}s" + ("" if self.complete else " (stopped early; more to do)")
+        )
+
+
+Resources = list[dict[str, Any]]
+
+
+def _matches_and_includes(bundle: dict[str, Any]) -> tuple[Resources, Resources]:
+    matches: list[dict[str, Any]] = []
+    included: list[dict[str, Any]] = []
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
+            continue
+        mode = (entry.get("search") or {}).get("mode", "match")
+        (included if mode == "include" else matches).append(resource)
+    return matches, included
+
+
+def _has_next(bundle: dict[str, Any]) -> bool:
+    return any(
+        isinstance(link, dict) and link.get("relation") == "next"
+        for link in bundle.get("link") or []
+    )
+
+
+class Watcher:
+    def __init__(
+        self,
+        client: FhirClient,
+        store: StateStore,
+        data: ReferenceData,
+        watch: WatchSettings,
+        evaluation: EvaluationSettings,
+        *,
+        stop: Callable[[], bool] = lambda: False,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.data = data
+        self.settings = watch
+        self.evaluation = evaluation
+        self.stop = stop
+        self.now = now
+        self.reader = Reader(data, evaluation.site_tz)
+        self.queries = watch_queries(data, evaluation.derive_anc, watch.use_include)
+        self._medications: dict[str, bool] = {}
+
+    # ------------------------------------------------------------------ the cycle
+
+    def cycle(self) -> CycleReport:
+        started = time.monotonic()
+        report = CycleReport()
+        clock = self.evaluation.as_of or self.now().replace(microsecond=0)
+        self._medications = {}  # per-cycle cache: a Medication edited on the server is re-read
+        for query in self._expanded_queries():
+            if self.stop():
+                report.complete = False
+                break
+            self._poll(query, report)
+        if report.complete:
+            today = local_date(clock, self.evaluation.site_tz)
+            with self.store.step():
+                self.store.mark_dirty(self.store.due_rechecks(today))
+            self._decide(clock, report)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _expanded_queries(self) -> list[Query]:
+        patients = list(self.settings.patients)
+        if self.settings.group is not None:
+            patients = self._group_members(self.settings.group)
+        if not patients and self.settings.group is None:
+            return list(self.queries)
+        return [query.for_patient(patient) for patient in patients for query in self.queries]
+
+    def _group_members(self, group: str) -> list[str]:
+        resource = self.client.read("Group", group.removeprefix("Group/"))
+        members = []
+        for member in resource.get("member") or []:
+            if isinstance(member, dict) and member.get("inactive") is True:
+                continue
+            ref = reference(member.get("entity") if isinstance(member, dict) else None)
+            if ref and ref.startswith("Patient/"):
+                members.append(ref)
+        return sorted(set(members))
+
+    # ------------------------------------------------------------------ polling
+
+    def _pages(self, query: Query, since: str | None) -> Generator[dict[str, Any], None, None]:
+        params = [*query.params, ("_sort", "_lastUpdated")]
+        if since is not None:
+            params.append(("_lastUpdated", f"ge{since}"))
+        return self.client.search_pages(
+            query.resource_type,
+            params,
+            include=query.include,
+            count=self.settings.page_size,
+            max_pages=self.settings.max_pages_per_cycle,
+        )
+
+    def _poll(self, query: Query, report: CycleReport) -> None:
+        watermark = self.store.watermark(query.key)
+        sent = poll_from(watermark, self.settings.overlap_seconds)
+        pages = self._pages(query, sent)
+        polled = 0
+        try:
+            while True:
+                bundle = next(pages, None)
+                if bundle is None:
+                    break
+                polled += 1
+                report.pages += 1
+                watermark = self._take_page(query, bundle, watermark, report)
+                if self.stop() or polled >= self.settings.max_pages_per_cycle:
+                    report.complete = not _has_next(bundle)
+                    break
+                if not _has_next(bundle):
+                    break
+                if watermark is not None and later(watermark, sent):
+                    # keyset paging: ask again from the newest instant seen rather than trust
+                    # offset links over a result set that moves as resources are updated
+                    pages.close()
+                    sent = watermark
+                    pages = self._pages(query, sent)
+                # else every resource on the page shares the bound instant: follow `next`
+        finally:
+            pages.close()
+        report.per_query[query.name] = report.per_query.get(query.name, 0) + polled
+
+    def _take_page(
+        self, query: Query, bundle: dict[str, Any], watermark: str | None, report: CycleReport
+    ) -> str | None:
+        matches, included = _matches_and_includes(bundle)
+        for resource in included:
+            if resource.get("resourceType") == "Medication" and isinstance(resource.get("id"), str):
+                self._medications[f"Medication/{resource['id']}"] = (
+                    self.reader.medication_is_clozapine(resource)
+                )
+        self._resolve_medications(matches, report)
+        touched: set[str] = set()
+        newest = watermark
+        with self.store.step():
+            for resource in included:
+                self._take(resource, touched, report)
+            for resource in matches:
+                self._take(resource, touched, report)
+                raw = version_of(resource)[1]
+                if raw and later(raw, newest):
+                    newest = raw
+            if newest is not None and newest != watermark:
+                self.store.set_watermark(query.key, newest)
+            self.store.mark_dirty(touched)
+        return newest
+
+    def _resolve_medications(self, resources: list[dict[str, Any]], report: CycleReport) -> None:
+        """Medications referenced by dispenses/requests and not known yet: read once per cycle."""
+        for resource in resources:
+            if resource.get("resourceType") not in ("MedicationDispense", "MedicationRequest"):
+                continue
+            flag, ref = self.reader.medication_of(resource)
+            if flag is not None or ref is None or ref in self._medications:
+                continue
+            held = self.store.resource("Medication", ref.removeprefix("Medication/"))
+            if held is not None:
+                self._medications[ref] = self.reader.medication_is_clozapine(held)
+                continue
+            kind, _, rid = ref.partition("/")
+            if kind != "Medication" or not rid or "/" in rid:
+                self._medications[ref] = False
+                continue
+            try:
+                medication = self.client.read("Medication", rid)
+            except FhirNotFoundError:
+                self._medications[ref] = False  # as in batch mode: unresolved is not clozapine
+                continue
+            report.medications_read += 1
+            self._medications[ref] = self.reader.medication_is_clozapine(medication)
+            with self.store.step():
+                self.store.upsert(medication, None)
+
+    def _take(self, resource: dict[str, Any], touched: set[str], report: CycleReport) -> None:
+        kind, rid = resource.get("resourceType"), resource.get("id")
+        if not isinstance(kind, str) or not isinstance(rid, str) or not rid:
+            report.input_problems += 1
+            return
+        report.resources_seen += 1
+        version = version_of(resource)
+        held = self.store.held_version(kind, rid)
+        if held is not None and not is_newer(version, held):
+            report.duplicates += 1
+            return
+        relevant, patient, identifier = self._classify(resource, report)
+        if relevant:
+            self.store.upsert(resource, patient, identifier)
+            report.new_versions += 1
+            if patient is not None:
+                touched.add(patient)
+            if kind == "Observation" and self.reader.lab_role(resource) == "anc":
+                report.new_anc += 1
+        elif held is not None:
+            # it was relevant and no longer is (recoded, another drug): forget it, re-decide
+            previous = self.store.resource(kind, rid)
+            self.store.delete(kind, rid)
+            subject = reference((previous or {}).get("subject") or (previous or {}).get("patient"))
+            if subject:
+                touched.add(subject)
+
+    def _classify(
+        self, resource: dict[str, Any], report: CycleReport
+    ) -> tuple[bool, str | None, str | None]:
+        """(keep it, its patient, our decision identifier if it is one of our DetectedIssues)."""
+        kind = resource["resourceType"]
+        if kind == "Medication":
+            return True, None, None
+        element = "patient" if kind == "DetectedIssue" else "subject"
+        patient = reference(resource.get(element))
+        if kind == "Observation":
+            relevant = self.reader.lab_role(resource) not in (None, "not-anc")
+        elif kind in ("MedicationDispense", "MedicationRequest"):
+            flag, ref = self.reader.medication_of(resource)
+            relevant = flag if flag is not None else self._medications.get(ref or "", False)
+        elif kind in ("Condition", "Flag"):
+            codes = self.data.designations.ben | self.data.designations.hospice
+            relevant = any(
+                (coding.get("system"), coding.get("code")) in codes
+                for coding in (resource.get("code") or {}).get("coding") or []
+                if isinstance(coding, dict)
+            )
+        elif kind == "DetectedIssue":
+            identifier = next(
+                (
+                    item.get("value")
+                    for item in resource.get("identifier") or []
+                    if isinstance(item, dict) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
+                ),
+                None,
+            )
+            if not isinstance(identifier, str):
+                return False, None, None
+            return patient is not None, patient, identifier
+        else:
+            return False, None, None
+        if relevant and (patient is None or not patient.startswith("Patient/")):
+            report.input_problems += 1  # relevant but about no patient: nothing to decide
+            return False, None, None
+        return relevant, patient, None
+
+    # ------------------------------------------------------------------ deciding
+
+    def _context(self, clock: datetime) -> Context:
+        return Context(
+            protocol=self.data.protocol,
+            units=self.data.units,
+            site_tz=self.evaluation.site_tz,
+            clock=clock,
+            derive_anc=self.evaluation.derive_anc,
+        )
+
+    def _decide(self, clock: datetime, report: CycleReport) -> None:
+        context = self._context(clock)
+        patients = self.store.dirty()
+        for start in range(0, len(patients), PATIENTS_PER_STEP):
+            if self.stop():
+                report.complete = False
+                return
+            chunk = patients[start : start + PATIENTS_PER_STEP]
+            writes: list[Write] = []
+            rechecks: dict[str, Any] = {}
+            for patient in chunk:
+                evaluation, collector = self._evaluate(patient, context, report)
+                report.patients_decided += 1
+                if evaluation is None:
+                    rechecks[patient] = None
+                    continue
+                writes += self._writes(evaluation, collector, clock, writes)
+                rechecks[patient] = self._recheck(evaluation)
+            written = send(
+                self.client,
+                writes,
+                use_bundles=self.settings.use_bundles,
+                batch_size=self.settings.write_batch_size,
+            )
+            links = self._links(written) if self.settings.link_dispense else []
+            linked = (
+                send(
+                    self.client,
+                    [w for w, _ in links],
+                    use_bundles=self.settings.use_bundles,
+                    batch_size=self.settings.write_batch_size,
+                )
+                if links
+                else []
+            )
+            with self.store.step():
+                for result in written:
+                    self._record(result, report)
+                for result, (_, base) in zip(linked, links, strict=True):
+                    if result.ok and result.resource is not None:
+                        self.store.upsert(result.resource, result.write.patient, None, base)
+                        report.dispenses_linked += 1
+                    else:
+                        self._refused(result, report)
+                for patient, due in rechecks.items():
+                    self.store.set_recheck(patient, due)
+                # A refused decision is not dropped: its patient is decided again next cycle,
+                # after the poll has brought whatever changed on the server (a 412).
+                refused = {result.write.patient for result in written if not result.ok}
+                self.store.clear_dirty([p for p in chunk if p not in refused])
+
+    def _evaluate(
+        self, patient: str, context: Context, report: CycleReport
+    ) -> tuple[Evaluation | None, Collector]:
+        collector = Collector(self.reader, context.clock)
+        held = self.store.patient_resources(patient)
+        medications = set()
+        for resource in held:
+            flag, ref = self.reader.medication_of(resource)
+            if flag is None and ref is not None:
+                medications.add(ref)
+        for ref in sorted(medications):
+            medication = self.store.resource("Medication", ref.removeprefix("Medication/"))
+            if medication is not None:
+                collector.add(Located(ref, medication))
+        for resource in held:
+            collector.add(Located(f"{resource['resourceType']}/{resource['id']}", resource))
+        report.input_problems += len(collector.problems)
+        for problem in collector.problems:
+            log.debug("input problem: %s", problem.message)  # FHIR path only, never values
+        inputs = [item for item in collector.patients() if item.patient == patient]
+        if not inputs:
+            return None, collector
+        return evaluate_patient(inputs[0], context), collector
+
+    def _writes(
+        self,
+        evaluation: Evaluation,
+        collector: Collector,
+        clock: datetime,
+        planned: list[Write],
+    ) -> list[Write]:
+        out: list[Write] = []
+        seen = {w.condition for w in planned}
+        for finding in evaluation.findings:
+            token = f"{DECISION_IDENTIFIER_SYSTEM}|{finding.identifier}"
+            if token in seen or self.store.has_identifier(finding.identifier):
+                continue  # decided before (here or on the server): a replay writes nothing
+            seen.add(token)
+            resource = detected_issue(finding, self.data.finding_system, clock)
+            out.append(Write(evaluation.patient, resource, condition=token))
+        for withdrawal in evaluation.withdrawals:
+            raw = collector.raw_issue(withdrawal.issue.ref)
+            version = version_of(raw)[0] or None
+            out.append(
+                Write(evaluation.patient, withdrawn_issue(raw, withdrawal), if_match=version)
+            )
+        return out
+
+    def _recheck(self, evaluation: Evaluation) -> Any:
+        """The first day the patient becomes overdue if nothing arrives: decide again then."""
+        status = evaluation.status
+        if not evaluation.on_clozapine or status.overdue:
+            return None
+        schedule = Schedule(self.data.protocol, status.hospice)
+        return schedule.current_until(status.next_due) + timedelta(days=1)
+
+    def _record(self, result: Written, report: CycleReport) -> None:
+        if not result.ok or result.resource is None:
+            self._refused(result, report)
+            return
+        resource = result.resource
+        identifier = next(
+            (
+                item.get("value")
+                for item in resource.get("identifier") or []
+                if isinstance(item, dict) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
+            ),
+            None,
+        )
+        self.store.upsert(resource, result.write.patient, identifier)
+        if not result.write.is_create:
+            report.withdrawn += 1
+        elif result.status == 201:
+            report.issues_created += 1
+        else:
+            report.issues_existing += 1
+
+    @staticmethod
+    def _refused(result: Written, report: CycleReport) -> None:
+        if result.status in (409, 412):
+            # changed on the server since we read it: the new version arrives with the next poll
+            # and the patient is decided again then
+            report.conflicts += 1
+        else:
+            report.write_errors += 1
+            log.warning(
+                "the server refused a %s %s (HTTP %s)",
+                "create of a" if result.write.is_create else "update of a",
+                result.write.resource.get("resourceType"),
+                result.status,
+            )
+
+    def _links(self, written: list[Written]) -> list[tuple[Write, str | None]]:
+        """MedicationDispense updates pointing `detectedIssue` at the new decision."""
+        out: list[tuple[Write, str | None]] = []
+        for result in written:
+            resource = result.resource
+            if not result.ok or resource is None or not result.write.is_create:
+                continue
+            implicated = [
+                ref
+                for item in resource.get("implicated") or []
+                if (ref := reference(item)) and ref.startswith("MedicationDispense/")
+            ]
+            for ref in implicated:
+                rid = ref.removeprefix("MedicationDispense/")
+                dispense = self.store.resource("MedicationDispense", rid)
+                if dispense is None:
+                    continue
+                own = f"DetectedIssue/{resource['id']}"
+                links = [
+                    item
+                    for item in dispense.get("detectedIssue") or []
+                    if not self._is_ours(reference(item))
+                ]
+                if any(reference(item) == own for item in dispense.get("detectedIssue") or []):
+                    continue
+                updated = {**dispense, "detectedIssue": [*links, {"reference": own}]}
+                version = version_of(dispense)[0] or None
+                base = self.store.base_version("MedicationDispense", rid) or version
+                out.append((Write(result.write.patient, updated, if_match=version), base))
+        return out
+
+    def _is_ours(self, ref: str | None) -> bool:
+        if not ref or not ref.startswith("DetectedIssue/"):
+            return False
+        held = self.store.resource("DetectedIssue", ref.removeprefix("DetectedIssue/"))
+        return held is not None
+
+
+__all__ = ["CycleReport", "Watcher"]

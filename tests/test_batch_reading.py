@@ -1,0 +1,98 @@
+"""The batch reader's fast paths keep the documented behaviour: which lab role a coded
+Observation gets, and where input problems are reported."""
+
+from __future__ import annotations
+
+import json
+from collections import UserDict
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapter.batch.sources import InputProblem, read_sources
+from adapter.fhir.read import Reader
+from adapter.mappings_loader import load_reference_data
+
+LOINC = "http://loinc.org"
+
+
+@pytest.fixture(scope="module")
+def reader() -> Reader:
+    return Reader(load_reference_data(), UTC)
+
+
+def _code(*codings: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "code": {"coding": list(codings)}}
+
+
+@pytest.mark.parametrize(
+    ("codings", "role"),
+    [
+        ([{"system": LOINC, "code": "751-8"}], "anc"),
+        ([{"system": LOINC, "code": "6690-2"}, {"system": LOINC, "code": "751-8"}], "anc"),
+        (
+            [{"system": LOINC, "code": "770-8"}, {"system": LOINC, "code": "6690-2"}],
+            "neutrophil-pct",
+        ),
+        ([{"system": "urn:other", "code": "751-8"}, {"code": "770-8"}], "neutrophil-pct"),
+        (["junk", {"system": LOINC, "code": "30451-9"}, {"system": LOINC, "code": "751-8"}], "anc"),
+        (
+            ["junk", {"system": LOINC, "code": "30451-9"}, {"system": LOINC, "code": "6690-2"}],
+            "not-anc",
+        ),
+        ([{"system": LOINC, "code": "8867-4"}, {"system": LOINC, "code": "764-1"}], "band-pct"),
+        ([{"system": LOINC, "code": "769-0"}], "segs-pct"),
+        ([{"system": LOINC, "code": "8867-4"}], None),
+        ([{"system": "urn:other", "code": "751-8"}], None),
+        ([], None),
+    ],
+)
+def test_lab_role_prefers_a_direct_anc_then_the_first_listed_code(
+    reader: Reader, codings: list[Any], role: str | None
+) -> None:
+    assert reader.lab_role(_code(*codings)) == role
+
+
+@pytest.mark.parametrize(
+    "concept",
+    [
+        "751-8",
+        {"coding": {"system": LOINC, "code": "751-8"}},
+        {"text": "Absolute neutrophil count"},
+        None,
+    ],
+)
+def test_lab_role_of_a_malformed_code_is_none(reader: Reader, concept: Any) -> None:
+    assert reader.lab_role({"resourceType": "Observation", "code": concept}) is None
+
+
+def test_lab_role_reads_any_mapping_not_only_dicts(reader: Reader) -> None:
+    concept = UserDict({"coding": [UserDict({"system": LOINC, "code": "751-8"})]})
+    assert reader.lab_role({"resourceType": "Observation", "code": concept}) == "anc"
+
+
+def test_ndjson_problems_name_file_and_line_and_blank_lines_are_skipped(tmp_path: Path) -> None:
+    observation = {"resourceType": "Observation", "id": "o1"}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": {"resourceType": "Observation", "id": "o2"}}, {"resource": [1]}],
+    }
+    lines = [json.dumps(observation), "", "  \t", "{not json", "[1]", json.dumps(bundle)]
+    path = tmp_path / "export.ndjson"
+    path.write_text("\n".join(lines) + "\n")
+    problems: list[InputProblem] = []
+
+    read = list(read_sources([str(tmp_path)], problems))
+
+    assert [(item.location, item.resource["id"]) for item in read] == [
+        (f"{path}:1", "o1"),
+        (f"{path}:6#Bundle.entry[0]", "o2"),
+    ]
+    assert [str(problem) for problem in problems] == [
+        f"{path}:4: not valid JSON",
+        f"{path}:5: not a FHIR resource (no resourceType)",
+        f"{path}:6#Bundle.entry[1]: Bundle.entry.resource is not a FHIR resource",
+    ]
