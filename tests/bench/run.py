@@ -338,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = [DEFAULT_SIZES[0]] if args.quick else list(DEFAULT_SIZES)
     repeat = args.repeat or (1 if args.quick else 3)
     naive_limit = args.naive_sample or (2_000 if args.quick else 20_000)
+    if args.work:
+        Path(args.work).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rems-bench-", dir=args.work) as scratch:
         results = []
         for size in sizes:
