@@ -24,6 +24,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from adapter.http.retry import RETRYABLE_STATUSES, Clock
+
 from .errors import (
     EhrConfigurationError,
     FhirAuthError,
@@ -31,7 +33,7 @@ from .errors import (
     FhirTransientError,
     issues_from_outcome,
 )
-from .transport import RETRYABLE_STATUSES, Clock, Transport
+from .transport import Transport
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SUPPORTED_ALGORITHMS = ("RS384", "ES384")

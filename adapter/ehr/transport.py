@@ -19,13 +19,11 @@ import requests
 
 from adapter.http import retry as http_retry
 from adapter.http.retry import (
-    RETRYABLE_STATUSES,
     Clock,
     RequestFailed,
     Sleep,
     Timeouts,
     Unanswered,
-    parse_retry_after,
 )
 
 from .errors import (
@@ -37,16 +35,6 @@ from .errors import (
 )
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-    "RETRYABLE_STATUSES",
-    "Clock",
-    "RetryPolicy",
-    "Sleep",
-    "Timeouts",
-    "Transport",
-    "parse_retry_after",
-]
 
 
 @dataclass(frozen=True)

@@ -48,21 +48,6 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "rems-adapter-"
 
-__all__ = [
-    "RETRYABLE_STATUSES",
-    "Decision",
-    "Enrolled",
-    "PsfAccepted",
-    "RemsClient",
-    "RetryPolicy",
-    "Sleep",
-    "Timeouts",
-    "check_base_url",
-    "idempotency_key",
-    "parse_retry_after",
-    "wire_instant",
-]
-
 
 @dataclass(frozen=True)
 class RetryPolicy(http_retry.RetryPolicy):
