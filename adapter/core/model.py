@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, get_args
 
 from adapter.core.protocol import Category, Frequency, Population, Setting
 
@@ -36,20 +36,9 @@ Reason = Literal[
     "psf-overdue",
     "override-limit-reached",
 ]
-#: Interfaces.md lists the reasons in this order; outputs list them in this order too.
-REASON_ORDER: tuple[Reason, ...] = (
-    "anc-missing",
-    "anc-not-current",
-    "anc-below-threshold",
-    "treatment-interrupted",
-    "rechallenge-requires-prescriber",
-    "supply-exceeds-limit",
-    "patient-not-enrolled",
-    "prescriber-not-certified",
-    "pharmacy-not-certified",
-    "psf-overdue",
-    "override-limit-reached",
-)
+#: Interfaces.md lists the reasons in this order (the order of `Reason`); outputs list them in
+#: this order too.
+REASON_ORDER: tuple[Reason, ...] = get_args(Reason)
 
 USABLE_STATUSES = frozenset({"final", "amended", "corrected"})
 WITHDRAWING_STATUSES = frozenset({"entered-in-error", "cancelled"})

@@ -7,7 +7,7 @@ Every threshold and interval the core uses lives in ``mappings/protocol.toml``; 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Population = Literal["general", "ben"]
 Category = Literal[
@@ -27,22 +27,10 @@ Frequency = Literal[
 ]
 Setting = Literal["inpatient", "outpatient", "community", "discharge"]
 
-CATEGORIES: tuple[Category, ...] = (
-    "normal",
-    "mild-neutropenia",
-    "moderate-neutropenia",
-    "ben-neutropenia",
-    "severe-neutropenia",
-)
-FREQUENCIES: tuple[Frequency, ...] = (
-    "daily",
-    "three-times-weekly",
-    "weekly",
-    "every-2-weeks",
-    "monthly",
-    "every-6-months",
-)
-SETTINGS: tuple[Setting, ...] = ("inpatient", "outpatient", "community", "discharge")
+# The values of each Literal, in its order, for checks and messages at run time.
+CATEGORIES: tuple[Category, ...] = get_args(Category)
+FREQUENCIES: tuple[Frequency, ...] = get_args(Frequency)
+SETTINGS: tuple[Setting, ...] = get_args(Setting)
 
 
 @dataclass(frozen=True)

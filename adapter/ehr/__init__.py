@@ -3,6 +3,8 @@
 Only this package sees HTTP; callers get parsed JSON dicts and the errors of `adapter.ehr.errors`.
 """
 
+from adapter.http.retry import Timeouts
+
 from .auth import Authorizer, SmartBackendServices, StaticBearerToken, public_jwk
 from .client import CreateResult, FhirClient, SearchResult
 from .errors import (
@@ -19,7 +21,7 @@ from .errors import (
     FhirTransientError,
     OutcomeIssue,
 )
-from .transport import RetryPolicy, Timeouts, Transport
+from .transport import RetryPolicy, Transport
 
 __all__ = [
     "Authorizer",

@@ -16,13 +16,16 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import jwt
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from adapter.http.retry import RETRYABLE_STATUSES, Clock
 
 from .errors import (
     EhrConfigurationError,
@@ -31,7 +34,7 @@ from .errors import (
     FhirTransientError,
     issues_from_outcome,
 )
-from .transport import RETRYABLE_STATUSES, Clock, Transport
+from .transport import Transport
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SUPPORTED_ALGORITHMS = ("RS384", "ES384")
@@ -126,6 +129,25 @@ class _Token:
     refresh_at: float
 
 
+def _send_for_json(
+    transport: Transport,
+    method: str,
+    url: str,
+    unavailable: str,
+    form: Callable[[], Mapping[str, str]] | None = None,
+) -> requests.Response:
+    """Send a SMART request (discovery or token: both safe to repeat, so retried) asking for
+    JSON; still unavailable after the retries: FhirTransientError saying `unavailable`."""
+    response, attempts = transport.send(
+        method, url, idempotent=True, form=form, headers={"Accept": "application/json"}
+    )
+    if response.status_code in RETRYABLE_STATUSES:
+        raise FhirTransientError(
+            unavailable, method=method, url=url, status=response.status_code, attempts=attempts
+        )
+    return response
+
+
 class SmartBackendServices:
     """client_credentials grant with a private_key_jwt assertion (RS384 / ES384)."""
 
@@ -188,17 +210,7 @@ class SmartBackendServices:
 
     def _discover(self, transport: Transport, fhir_base: str) -> str:
         url = f"{fhir_base.rstrip('/')}/.well-known/smart-configuration"
-        response, attempts = transport.send(
-            "GET", url, idempotent=True, headers={"Accept": "application/json"}
-        )
-        if response.status_code in RETRYABLE_STATUSES:
-            raise FhirTransientError(
-                "SMART discovery: server unavailable",
-                method="GET",
-                url=url,
-                status=response.status_code,
-                attempts=attempts,
-            )
+        response = _send_for_json(transport, "GET", url, "SMART discovery: server unavailable")
         if response.status_code != 200:
             raise FhirAuthError(
                 "SMART discovery failed: no usable .well-known/smart-configuration "
@@ -257,17 +269,9 @@ class SmartBackendServices:
             }
 
         # Each attempt signs a new assertion (fresh jti), so retrying a token request is safe.
-        response, attempts = transport.send(
-            "POST", endpoint, idempotent=True, form=form, headers={"Accept": "application/json"}
+        response = _send_for_json(
+            transport, "POST", endpoint, "token endpoint unavailable", form=form
         )
-        if response.status_code in RETRYABLE_STATUSES:
-            raise FhirTransientError(
-                "token endpoint unavailable",
-                method="POST",
-                url=endpoint,
-                status=response.status_code,
-                attempts=attempts,
-            )
         try:
             body = response.json()
         except ValueError:

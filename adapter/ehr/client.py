@@ -14,6 +14,8 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
+from adapter.http.retry import RETRYABLE_STATUSES, parse_retry_after
+
 from .auth import Authorizer
 from .errors import (
     EhrConfigurationError,
@@ -28,7 +30,7 @@ from .errors import (
     issues_from_outcome,
     redact_url,
 )
-from .transport import RETRYABLE_STATUSES, Transport, parse_retry_after
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 

@@ -68,6 +68,19 @@ def reference(node: object) -> str | None:
     return None
 
 
+def decision_identifier(resource: Mapping[str, Any]) -> str | None:
+    """The identifier value in our decision system, on one of our own DetectedIssues; else None."""
+    identifier = next(
+        (
+            item.get("value")
+            for item in resource.get("identifier") or []
+            if isinstance(item, Mapping) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
+        ),
+        None,
+    )
+    return identifier if isinstance(identifier, str) else None
+
+
 def _codings(concept: object) -> list[JSON]:
     # `isinstance(x, dict)` first: parsed JSON is always a dict, and the Mapping ABC check is
     # several times slower; this runs for every Observation of a large export.
@@ -441,15 +454,8 @@ class Reader:
 
     def prior_issue(self, resource: JSON) -> PriorIssue | None:
         """One of our own DetectedIssues read back, or None if someone else wrote it."""
-        identifier = next(
-            (
-                item.get("value")
-                for item in resource.get("identifier") or []
-                if isinstance(item, Mapping) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
-            ),
-            None,
-        )
-        if not isinstance(identifier, str):
+        identifier = decision_identifier(resource)
+        if identifier is None:
             return None
         finding = next(
             (

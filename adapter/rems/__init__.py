@@ -1,6 +1,8 @@
 """Connector to a REMS service over HTTP (the reference service or a compatible one)."""
 
-from .client import Decision, Enrolled, PsfAccepted, RemsClient, RetryPolicy, Timeouts
+from adapter.http.retry import Timeouts
+
+from .client import Decision, Enrolled, PsfAccepted, RemsClient, RetryPolicy
 from .errors import (
     RemsConfigurationError,
     RemsError,

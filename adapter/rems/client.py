@@ -4,13 +4,13 @@ The one place that sees the service's HTTP statuses. Every POST carries an Idemp
 from what is sent (endpoint, body and `asOf`), so a retry, or a rerun of the same batch, is
 replayed by the service instead of being counted again; that is also why POSTs may be retried.
 Retries are bounded in count and total time, honour Retry-After on 429/503, and otherwise back
-off exponentially with jitter (tenacity, as the EHR client). Bodies are checked against the
-contract in both directions; failures become the errors of `adapter.rems.errors`.
+off exponentially with jitter (`adapter.http.retry`, shared with the EHR client). Bodies are
+checked against the contract in both directions; failures become the errors of
+`adapter.rems.errors`.
 """
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
 import logging
@@ -22,7 +22,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-import tenacity
+
+from adapter.http import retry as http_retry
+from adapter.http.retry import (
+    RETRYABLE_STATUSES,
+    RequestFailed,
+    Sleep,
+    Timeouts,
+    Unanswered,
+    parse_retry_after,
+)
 
 from . import contract
 from .contract import RemsSchemas
@@ -37,31 +46,17 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
-#: The request was not processed (or not answered) and may succeed later.
-RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 KEY_PREFIX = "rems-adapter-"
-
-Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(http_retry.RetryPolicy):
     max_attempts: int = 4
     max_total_seconds: float = 30.0
     backoff_initial: float = 0.5
     backoff_max: float = 8.0
 
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise RemsConfigurationError("RetryPolicy.max_attempts must be at least 1")
-        if min(self.max_total_seconds, self.backoff_initial, self.backoff_max) < 0:
-            raise RemsConfigurationError("RetryPolicy times must not be negative")
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    connect: float = 5.0
-    read: float = 30.0
+    invalid = RemsConfigurationError
 
 
 @dataclass(frozen=True)
@@ -99,30 +94,6 @@ def idempotency_key(path: str, body: Mapping[str, Any], as_of: str) -> str:
         [path, body, as_of], sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
     return KEY_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), else None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
-
-
-class _Unanswered(Exception):
-    """A connection-level failure, for tenacity to retry."""
-
-    def __init__(self, cause: requests.RequestException) -> None:
-        super().__init__(type(cause).__name__)
-        self.cause = cause
 
 
 def check_base_url(base_url: str) -> str:
@@ -296,25 +267,6 @@ class RemsClient:
         assert isinstance(answer, dict)  # every response schema is an object
         return answer
 
-    def _wait(self, state: tenacity.RetryCallState) -> float:
-        outcome = state.outcome
-        if outcome is not None and not outcome.failed:
-            response: requests.Response = outcome.result()
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), self.clock())
-            if retry_after is not None:
-                return retry_after  # the service said when; the stop rule bounds it
-        backoff = tenacity.wait_random_exponential(
-            multiplier=self.retry.backoff_initial, max=self.retry.backoff_max
-        )
-        return float(backoff(state))
-
-    def _stop(self, state: tenacity.RetryCallState) -> bool:
-        if state.attempt_number >= self.retry.max_attempts:
-            return True
-        # idle_for counts injected (fake) sleeps too, seconds_since_start the real clock.
-        spent = max(state.seconds_since_start or 0.0, state.idle_for)
-        return spent + (state.upcoming_sleep or 0.0) > self.retry.max_total_seconds
-
     def _send(
         self,
         method: str,
@@ -323,75 +275,32 @@ class RemsClient:
         params: Mapping[str, str],
         headers: Mapping[str, str],
     ) -> tuple[requests.Response, int]:
-        attempts = 0
-        url = self.base_url + path
-
-        def attempt() -> requests.Response:
-            nonlocal attempts
-            attempts += 1
-            try:
-                return self.session.request(
-                    method,
-                    url,
-                    params=params,
-                    headers=dict(headers),
-                    json=body,
-                    timeout=(self.timeouts.connect, self.timeouts.read),
-                    allow_redirects=False,
-                )
-            except (
-                requests.ConnectionError,
-                requests.Timeout,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                log.info("%s %s failed: %s", method, path, type(exc).__name__)
-                raise _Unanswered(exc) from exc
-            except requests.RequestException as exc:
-                raise RemsResponseError(
-                    f"request failed ({type(exc).__name__})", method=method, path=path
-                ) from exc
-
-        def retry_wanted(state: tenacity.RetryCallState) -> bool:
-            if state.outcome is None:
-                return False
-            if state.outcome.failed:
-                return isinstance(state.outcome.exception(), _Unanswered)
-            return state.outcome.result().status_code in RETRYABLE_STATUSES
-
-        def before_sleep(state: tenacity.RetryCallState) -> None:
-            log.info(
-                "retrying %s %s in %.2fs (attempt %d of %d)",
-                method,
-                path,
-                state.upcoming_sleep,
-                state.attempt_number + 1,
-                self.retry.max_attempts,
-            )
-
-        retrying = tenacity.Retrying(
-            retry=retry_wanted,
-            stop=self._stop,
-            wait=self._wait,
-            sleep=self.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-            # Out of attempts on a retryable status: hand back that last response.
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-        )
+        # Every request may be retried: GETs are safe, POSTs carry an Idempotency-Key.
         try:
-            response: requests.Response = retrying(attempt)
-        except _Unanswered as failure:
-            cause = failure.cause
-            timed_out = isinstance(cause, requests.Timeout)
-            error = RemsTimeoutError if timed_out else RemsTransientError
-            what = "timed out" if timed_out else "could not connect"
+            return http_retry.send(
+                self.session,
+                method,
+                self.base_url + path,
+                retry_allowed=True,
+                policy=self.retry,
+                timeouts=self.timeouts,
+                sleep=self.sleep,
+                clock=self.clock,
+                log=log,
+                shown_as=path,
+                headers=lambda: headers,
+                params=params,
+                json_body=body,
+            )
+        except RequestFailed as failure:
+            raise RemsResponseError(
+                f"request failed ({type(failure.cause).__name__})", method=method, path=path
+            ) from failure.cause
+        except Unanswered as failure:
+            error = RemsTimeoutError if failure.timed_out else RemsTransientError
             raise error(
-                f"{what} after {attempts} attempt(s) ({type(cause).__name__})",
-                attempts=attempts,
-                method=method,
-                path=path,
-            ) from cause
-        return response, attempts
+                failure.message, attempts=failure.attempts, method=method, path=path
+            ) from failure.cause
 
 
 def _decision(body: Mapping[str, Any]) -> Decision:

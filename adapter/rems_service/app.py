@@ -16,7 +16,9 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from . import contract, dispensing, patients, registry
+from adapter.rems import contract
+
+from . import dispensing, patients, registry
 from .clock import Clock, parse_instant, require_aware, system_clock, to_wire
 from .config import ProgramRules, load_rules
 from .contract import Contract

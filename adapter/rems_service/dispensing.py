@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from . import contract, registry
+from adapter.rems import contract
+
+from . import registry
 from .clock import local_date, parse_instant, to_wire
 from .config import ProgramRules
 from .outcome import Outcome

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import contract
+from adapter.rems import contract
+
 from .reasons import ErrorKind, Reason
 
 

@@ -6,7 +6,8 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from . import contract
+from adapter.rems import contract
+
 from .clock import to_wire
 from .config import ProgramRules
 from .outcome import Outcome, rejected

@@ -8,7 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import contract, registry
+from adapter.rems import contract
+
+from . import registry
 from .config import ProgramRules
 from .contract import Contract
 from .store import Store

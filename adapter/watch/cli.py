@@ -157,10 +157,7 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
         config = configuration(args, dict(os.environ) if environ is None else environ)
         data = load_reference_data(config.evaluation.mappings)
         client = build_client(config.fhir)
-    except ConfigError as error:
-        print(f"rems-adapter: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except MappingError as error:
+    except (ConfigError, MappingError) as error:
         print(f"rems-adapter: configuration error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     try:

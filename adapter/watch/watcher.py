@@ -19,7 +19,12 @@ from adapter.core.evaluate import Context, Evaluation, evaluate_patient
 from adapter.core.monitoring import Schedule
 from adapter.core.reference import ReferenceData
 from adapter.ehr import FhirClient, FhirNotFoundError
-from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader, reference
+from adapter.fhir.read import (
+    DECISION_IDENTIFIER_SYSTEM,
+    Reader,
+    decision_identifier,
+    reference,
+)
 from adapter.fhir.write import detected_issue, withdrawn_issue
 from adapter.watch.config import EvaluationSettings, WatchSettings
 from adapter.watch.queries import Query, later, poll_from, watch_queries
@@ -291,15 +296,8 @@ class Watcher:
                 if isinstance(coding, dict)
             )
         elif kind == "DetectedIssue":
-            identifier = next(
-                (
-                    item.get("value")
-                    for item in resource.get("identifier") or []
-                    if isinstance(item, dict) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
-                ),
-                None,
-            )
-            if not isinstance(identifier, str):
+            identifier = decision_identifier(resource)
+            if identifier is None:
                 return False, None, None
             return patient is not None, patient, identifier
         else:
@@ -432,15 +430,7 @@ class Watcher:
             self._refused(result, report)
             return
         resource = result.resource
-        identifier = next(
-            (
-                item.get("value")
-                for item in resource.get("identifier") or []
-                if isinstance(item, dict) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
-            ),
-            None,
-        )
-        self.store.upsert(resource, result.write.patient, identifier)
+        self.store.upsert(resource, result.write.patient, decision_identifier(resource))
         if not result.write.is_create:
             report.withdrawn += 1
         elif result.status == 201:

@@ -54,9 +54,9 @@ class DispenseDesk(Desk):
     def dispense(self, work: PatientCase, local: DispenseDecision) -> Decided:
         pending = local.dispense
         if self.breaker.down is not None:
-            return self._pending(local, f"the REMS could not be reached ({self.breaker.down})")
+            return self._unreachable(local, self.breaker.down)
         if work.rems_unreachable is not None and work.rems_id is None:
-            return self._pending(local, f"the REMS could not be reached ({work.rems_unreachable})")
+            return self._unreachable(local, work.rems_unreachable)
         unsent = self._cannot_ask(work, local)
         if unsent is not None:
             return unsent
@@ -72,8 +72,7 @@ class DispenseDesk(Desk):
         try:
             rda = self.client.request_dispense_authorization(request, self.clock)
         except RemsTransientError as error:
-            self.breaker.down = error.message
-            return self._pending(local, f"the REMS could not be reached ({error.message})")
+            return self._unreachable(local, error)
         except RemsError as error:
             return self._pending(local, f"the REMS gave no decision ({error.message})")
         except RemsRequestInvalid as error:
@@ -116,8 +115,7 @@ class DispenseDesk(Desk):
                 self.clock,
             )
         except RemsTransientError as error:
-            self.breaker.down = error.message
-            return self._pending(local, f"the REMS could not be reached ({error.message})")
+            return self._unreachable(local, error)
         except RemsError as error:
             return self._pending(local, f"the REMS gave no override decision ({error.message})")
         except RemsRequestInvalid as error:
@@ -257,6 +255,14 @@ class DispenseDesk(Desk):
             f"could be requested because {why}; latest {self._basis(local)}."
         )
         return Decided(decision, self._finding(decision, detail, ["not-sent", why], None))
+
+    def _unreachable(self, local: DispenseDecision, cause: RemsTransientError | str) -> Decided:
+        """Pending because the REMS did not answer: now (`cause` is the error, and the rest of
+        the run stops asking) or earlier in this run (`cause` is what was said then)."""
+        why = cause.message if isinstance(cause, RemsTransientError) else cause
+        if isinstance(cause, RemsTransientError):
+            self.breaker.down = why
+        return self._pending(local, f"the REMS could not be reached ({why})")
 
     def _pending(self, local: DispenseDecision, why: str) -> Decided:
         decision = replace(local, outcome="pending", reasons=(), citation=None, supply_limit=None)
