@@ -69,6 +69,15 @@ def test_an_interrupted_status_denies_the_dispense(rems: Service, tmp_path: Path
     assert first.form()["treatmentStatus"] == "interrupt"
     assert first.form()["state"] == "awaiting-prescriber"
     [action] = first.findings("psf-prescriber-action-required")
+    # The REMS still holds the enrollment PSF (continue) and grants; the ANC history does not.
+    held = first.authorization(dispense)
+    assert (held["outcome"], held["reasons"], held["authorizationNumber"]) == (
+        "not-authorized",
+        ["treatment-interrupted"],
+        None,
+    )
+    [issue] = first.findings("dispense-not-authorized")
+    assert "the REMS granted authorization" in issue["detail"]
 
     world.keep_issues(first)
     later = now + timedelta(hours=1)

@@ -36,9 +36,15 @@ from adapter.rems import (
     RemsTransientError,
 )
 
+#: Local rule 2 (clinical-rules 2.3): the ANC history itself says no supply now.
+CLINICAL_BLOCKS: frozenset[Reason] = frozenset(
+    {"treatment-interrupted", "rechallenge-requires-prescriber"}
+)
+
 
 class DispenseDesk(Desk):
-    """One decision per dispense awaiting one, always from the REMS's own answer."""
+    """One decision per dispense awaiting one, from the REMS's answer, and never a supply the
+    patient's own ANC history forbids: a REMS grant is necessary, not sufficient."""
 
     def _pharmacy_id(self, pending: PendingDispense) -> str | None:
         for ref in pending.performers:
@@ -195,6 +201,9 @@ class DispenseDesk(Desk):
         citation: Citation | None,
         lifted: Sequence[str] = (),
     ) -> Decided:
+        blocked = self._clinically_blocked(local)
+        if blocked:
+            return self._held_back(local, answer, blocked)
         outcome: Outcome = "authorized" if citation is None else "authorized-override"
         decision = replace(
             local,
@@ -218,6 +227,30 @@ class DispenseDesk(Desk):
             )
         number_ = answer.authorization_number
         return Decided(decision, self._finding(decision, detail, lifted, number_), number_)
+
+    @staticmethod
+    def _clinically_blocked(local: DispenseDecision) -> tuple[Reason, ...]:
+        """The local rule-2 reasons, unless the prescriber's rationale already answered them."""
+        if local.citation is not None and local.citation.role == "prescriber":
+            return ()
+        return tuple(reason for reason in local.reasons if reason in CLINICAL_BLOCKS)
+
+    def _held_back(
+        self, local: DispenseDecision, answer: Decision, blocked: tuple[Reason, ...]
+    ) -> Decided:
+        """The REMS granted, but the ANC history requires an interruption or a prescriber's
+        rechallenge decision first: not authorized, the grant named so nothing is hidden."""
+        decision = replace(
+            local, outcome="not-authorized", reasons=blocked, citation=None, supply_limit=None
+        )
+        detail = (
+            f"{self._head(local.dispense)} is NOT authorized: the REMS granted authorization "
+            f"{answer.authorization_number}, but the patient's ANC history says "
+            f"{why(blocked)}; latest {self._basis(local)}."
+        )
+        number_ = answer.authorization_number
+        finding = self._finding(decision, detail, [*blocked, "held-back"], number_)
+        return Decided(decision, finding)
 
     def _denied(
         self,
