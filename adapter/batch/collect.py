@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from adapter.batch.sources import InputProblem, Located
+from adapter.core.labs import version_rank
 from adapter.core.model import (
     Designations,
     LabObservation,
@@ -26,10 +27,12 @@ from adapter.fhir.read import FhirInputError, Reader
 
 
 def _rank(resource: dict[str, Any], arrival: int) -> tuple[int, str, int]:
-    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
-    assert isinstance(meta, dict)
-    version = str(meta.get("versionId") or "")
-    return (int(version) if version.isdigit() else -1, str(meta.get("lastUpdated") or ""), arrival)
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
+    return version_rank(
+        str(meta.get("versionId") or ""), str(meta.get("lastUpdated") or ""), arrival
+    )
 
 
 @dataclass

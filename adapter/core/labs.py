@@ -89,9 +89,14 @@ def scale_count(lab: LabObservation, units: UnitTable, sanity: Sanity) -> _Scale
     return _Scaled(per_ul, None)
 
 
-def _version_rank(lab: LabObservation) -> tuple[int, int, str, int]:
-    numeric = int(lab.version) if lab.version.isdigit() else -1
-    return (numeric, 0, lab.last_updated, lab.arrival)
+def version_rank(version: str, last_updated: str, arrival: int) -> tuple[int, str, int]:
+    """Order of versions of one resource: numeric versionId, then the raw meta.lastUpdated
+    (one server's strings compare in time order), then position in the input."""
+    return (int(version) if version.isdigit() else -1, last_updated, arrival)
+
+
+def _version_rank(lab: LabObservation) -> tuple[int, str, int]:
+    return version_rank(lab.version, lab.last_updated, lab.arrival)
 
 
 def current_versions(labs: Iterable[LabObservation]) -> dict[str, LabObservation]:

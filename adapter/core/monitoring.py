@@ -44,7 +44,6 @@ class Excursion:
 class TherapyState:
     """Where a patient stands after the events replayed so far."""
 
-    first_supply: date | None = None
     course_start: date | None = None
     supply_end: date | None = None  # first day no longer covered by the last supply
     interrupted_on: date | None = None  # explicit interrupt since the last supply
@@ -52,7 +51,6 @@ class TherapyState:
     weekly_until: date | None = None  # weekly monitoring until this date after a recovery
     last_value: Decimal | None = None
     last_supply: date | None = None
-    supplies: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,7 @@ class Schedule:
     def normal_frequency(self, course_start: date | None, on: date) -> Frequency:
         if self.hospice:
             return self.protocol.hospice_frequency
-        frequency = self.protocol.normal_schedule[0].frequency
+        frequency = first_step(self.protocol)
         if course_start is None or on < course_start:
             return frequency
         for step in self.protocol.normal_schedule:
@@ -162,11 +160,9 @@ class _Replay:
         self.state = replace(
             state,
             excursion=excursion,
-            first_supply=state.first_supply or on,
             supply_end=max(end, state.supply_end) if state.supply_end else end,
             interrupted_on=None,
             last_supply=on,
-            supplies=state.supplies + 1,
         )
 
     # -- results
@@ -284,9 +280,9 @@ class _Replay:
         normal: Frequency,
         weekly_until: date | None,
     ) -> tuple[Frequency, Recommendation, Excursion | None, date | None]:
-        first_step = self.protocol.normal_schedule[0].frequency
+        first = first_step(self.protocol)
         if excursion is None:
-            frequency = more_frequent(first_step, normal) if weekly_until else normal
+            frequency = more_frequent(first, normal) if weekly_until else normal
             return frequency, "continue", None, weekly_until
         if excursion.rechallenge:
             # Severe: rechallenge possible now, only as a new patient and only if the prescriber
@@ -294,22 +290,22 @@ class _Replay:
             # BEN: three times weekly continues until the patient's own baseline is reached.
             below_baseline = self.baseline is not None and value < self.baseline
             ben_recovering = self.population == "ben" and below_baseline
-            frequency = self._below_normal_frequency() if ben_recovering else first_step
+            frequency = self._below_normal_frequency() if ben_recovering else first
             return frequency, "prescriber-decision-required", excursion, weekly_until
         order = [b.category for b in self.rules.bands]
         mild_only = order.index(excursion.worst) <= 1 and not excursion.interrupted
         if mild_only and self.population == "general":
             # Mild: straight back to the last normal-range interval.
-            frequency = more_frequent(first_step, normal) if weekly_until else normal
+            frequency = more_frequent(first, normal) if weekly_until else normal
             return frequency, "continue", None, weekly_until
         weeks = self.rules.weekly_after_recovery_weeks
         until = on + timedelta(weeks=weeks)
         recommendation: Recommendation = "may-resume" if excursion.interrupted else "continue"
-        return more_frequent(first_step, normal), recommendation, None, until
+        return more_frequent(first, normal), recommendation, None, until
 
     def _below_normal_frequency(self) -> Frequency:
         """The frequency of the first band below normal (three times weekly in both tables)."""
-        return self.rules.bands[1].frequency or self.protocol.normal_schedule[0].frequency
+        return self.rules.bands[1].frequency or first_step(self.protocol)
 
     def _initiation(self, value: Decimal) -> Recommendation:
         """Before therapy: the latest baselines (two for BEN) must all reach the level."""
