@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from tests.core_kit import START, anc, at, evaluate, supply
+from tests.core_kit import START, anc, at, evaluate, issue, supply
 
 
 def monthly_supplies(until_day: int):
@@ -98,8 +98,25 @@ def test_severe_then_rechallenge_needs_prescriber_then_restarts_as_new_patient()
     ]
     assert not result.status.hematology_consult  # tied to the current category
     assert [a.hematology_consult for a in result.timeline.assessments[1:3]] == [True, True]
-    # The rechallenge supply restarts the schedule as a new patient.
-    restarted = evaluate([*labs, anc(45, 1700)], [*monthly_supplies(28), supply(38, 7)])
+    # A supply handed over before the prescriber decided is no rechallenge: nothing restarts,
+    # the rechallenge still waits for the prescriber, and the supply is surfaced.
+    supplied = evaluate([*labs, anc(45, 1700)], [*monthly_supplies(28), supply(38, 7)])
+    assert supplied.status.therapy_start == START
+    assert supplied.status.recommendation == "prescriber-decision-required"
+    (surfaced,) = supplied.surfaced
+    assert surfaced.dispense.ref == supply(38).ref
+    assert surfaced.reasons == ("rechallenge-requires-prescriber",)
+    # The prescriber's decision, then the rechallenge supply: a new patient.
+    decision = issue(
+        "anc-severe-neutropenia", author="Practitioner/dr", when=at(37), evidence=(labs[1].ref,)
+    )
+    restarted = evaluate(
+        [*labs, anc(45, 1700)],
+        [*monthly_supplies(28), supply(38, 7)],
+        prior=(decision,),
+        prescribers=frozenset({"Practitioner/dr"}),
+    )
+    assert restarted.surfaced == ()
     assert restarted.status.therapy_start == START + timedelta(days=38)
     assert restarted.status.recommendation == "continue"
     assert restarted.status.frequency == "weekly"

@@ -24,8 +24,17 @@ from adapter.core.model import (
     PendingDispense,
     PriorIssue,
     Reason,
+    Supply,
 )
-from adapter.core.monitoring import Schedule, Timeline, first_step, gap_restarts, more_frequent
+from adapter.core.monitoring import (
+    RationaleCheck,
+    Schedule,
+    Timeline,
+    effective_recommendation,
+    first_step,
+    gap_restarts,
+    more_frequent,
+)
 from adapter.core.protocol import Frequency, Protocol, Setting
 
 EMAUTH = "EMAUTH"
@@ -89,9 +98,14 @@ def decide(
     # The newest result known at the clock counts, even if collected after the preparation.
     latest = _latest_before(timeline.assessments, context.clock)
     state = timeline.state
+    recommendation = (
+        effective_recommendation(latest, rules, on_therapy=state.course_start is not None)
+        if latest is not None
+        else None
+    )
     # A supply after severe neutropenia is a rechallenge (a new patient) only once the ANC has
     # reached the rechallenge level; below it, treatment is simply interrupted.
-    rechallenge = latest is not None and latest.recommendation == "prescriber-decision-required"
+    rechallenge = recommendation == "prescriber-decision-required"
     starts_course = state.course_start is None or gap_restarts(protocol, state, on, rechallenge)
     reasons: list[Reason] = []
     evidence: list[Anc] = []
@@ -106,9 +120,9 @@ def decide(
         # A first supply or restart is judged by its baseline window (below), not the interval.
         if on > due and not starts_course:
             reasons.append("anc-not-current")
-        if latest.recommendation == "interrupt":
+        if recommendation == "interrupt":
             reasons.append("treatment-interrupted")
-        elif latest.recommendation == "prescriber-decision-required":
+        elif recommendation == "prescriber-decision-required":
             reasons.append("rechallenge-requires-prescriber")
 
     if starts_course:
@@ -202,6 +216,35 @@ def prescriber_rationale(
             if best is None or (best.date is not None and when > best.date):
                 best = Citation(issue.ref, mitigation.author, "prescriber", when, mitigation.text)
     return best
+
+
+def as_dispense(supply: Supply) -> PendingDispense:
+    """A completed supply as the dispense it was, decided as of its hand-over."""
+    return PendingDispense(
+        ref=supply.ref,
+        patient=supply.patient,
+        time=supply.handed_over,
+        days_supply=supply.days_supply,
+        setting=supply.setting,
+        performers=supply.performers,
+    )
+
+
+def rationale_check(inputs: PatientInputs) -> RationaleCheck:
+    """For the replay: whether a prescriber's rationale, recorded after the blocking result and
+    by the supply's hand-over, answers a supply (the same test as for a pending dispense)."""
+
+    def answered(supply: Supply, latest: AncAssessment) -> bool:
+        citation = prescriber_rationale(inputs, as_dispense(supply), latest, supply.handed_over)
+        return citation is not None
+
+    return answered
+
+
+def prescriber_decided(inputs: PatientInputs, latest: AncAssessment, clock: datetime) -> bool:
+    """Whether the prescriber answered the latest result (a rechallenge decision, section 4)."""
+    anyone = PendingDispense("", latest.anc.patient, None, None, "outpatient")
+    return prescriber_rationale(inputs, anyone, latest, clock) is not None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,13 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Literal
 
 from adapter.core.calendar import local_date
-from adapter.core.dispense import DispenseContext, decide
+from adapter.core.dispense import (
+    DispenseContext,
+    as_dispense,
+    decide,
+    prescriber_decided,
+    rationale_check,
+)
 from adapter.core.findings import (
     Finding,
     category_finding,
@@ -29,7 +35,13 @@ from adapter.core.model import (
     PriorIssue,
     Recommendation,
 )
-from adapter.core.monitoring import Schedule, Timeline, first_step, replay
+from adapter.core.monitoring import (
+    Schedule,
+    Timeline,
+    effective_recommendation,
+    first_step,
+    replay,
+)
 from adapter.core.protocol import LabCodes, Population, Protocol, UnitTable
 from adapter.core.psf import PatientStatusForm, prepare_psf
 
@@ -61,6 +73,9 @@ class Evaluation:
     psf: PatientStatusForm | None
     findings: tuple[Finding, ...]
     withdrawals: tuple[Withdrawal, ...]
+    #: Completed dispenses handed over while the label did not allow them, decided as of their
+    #: hand-over (each has a `dispense-not-authorized` finding; no authorization line).
+    surfaced: tuple[DispenseDecision, ...] = ()
 
 
 def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
@@ -68,8 +83,19 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
     labs = assess_labs(inputs.labs, context.units, protocol.sanity, clock, context.derive_anc)
     population: Population = "ben" if inputs.designations.ben else "general"
     hospice = inputs.designations.hospice
-    timeline = replay(labs.usable, inputs.supplies, protocol, population, hospice, tz, clock)
-    status = patient_status(inputs.patient, timeline, protocol, clock, tz)
+    timeline = replay(
+        labs.usable,
+        inputs.supplies,
+        protocol,
+        population,
+        hospice,
+        tz,
+        clock,
+        rationale=rationale_check(inputs),
+    )
+    latest = timeline.assessments[-1] if timeline.assessments else None
+    decided = latest is not None and prescriber_decided(inputs, latest, clock)
+    status = patient_status(inputs.patient, timeline, protocol, clock, tz, decided)
     on_clozapine = bool(inputs.supplies or inputs.pending or inputs.prescribed)
 
     dispense_context = DispenseContext(protocol, tz, clock)
@@ -77,6 +103,18 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
         decide(pending, inputs, timeline, dispense_context)
         for pending in sorted(inputs.pending, key=lambda item: item.ref)
         if pending.time is None or pending.time <= clock
+    )
+    surfaced = tuple(
+        replace(
+            decide(
+                as_dispense(item.supply),
+                inputs,
+                replace(timeline, assessments=item.assessments, state=item.state, unsanctioned=()),
+                DispenseContext(protocol, tz, item.supply.handed_over),
+            ),
+            handed_over=True,
+        )
+        for item in timeline.unsanctioned
     )
     psf = prepare_psf(status, timeline.assessments, protocol, clock, tz) if on_clozapine else None
 
@@ -92,6 +130,11 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
         # An ANC finding concerns the clozapine the patient is prescribed.
         findings = [replace(f, implicated=inputs.requests) for f in findings]
     findings += [dispense_finding(decision, tz) for decision in decisions]
+    findings += [
+        dispense_finding(decision, tz)
+        for decision in surfaced
+        if decision.outcome == "not-authorized"
+    ]
     findings.sort(key=lambda f: (f.topic, f.code, f.key))
     withdrawals = withdraw(inputs, labs, findings, clock)
     return Evaluation(
@@ -104,12 +147,20 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
         psf=psf,
         findings=tuple(findings),
         withdrawals=withdrawals,
+        surfaced=surfaced,
     )
 
 
 def patient_status(
-    patient: str, timeline: Timeline, protocol: Protocol, clock: datetime, tz: tzinfo
+    patient: str,
+    timeline: Timeline,
+    protocol: Protocol,
+    clock: datetime,
+    tz: tzinfo,
+    prescriber_decided: bool = False,
 ) -> PatientStatus:
+    """The status row as of the clock. ``prescriber_decided``: the prescriber answered the
+    latest result, so a rechallenge that waited for their decision may now go ahead."""
     state = timeline.state
     schedule = Schedule(protocol, timeline.hospice)
     today = local_date(clock, tz)
@@ -136,11 +187,12 @@ def patient_status(
             hematology_consult=False,
             ben_baseline=timeline.ben_baseline,
         )
-    recommendation = latest.recommendation
-    band = protocol.rules(timeline.population).band_for(latest.anc.value_per_ul)
-    if on_therapy and recommendation in ("may-initiate", "do-not-initiate"):
-        # Therapy started after this result was assessed as a baseline.
-        recommendation = "interrupt" if band.interrupts else "continue"
+    # Therapy may have started after this result was assessed as a baseline.
+    recommendation = effective_recommendation(
+        latest, protocol.rules(timeline.population), on_therapy
+    )
+    if recommendation == "prescriber-decision-required" and prescriber_decided:
+        recommendation = "may-resume"  # the rechallenge the prescriber decided on
     elif (
         recommendation == "may-resume"
         and state.last_supply is not None

@@ -41,6 +41,8 @@ FINDINGS: dict[str, tuple[ActCode, Severity]] = {
     "psf-prescriber-action-required": ("VALIDAT", "moderate"),
     "psf-rejected": ("VALIDAT", "moderate"),
 }
+#: Topic of the finding on a completed dispense handed over although not authorized.
+HANDED_OVER_TOPIC = "handed-over"
 OUTCOME_FINDING = {
     "authorized": "dispense-authorized",
     "authorized-override": "dispense-authorized-override",
@@ -219,7 +221,13 @@ def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
         why = ", ".join(_REASON_TEXT[reason] for reason in decision.reasons)
         if decision.supply_limit is not None and "supply-exceeds-limit" in decision.reasons:
             why += f" (at most {decision.supply_limit} days under {decision.frequency} monitoring)"
-        if decision.citation is not None:
+        if decision.handed_over:
+            detail = (
+                f"{head} was handed over on {_when(pending.time, tz)} although it was NOT "
+                f"authorized: {why}; based on {basis}. It counts as days on clozapine; it "
+                "neither ends the interruption nor stands in for the prescriber's decision."
+            )
+        elif decision.citation is not None:
             who = decision.citation.role
             detail = (
                 f"{head} is authorized by {who} override ({decision.citation.author} on "
@@ -232,16 +240,19 @@ def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
     cited = decision.citation.issue if decision.citation else ""
     if cited:
         evidence_refs.append(cited)  # the answer that authorized it, cited
+    # A completed dispense surfaced after the fact is its own finding, never taken for the
+    # decision on a pending version of the same dispense.
+    version = "handed-over" if decision.handed_over else pending.version
     return Finding(
         code=code,
         patient=pending.patient,
         detail=detail,
         key=(
-            f"{code}|{pending.ref}@{pending.version}|{','.join(decision.reasons)}|"
+            f"{code}|{pending.ref}@{version}|{','.join(decision.reasons)}|"
             f"{','.join(anc.key + ':' + str(anc.value_per_ul) for anc in decision.evidence)}|"
             f"{pending.days_supply}|{pending.setting}|{cited}"
         ),
-        topic=f"dispense|{pending.ref}",
+        topic=f"{HANDED_OVER_TOPIC if decision.handed_over else 'dispense'}|{pending.ref}",
         evidence=tuple(evidence_refs),
         implicated=(pending.ref,),
         reasons=decision.reasons,

@@ -87,6 +87,7 @@ class Supply:
     handed_over: datetime
     days_supply: int | None
     setting: Setting
+    performers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -256,3 +257,6 @@ class DispenseDecision:
     citation: Citation | None = None
     supply_limit: int | None = None
     first_supply: bool = False
+    #: A completed dispense surfaced after the fact: it was handed over while the label did not
+    #: allow it (clinical-rules 2.2); decided as of its hand-over.
+    handed_over: bool = False

@@ -9,7 +9,7 @@ current course of therapy started (a restart counts as a new patient).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -50,7 +50,14 @@ class TherapyState:
     excursion: Excursion | None = None
     weekly_until: date | None = None  # weekly monitoring until this date after a recovery
     last_value: Decimal | None = None
-    last_supply: date | None = None
+    last_supply: date | None = None  # the last supply the label allowed (a resumption)
+    #: First day no longer covered by supplies handed over while the label said interrupt (or a
+    #: rechallenge awaited the prescriber): days on clozapine for the 30-day rule, nothing else.
+    unsanctioned_end: date | None = None
+
+
+#: Recommendations under which the label allows no supply (clinical-rules 2.3 rule 2).
+BLOCKING: frozenset[Recommendation] = frozenset({"interrupt", "prescriber-decision-required"})
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,36 @@ class Timeline:
     ben_baseline: Decimal | None
     assessments: tuple[AncAssessment, ...]
     state: TherapyState  # after every event up to the clock
+    #: Supplies handed over while the label said interrupt (or a rechallenge awaited the
+    #: prescriber), each with the timeline as it stood at its hand-over.
+    unsanctioned: tuple[UnsanctionedSupply, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnsanctionedSupply:
+    """A supply handed over that the label did not allow: it never changes therapy state
+    (clinical-rules 2.2) and is surfaced with the reasons that held at its hand-over."""
+
+    supply: Supply
+    assessments: tuple[AncAssessment, ...]  # up to the hand-over
+    state: TherapyState  # just before it
+
+
+#: Whether a prescriber's rationale answers a supply that the latest result blocks (section 4);
+#: the replay asks, the dispense rules answer (they know who the prescriber is).
+RationaleCheck = Callable[[Supply, AncAssessment], bool]
+
+
+def effective_recommendation(
+    assessment: AncAssessment, rules: PopulationRules, on_therapy: bool
+) -> Recommendation:
+    """The recommendation a result stands for now: a baseline judged before therapy started
+    (``may-initiate`` / ``do-not-initiate``) means interrupt or continue once it has started."""
+    recommendation = assessment.recommendation
+    if on_therapy and recommendation in ("may-initiate", "do-not-initiate"):
+        band = rules.band_for(assessment.anc.value_per_ul)
+        return "interrupt" if band.interrupts else "continue"
+    return recommendation
 
 
 def _default_baseline(rules: PopulationRules) -> Decimal | None:
@@ -116,7 +153,11 @@ def gap_restarts(
     starts = [day for day in (state.supply_end, state.interrupted_on) if day is not None]
     if not starts:
         return False
-    days_without = (on - min(starts)).days
+    off_since = min(starts)
+    if state.unsanctioned_end is not None:
+        # Supplies handed over during the interruption count as days on clozapine.
+        off_since = max(off_since, state.unsanctioned_end)
+    days_without = (on - off_since).days
     timing = protocol.timing
     if timing.interruption_inclusive:
         return days_without >= timing.interruption_days
@@ -131,8 +172,11 @@ class _Replay:
         hospice: bool,
         baseline: Decimal | None,
         site_tz: tzinfo,
+        rationale: RationaleCheck | None = None,
     ) -> None:
         self.protocol = protocol
+        self.rationale = rationale
+        self.unsanctioned: list[UnsanctionedSupply] = []
         self.rules = protocol.rules(population)
         self.population = population
         self.final_baseline = baseline
@@ -147,22 +191,63 @@ class _Replay:
     # -- supplies
 
     def supply(self, item: Supply) -> None:
+        """A supply handed over. Only a supply the label allows (or a prescriber's rationale
+        answers) is a clinical event: it starts or resumes treatment, and after severe
+        neutropenia it is the rechallenge. Any other supply counts as days on clozapine for the
+        30-day rule and is remembered to be surfaced, nothing more (clinical-rules 2.2)."""
         state = self.state
         on = local_date(item.handed_over, self.site_tz)
+        end = on + timedelta(days=item.days_supply or 0)
+        latest = self.assessments[-1] if self.assessments else None
+        # Events at one instant: results first, so a refill at the instant of a low result is
+        # judged by that result.
+        recommendation = (
+            effective_recommendation(latest, self.rules, on_therapy=True) if latest else None
+        )
+        blocked = recommendation in BLOCKING
+        answered = (
+            blocked
+            and latest is not None
+            and self.rationale is not None
+            and self.rationale(item, latest)
+        )
+        if blocked and not answered:
+            if state.course_start is not None:
+                self.unsanctioned.append(UnsanctionedSupply(item, tuple(self.assessments), state))
+                held = state.unsanctioned_end
+                self.state = replace(state, unsanctioned_end=max(end, held) if held else end)
+                return
+            # A first supply against a baseline that says interrupt: therapy starts with it
+            # (clinical-rules 2.2), but it ends no excursion and resumes nothing.
+            self.state = replace(state, course_start=on, supply_end=end)
+            return
         excursion = state.excursion
-        if state.course_start is None or gap_restarts(self.protocol, state, on):
-            if excursion is not None and excursion.rechallenge:
+        # After severe neutropenia a supply is the rechallenge (a new patient) only once the ANC
+        # reached the rechallenge level and the prescriber decided; a rationale below that
+        # level resumes supply but leaves the rechallenge to come.
+        rechallenge = (
+            excursion is not None
+            and excursion.rechallenge
+            and (state.course_start is None or recommendation == "prescriber-decision-required")
+        )
+        if (
+            state.course_start is None
+            or rechallenge
+            or gap_restarts(self.protocol, state, on, rechallenge=False)
+        ):
+            if rechallenge:
                 excursion = None  # the rechallenge happened: a new patient from here
             state = replace(state, course_start=on, weekly_until=None)
         if excursion is not None and excursion.interrupted:
             excursion = replace(excursion, interrupted=False)  # treatment resumed
-        end = on + timedelta(days=item.days_supply or 0)
+        covered = [day for day in (state.supply_end, state.unsanctioned_end) if day is not None]
         self.state = replace(
             state,
             excursion=excursion,
-            supply_end=max(end, state.supply_end) if state.supply_end else end,
+            supply_end=max([end, *covered]),
             interrupted_on=None,
             last_supply=on,
+            unsanctioned_end=None,
         )
 
     # -- results
@@ -327,8 +412,12 @@ def replay(
     hospice: bool,
     site_tz: tzinfo,
     until: datetime,
+    rationale: RationaleCheck | None = None,
 ) -> Timeline:
-    """Replay results and supplies up to ``until`` (collection / hand-over order)."""
+    """Replay results and supplies up to ``until`` (collection / hand-over order).
+
+    ``rationale`` tells whether a prescriber's rationale answers a supply the latest result
+    blocks; without it no blocked supply is answered."""
     supplies = sorted(
         (item for item in supplies if item.handed_over <= until),
         key=lambda item: (item.handed_over, item.ref),
@@ -336,7 +425,7 @@ def replay(
     ancs = [anc for anc in ancs if anc.collected <= until]
     first = supplies[0].handed_over if supplies else None
     baseline = ben_baseline(ancs, first, protocol.ben) if population == "ben" else None
-    run = _Replay(protocol, population, hospice, baseline, site_tz)
+    run = _Replay(protocol, population, hospice, baseline, site_tz, rationale)
     # A result and a supply at the same instant: the result first (it is the baseline).
     events: list[tuple[datetime, int, Anc | Supply]] = [(a.collected, 0, a) for a in ancs]
     events += [(s.handed_over, 1, s) for s in supplies]
@@ -345,7 +434,14 @@ def replay(
             run.supply(event)
         else:
             run.anc(event)
-    return Timeline(population, hospice, baseline, tuple(run.assessments), run.state)
+    return Timeline(
+        population,
+        hospice,
+        baseline,
+        tuple(run.assessments),
+        run.state,
+        tuple(run.unsanctioned),
+    )
 
 
 def first_step(protocol: Protocol) -> Frequency:
@@ -353,12 +449,16 @@ def first_step(protocol: Protocol) -> Frequency:
 
 
 __all__ = [
+    "BLOCKING",
     "Excursion",
+    "RationaleCheck",
     "Schedule",
     "TherapyState",
     "Timeline",
+    "UnsanctionedSupply",
     "add_months",
     "ben_baseline",
+    "effective_recommendation",
     "first_step",
     "gap_restarts",
     "more_frequent",

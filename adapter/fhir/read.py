@@ -372,6 +372,11 @@ class Reader:
         patient = _subject(resource, "subject")
         days = self._days_supply(resource)
         setting = self.setting(resource)
+        performers = tuple(
+            actor
+            for item in resource.get("performer") or []
+            if isinstance(item, Mapping) and (actor := reference(item.get("actor")))
+        )
         if status in codes.completed:
             if not resource.get("whenHandedOver"):
                 raise FhirInputError(
@@ -380,7 +385,7 @@ class Reader:
             handed = parse_datetime(
                 resource["whenHandedOver"], "MedicationDispense.whenHandedOver", self.site_tz
             )
-            return Supply(ref, patient, handed, days, setting)
+            return Supply(ref, patient, handed, days, setting, performers)
         moment = None
         for element in ("whenHandedOver", "whenPrepared"):
             if resource.get(element):
@@ -388,11 +393,6 @@ class Reader:
                     resource[element], f"MedicationDispense.{element}", self.site_tz
                 )
                 break
-        performers = tuple(
-            actor
-            for item in resource.get("performer") or []
-            if isinstance(item, Mapping) and (actor := reference(item.get("actor")))
-        )
         prescriptions = [
             prescription
             for item in resource.get("authorizingPrescription") or []

@@ -24,7 +24,7 @@ from adapter.batch.rems_backend.case import (
 from adapter.batch.rems_backend.dispensing import DispenseDesk
 from adapter.batch.rems_backend.forms import FormDesk
 from adapter.core.evaluate import Evaluation, Withdrawal, withdraw
-from adapter.core.findings import OUTCOME_FINDING, Finding
+from adapter.core.findings import HANDED_OVER_TOPIC, OUTCOME_FINDING, Finding
 from adapter.core.model import (
     DispenseDecision,
     PatientInputs,
@@ -69,7 +69,13 @@ class RemsBackend(Desk):
         forms = FormDesk(*self.parts()).forms(work)
         desk = DispenseDesk(*self.parts())
         decisions = [desk.dispense(work, local) for local in evaluation.decisions]
-        kept = [f for f in evaluation.findings if f.code not in OUTCOME_FINDING.values()]
+        # The REMS decides the pending dispenses; a completed one handed over although the
+        # label did not allow it stays surfaced as the core found it.
+        kept = [
+            f
+            for f in evaluation.findings
+            if f.code not in OUTCOME_FINDING.values() or f.topic.startswith(HANDED_OVER_TOPIC)
+        ]
         findings = sorted(
             [*kept, *work.findings, *(item.finding for item in decisions)],
             key=lambda f: (f.topic, f.code, f.key),
