@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from adapter.errors import UnreadableInputError
+
 try:  # the fastest parser available; the standard library otherwise
     import orjson
 
@@ -26,7 +28,7 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
 SUFFIXES = (".ndjson", ".jsonl", ".json")
 
 
-class UnreadableInput(OSError):
+class UnreadableInput(UnreadableInputError, OSError):
     """A source path that does not exist or cannot be read."""
 
 
