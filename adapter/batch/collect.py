@@ -23,7 +23,7 @@ from adapter.core.model import (
     PriorIssue,
     Supply,
 )
-from adapter.fhir.read import FhirInputError, Reader
+from adapter.fhir.read import FhirInputError, Reader, ReportTimes, collection_time
 
 
 def _rank(resource: dict[str, Any], arrival: int) -> tuple[int, str, int]:
@@ -66,6 +66,9 @@ class Collector:
     issues: dict[str, tuple[tuple[int, str, int], PriorIssue, dict[str, Any]]] = field(
         default_factory=dict
     )
+    #: When results were collected, for those whose Observation does not say (latest version).
+    reports: dict[str, tuple[tuple[int, str, int], ReportTimes]] = field(default_factory=dict)
+    specimens: dict[str, tuple[tuple[int, str, int], datetime, str]] = field(default_factory=dict)
 
     def add(self, located: Located) -> None:
         self.resources_read += 1
@@ -112,6 +115,36 @@ class Collector:
         if found is not None:
             self.designations[found[0]].add(found[1])
 
+    def _report(self, resource: dict[str, Any]) -> None:
+        report = self.reader.report(resource)
+        if report is None:
+            return
+        rank = _rank(resource, self.resources_read)
+        ref = f"DiagnosticReport/{resource.get('id')}"
+        held = self.reports.get(ref)
+        if held is None or held[0] <= rank:
+            self.reports[ref] = (rank, report)
+
+    def _specimen(self, resource: dict[str, Any]) -> None:
+        found = self.reader.specimen(resource)
+        if found is None:
+            return
+        ref, moment, raw = found
+        rank = _rank(resource, self.resources_read)
+        held = self.specimens.get(ref)
+        if held is None or held[0] <= rank:
+            self.specimens[ref] = (rank, moment, raw)
+
+    def _collection_context(
+        self,
+    ) -> tuple[dict[str, list[ReportTimes]], dict[str, tuple[datetime, str]]]:
+        by_result: dict[str, list[ReportTimes]] = defaultdict(list)
+        for _, report in self.reports.values():
+            for ref in report.results:
+                by_result[ref].append(report)
+        specimens = {ref: (moment, raw) for ref, (_, moment, raw) in self.specimens.items()}
+        return by_result, specimens
+
     def _issue(self, resource: dict[str, Any]) -> None:
         issue = self.reader.prior_issue(resource)
         if issue is None:
@@ -154,6 +187,13 @@ class Collector:
                 prescribers[request.patient].add(request.requester)
             if request.active:
                 prescribed[request.patient].append(ref)
+        # Results without an effective time are dated by their report or specimen.
+        undated = any(lab.collected is None for labs in self.labs.values() for lab in labs)
+        by_result, specimens = self._collection_context() if undated else ({}, {})
+
+        def dated(labs: Iterable[LabObservation]) -> tuple[LabObservation, ...]:
+            return tuple(collection_time(lab, by_result, specimens) for lab in labs)
+
         prior: dict[str, list[PriorIssue]] = defaultdict(list)
         for _, issue, _ in self.issues.values():
             prior[issue.patient].append(issue)
@@ -161,7 +201,7 @@ class Collector:
         return [
             PatientInputs(
                 patient=patient,
-                labs=tuple(self.labs.get(patient, ())),
+                labs=dated(self.labs.get(patient, ())),
                 supplies=tuple(sorted(supplies.get(patient, ()), key=lambda s: s.ref)),
                 pending=tuple(sorted(pending.get(patient, ()), key=lambda p: p.ref)),
                 designations=Designations(
@@ -235,4 +275,6 @@ _HANDLERS = {
     "Condition": Collector._designation,
     "Flag": Collector._designation,
     "DetectedIssue": Collector._issue,
+    "DiagnosticReport": Collector._report,
+    "Specimen": Collector._specimen,
 }

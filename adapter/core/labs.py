@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import MAX_PREC, Decimal, localcontext
+from typing import Literal
 
 from adapter.core.model import (
     CORRECTION_STATUSES,
@@ -25,6 +26,10 @@ from adapter.core.model import (
 from adapter.core.protocol import Sanity, UnitTable, fold_unit
 
 _HUNDRED = Decimal(100)
+NO_COLLECTION_TIME = (
+    "no collection time (Observation.effective[x], the DiagnosticReport listing it, or its "
+    "Specimen)"
+)
 
 
 def exact_product(*factors: Decimal | int) -> Decimal:
@@ -48,28 +53,51 @@ class _Scaled:
     problem: str | None
 
 
-def count_factor(lab: LabObservation, units: UnitTable) -> int | None:
-    """Factor to cells/uL: the UCUM code first, then the unit text (clinical-rules section 1)."""
+UnitKind = Literal["count", "percent"]
+
+
+def unit_kind(lab: LabObservation, units: UnitTable) -> tuple[UnitKind, int] | None:
+    """The kind of a result's unit (a count, with its factor to cells/uL, or a percentage), or
+    None for a unit we do not know. The UCUM ``code`` decides first and the ``unit`` text only
+    when the code is absent or unknown (clinical-rules section 1): a known code of the other
+    kind is never overridden by the text."""
     code = (lab.unit_code or "").strip()
     if code:
-        if lab.unit_system in (None, units.ucum_system) and code in units.ucum:
-            return units.ucum[code]
-        if fold_unit(code) in units.alias:
-            return units.alias[fold_unit(code)]
+        if lab.unit_system in (None, units.ucum_system):
+            if code in units.ucum:
+                return "count", units.ucum[code]
+            if code in units.percent_ucum:
+                return "percent", 1
+        found = _alias_kind(fold_unit(code), units)
+        if found is not None:
+            return found
     text = (lab.unit_text or "").strip()
     if text:
         if text in units.ucum:
-            return units.ucum[text]
-        return units.alias.get(fold_unit(text))
+            return "count", units.ucum[text]
+        if text in units.percent_ucum:
+            return "percent", 1
+        return _alias_kind(fold_unit(text), units)
     return None
 
 
+def _alias_kind(folded: str, units: UnitTable) -> tuple[UnitKind, int] | None:
+    if folded in units.alias:
+        return "count", units.alias[folded]
+    if folded in units.percent_alias:
+        return "percent", 1
+    return None
+
+
+def count_factor(lab: LabObservation, units: UnitTable) -> int | None:
+    """Factor to cells/uL, or None when the unit is not a count we know."""
+    found = unit_kind(lab, units)
+    return found[1] if found is not None and found[0] == "count" else None
+
+
 def is_percent(lab: LabObservation, units: UnitTable) -> bool:
-    code = (lab.unit_code or "").strip()
-    if code and code in units.percent_ucum:
-        return True
-    text = (lab.unit_text or "").strip()
-    return bool(text) and fold_unit(text) in units.percent_alias
+    found = unit_kind(lab, units)
+    return found is not None and found[0] == "percent"
 
 
 def _unit_label(lab: LabObservation) -> str:
@@ -82,9 +110,13 @@ def scale_count(lab: LabObservation, units: UnitTable, sanity: Sanity) -> _Scale
         return _Scaled(None, lab.problem)
     if lab.value is None:
         return _Scaled(None, "no numeric value")
-    factor = count_factor(lab, units)
-    if factor is None:
+    found = unit_kind(lab, units)
+    if found is not None and found[0] == "percent":
+        # A unit of the wrong kind for the code: unevaluable, never reinterpreted.
+        return _Scaled(None, f"unit '{_unit_label(lab)}' is a percentage, not a count")
+    if found is None:
         return _Scaled(None, f"unit '{_unit_label(lab)}' is not a known count unit")
+    factor = found[1]
     if (
         factor == 1
         and lab.value != lab.value.to_integral_value()
@@ -197,7 +229,9 @@ def _derive(
         if lab.problem or lab.value is None:
             return unevaluable(f"differential {lab.problem or 'has no numeric value'}")
         if not is_percent(lab, units):
-            return unevaluable(f"differential unit '{_unit_label(lab)}' is not percent")
+            # e.g. 770-8 (a percentage code) sent with a count unit: not a percentage.
+            kind = "is a count, not" if count_factor(lab, units) else "is not"
+            return unevaluable(f"differential unit '{_unit_label(lab)}' {kind} a percentage")
         if not Decimal(0) <= lab.value <= _HUNDRED:
             return unevaluable(f"differential {lab.value}% is outside 0..100")
         percent = exact_sum(percent, lab.value)
@@ -260,7 +294,7 @@ def assess_labs(
         scaled = (
             scale_count(lab, units, sanity)
             if lab.collected is not None
-            else _Scaled(None, "no collection time (effectiveDateTime / effectivePeriod.start)")
+            else _Scaled(None, NO_COLLECTION_TIME)
         )
         if scaled.per_ul is None or lab.collected is None:
             unevaluable.append(

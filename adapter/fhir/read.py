@@ -8,7 +8,7 @@ exports stream fast; what the adapter writes is built and checked with the R4B m
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
@@ -141,6 +141,50 @@ def _decimal(raw: object, path: str) -> Decimal:
 
 
 @dataclass(frozen=True)
+class ReportTimes:
+    """A DiagnosticReport's results and when they were collected, as far as it says."""
+
+    subject: str | None
+    results: tuple[str, ...]
+    specimens: tuple[str, ...]
+    collected: datetime | None
+    raw: str
+
+
+def collection_time(
+    lab: LabObservation,
+    reports: Mapping[str, list[ReportTimes]],
+    specimens: Mapping[str, tuple[datetime, str]],
+) -> LabObservation:
+    """A result without an effective time, dated by the DiagnosticReport that lists it in
+    ``result`` (its ``effective[x]``), else by its Specimen (``collection.collected[x]``; the
+    Observation's own specimen, else the report's), clinical-rules section 1. Otherwise it is
+    returned unchanged (and stays unevaluable). Reports of another patient are never used; two
+    reports that disagree leave it unevaluable rather than picking one."""
+    if lab.collected is not None:
+        return lab
+    listing = [item for item in reports.get(lab.ref, ()) if item.subject in (None, lab.patient)]
+    dated = {(item.collected, item.raw) for item in listing if item.collected is not None}
+    if len({moment for moment, _ in dated}) > 1:
+        return replace(
+            lab,
+            problem=lab.problem
+            or "DiagnosticReport.effective[x]: the reports listing this result disagree on "
+            "its collection time",
+        )
+    if dated:
+        moment, raw = min(dated)
+        return replace(lab, collected=moment, collected_raw=raw)
+    candidates = [lab.specimen] if lab.specimen else []
+    candidates += [ref for item in listing for ref in item.specimens]
+    for ref in candidates:
+        if ref in specimens:
+            moment, raw = specimens[ref]
+            return replace(lab, collected=moment, collected_raw=raw, specimen=ref)
+    return lab
+
+
+@dataclass(frozen=True)
 class Reader:
     """Translators bound to the reference data and the site's time zone."""
 
@@ -215,6 +259,8 @@ class Reader:
             collected = self._collected(resource)
         except FhirInputError as error:
             problem = str(error)
+        # No effective time at all: the collection time may come from the DiagnosticReport that
+        # lists this result, or its Specimen (see `collection_time`); the collector fills it in.
         period = resource.get("effectivePeriod")
         raw = resource.get("effectiveDateTime") or (
             period.get("start") if isinstance(period, Mapping) else None
@@ -273,7 +319,7 @@ class Reader:
             collected_raw=raw if isinstance(raw, str) and collected is not None else "",
         )
 
-    def _collected(self, resource: JSON) -> datetime:
+    def _collected(self, resource: JSON) -> datetime | None:
         if "effectiveDateTime" in resource:
             return parse_datetime(
                 resource["effectiveDateTime"], "Observation.effectiveDateTime", self.site_tz
@@ -287,7 +333,48 @@ class Reader:
             return parse_datetime(
                 resource["effectiveInstant"], "Observation.effectiveInstant", self.site_tz
             )
-        raise FhirInputError("Observation.effective[x]", "no collection time")
+        return None
+
+    # ---------------------------------------------------------------- collection context
+
+    def report(self, resource: JSON) -> ReportTimes | None:
+        """What a DiagnosticReport says about when its results were collected (clinical-rules
+        section 1: its ``effective[x]``, else its specimen), or None when it names no result."""
+        results = tuple(
+            ref
+            for item in resource.get("result") or []
+            if (ref := reference(item)) and ref.startswith("Observation/")
+        )
+        if not results:
+            return None
+        collected, raw = self._effective(resource, "DiagnosticReport")
+        specimens = tuple(
+            ref for item in resource.get("specimen") or [] if (ref := reference(item))
+        )
+        subject = reference(resource.get("subject"))
+        return ReportTimes(subject, results, specimens, collected, raw)
+
+    def specimen(self, resource: JSON) -> tuple[str, datetime, str] | None:
+        """(reference, collection time, raw string) of a Specimen, or None without a time."""
+        collection = resource.get("collection")
+        if not isinstance(collection, Mapping):
+            return None
+        collected, raw = self._effective(collection, "Specimen.collection", prefix="collected")
+        if collected is None:
+            return None
+        return _id_ref(resource), collected, raw
+
+    def _effective(
+        self, node: JSON, path: str, prefix: str = "effective"
+    ) -> tuple[datetime | None, str]:
+        raw = node.get(f"{prefix}DateTime")
+        element = f"{path}.{prefix}DateTime"
+        period = node.get(f"{prefix}Period")
+        if raw is None and isinstance(period, Mapping) and period.get("start"):
+            raw, element = period["start"], f"{path}.{prefix}Period.start"
+        if raw is None:
+            return None, ""
+        return parse_datetime(raw, element, self.site_tz), str(raw)
 
     @staticmethod
     def _identifiers(resource: JSON) -> tuple[str, ...]:

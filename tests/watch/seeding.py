@@ -104,6 +104,10 @@ def bundle(histories: Sequence[History]) -> dict[str, Any]:
                     },
                 )
             )
+            if history.pending_on is not None and index == len(history.anc) - 1:
+                # The dispense after the last result is the pending one: a supply handed over
+                # after a low result would be one the label forbids (clinical-rules 2.2).
+                continue
             entries.append(
                 _entry(_urn(), _dispense(patient, request, "completed", day + timedelta(days=1)))
             )
