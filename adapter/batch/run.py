@@ -130,7 +130,10 @@ def _local(evaluations: Sequence[Evaluation]) -> _Outputs:
         ],
         forms=[
             psf_record(
-                e.psf, "awaiting-prescriber" if e.psf.signer_role == "prescriber" else "prepared"
+                e.psf,
+                "awaiting-prescriber"
+                if e.psf.signer_role == "prescriber" and not e.psf_signed
+                else "prepared",
             )
             for e in evaluations
             if e.psf is not None

@@ -247,6 +247,20 @@ def prescriber_decided(inputs: PatientInputs, latest: AncAssessment, clock: date
     return prescriber_rationale(inputs, anyone, latest, clock) is not None
 
 
+def prescriber_answered(inputs: PatientInputs, identifier: str, clock: datetime) -> bool:
+    """Whether the prescriber answered our issue with this identifier (a mitigation by them)."""
+    anyone = PendingDispense("", inputs.patient, None, None, "outpatient")
+    return any(
+        issue.identifier == identifier
+        and _usable_issue(issue, clock)
+        and any(
+            m.date is not None and m.date <= clock and _by_prescriber(m, inputs, anyone)
+            for m in issue.mitigations
+        )
+        for issue in inputs.prior_issues
+    )
+
+
 @dataclass(frozen=True)
 class _OverrideRequest:
     dispense: str

@@ -16,14 +16,17 @@ from adapter.core.dispense import (
     DispenseContext,
     as_dispense,
     decide,
+    prescriber_answered,
     prescriber_decided,
     rationale_check,
 )
 from adapter.core.findings import (
+    PSF_ACTION,
     Finding,
     category_finding,
     dispense_finding,
     overdue_finding,
+    psf_action_finding,
     unevaluable_finding,
 )
 from adapter.core.labs import assess_labs
@@ -76,6 +79,9 @@ class Evaluation:
     #: Completed dispenses handed over while the label did not allow them, decided as of their
     #: hand-over (each has a `dispense-not-authorized` finding; no authorization line).
     surfaced: tuple[DispenseDecision, ...] = ()
+    #: The prescriber answered the PSF's `psf-prescriber-action-required` issue (local backend:
+    #: the form is then prepared, signed by the prescriber).
+    psf_signed: bool = False
 
 
 def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
@@ -116,7 +122,21 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
         )
         for item in timeline.unsanctioned
     )
-    psf = prepare_psf(status, timeline.assessments, protocol, clock, tz) if on_clozapine else None
+    first_supply = min(
+        (item.handed_over for item in inputs.supplies if item.handed_over <= clock), default=None
+    )
+    psf = (
+        prepare_psf(
+            status,
+            timeline.assessments,
+            protocol,
+            clock,
+            tz,
+            local_date(first_supply, tz) if first_supply else None,
+        )
+        if on_clozapine
+        else None
+    )
 
     findings: list[Finding] = []
     for item in timeline.assessments:
@@ -129,6 +149,11 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
     if inputs.requests:
         # An ANC finding concerns the clozapine the patient is prescribed.
         findings = [replace(f, implicated=inputs.requests) for f in findings]
+    psf_signed = False
+    if psf is not None and psf.signer_role == "prescriber":
+        action = psf_action_finding(psf, tz)
+        findings.append(action)
+        psf_signed = prescriber_answered(inputs, action.identifier, clock)
     findings += [dispense_finding(decision, tz) for decision in decisions]
     findings += [
         dispense_finding(decision, tz)
@@ -148,6 +173,7 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
         findings=tuple(findings),
         withdrawals=withdrawals,
         surfaced=surfaced,
+        psf_signed=psf_signed,
     )
 
 
@@ -247,10 +273,13 @@ def withdraw(
 ) -> tuple[Withdrawal, ...]:
     """Earlier decisions whose inputs changed: ``entered-in-error`` when a source was withdrawn,
     ``cancelled`` when a result was corrected or replaced, or the same question now has another
-    answer. A decision merely overtaken by time (an overdue alert answered by a new result, a
-    dispense since handed over) stands: it was right when it was made."""
+    answer. Only open problems stay final (interfaces.md section 2): an overdue alert that a
+    later usable result answers is cancelled, and so is a PSF routing issue of this month that
+    a newer form replaced. A decision merely overtaken by time otherwise (a dispense since
+    handed over) stands: it was right when it was made."""
     identifiers = {finding.identifier for finding in findings}
     pending_refs = {item.ref for item in inputs.pending}
+    month = (clock.year, clock.month)
 
     out: list[Withdrawal] = []
     for issue in sorted(inputs.prior_issues, key=lambda item: item.ref):
@@ -280,9 +309,33 @@ def withdraw(
                 out.append(Withdrawal(issue, "cancelled", f"re-decided: {still_pending[0]}"))
             elif replaced:
                 out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
-        elif issue.finding == "anc-monitoring-overdue" and replaced:
-            out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
+        elif issue.finding == "anc-monitoring-overdue":
+            if replaced:
+                out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
+            elif (answer := _answering_result(issue, labs, clock)) is not None:
+                out.append(Withdrawal(issue, "cancelled", f"answered by {answer}"))
+        elif issue.finding == PSF_ACTION and issue.identified is not None:
+            identified = issue.identified.astimezone(clock.tzinfo)
+            if (identified.year, identified.month) == month:
+                out.append(Withdrawal(issue, "cancelled", "re-decided: the form changed"))
     return tuple(out)
+
+
+def _answering_result(issue: PriorIssue, labs: LabOutcome, clock: datetime) -> str | None:
+    """A usable ANC collected after the one an overdue alert was about (any usable ANC when it
+    said there was none): the alert is answered, no longer an open problem."""
+    basis = [
+        anc for anc in labs.usable if set(anc.sources or (anc.observation,)) & set(issue.evidence)
+    ]
+    if issue.evidence and not basis:
+        return None  # the result it was about is not standing: left to the rules above
+    since = max((anc.collected for anc in basis), default=None)
+    later = [
+        anc
+        for anc in labs.usable
+        if anc.collected <= clock and (since is None or anc.collected > since)
+    ]
+    return later[0].observation if later else None
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from adapter.core.model import (
     Unevaluable,
 )
 from adapter.core.protocol import Category, Protocol
+from adapter.core.psf import PatientStatusForm
 
 Severity = Literal["high", "moderate", "low"]
 ActCode = Literal["LAB", "NAT", "VALIDAT"]
@@ -41,6 +42,7 @@ FINDINGS: dict[str, tuple[ActCode, Severity]] = {
     "psf-prescriber-action-required": ("VALIDAT", "moderate"),
     "psf-rejected": ("VALIDAT", "moderate"),
 }
+PSF_ACTION = "psf-prescriber-action-required"
 #: Topic of the finding on a completed dispense handed over although not authorized.
 HANDED_OVER_TOPIC = "handed-over"
 OUTCOME_FINDING = {
@@ -261,3 +263,55 @@ def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
 
 def _when(moment: datetime | None, tz: tzinfo) -> str:
     return moment.astimezone(tz).date().isoformat() if moment else "undated"
+
+
+_NEEDS_TEXT = {
+    "ben": "the benign ethnic neutropenia designation",
+    "hospice": "the hospice designation",
+}
+
+
+def psf_action_finding(form: PatientStatusForm, tz: tzinfo) -> Finding:
+    """The prescriber is needed for this month's PSF (clinical-rules section 3: a designee may
+    not sign a rationale, a BEN or a hospice designation), and the EHR is told what for."""
+    needs = []
+    for need in form.needs:
+        if need != "rationale":
+            needs.append(_NEEDS_TEXT[need])
+            continue
+        why = []
+        latest = max(form.anc_results, key=lambda anc: anc.collected)
+        if form.anc_below:
+            why.append(f"{_anc_phrase(latest, tz)} is below the level needing one")
+        if form.missed_deadlines:
+            days = ", ".join(str(day) for day in form.missed_deadlines)
+            why.append(
+                f"labs were missed for the period (ANC deadline {days} passed without a "
+                "usable result)"
+            )
+        elif form.labs_missed:
+            why.append("labs were missed for the period (the next ANC is overdue)")
+        needs.append(f"a treatment rationale ({'; '.join(why)})")
+    content = "|".join(
+        [
+            ",".join(f"{anc.key}:{anc.value_per_ul}" for anc in form.anc_results),
+            form.monitoring_frequency,
+            form.treatment_status,
+            ",".join(form.needs),
+            ",".join(str(day) for day in form.missed_deadlines),
+        ]
+    )
+    return Finding(
+        code=PSF_ACTION,
+        patient=form.patient,
+        detail=(
+            f"The Patient Status Form for {form.reporting_period} needs the prescriber: "
+            f"{' and '.join(needs)}. A designee cannot sign it; the adapter never invents a "
+            "rationale: answer this issue with a mitigation giving the treatment rationale."
+        ),
+        key=f"{PSF_ACTION}|local|{form.patient}|{form.reporting_period}|{content}",
+        topic=f"psf|{form.patient}|{form.reporting_period}",
+        evidence=tuple(
+            sorted({ref for anc in form.anc_results for ref in anc.sources or (anc.observation,)})
+        ),
+    )

@@ -7,8 +7,10 @@ or that carries a BEN or hospice designation, is routed to the prescriber.
 
 from __future__ import annotations
 
+import calendar
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Literal
 
@@ -41,6 +43,44 @@ class PatientStatusForm:
     rationale_required: bool
     labs_missed: bool
     signer_role: SignerRole
+    #: The ANC deadlines (due date + grace) inside the period that passed without a usable
+    #: result, even if a later one arrived (clinical-rules section 3).
+    missed_deadlines: tuple[date, ...] = ()
+    #: The latest ANC is below the level at which a rationale is required.
+    anc_below: bool = False
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """What only the prescriber can give this form: ``rationale``, ``ben``, ``hospice``."""
+        wanted = (("rationale", self.rationale_required), ("ben", self.ben))
+        return tuple(name for name, needed in (*wanted, ("hospice", self.hospice)) if needed)
+
+
+def missed_deadlines(
+    assessments: Sequence[AncAssessment],
+    protocol: Protocol,
+    period: tuple[date, date],
+    today: date,
+    therapy_since: date | None,
+    site_tz: tzinfo,
+) -> tuple[date, ...]:
+    """Every ANC deadline (next due date + grace) inside ``period`` that passed before
+    ``today`` with no usable result collected by it, once therapy had started: labs missed for
+    the period, whether or not a later result arrived."""
+    if therapy_since is None:
+        return ()
+    first, last = period
+    grace = protocol.timing.grace_days
+    collected = [local_date(item.anc.collected, site_tz) for item in assessments]
+    missed: list[date] = []
+    for index, item in enumerate(assessments):
+        deadline = item.next_due + timedelta(days=grace)
+        if deadline < therapy_since or not first <= deadline <= last or deadline >= today:
+            continue
+        following = collected[index + 1 :]
+        if not following or following[0] > deadline:
+            missed.append(deadline)
+    return tuple(sorted(set(missed)))
 
 
 def prepare_psf(
@@ -49,12 +89,22 @@ def prepare_psf(
     protocol: Protocol,
     clock: datetime,
     site_tz: tzinfo,
+    therapy_since: date | None = None,
 ) -> PatientStatusForm | None:
-    """The form for the clock's month, or None when there is no therapy or no ANC to report."""
+    """The form for the clock's month, or None when there is no therapy or no ANC to report.
+    ``therapy_since``: the first supply's date (labs are due from then); the current course's
+    start when not given."""
     if status.therapy_start is None or status.latest is None:
         return None
     today = local_date(clock, site_tz)
     period = f"{today.year:04d}-{today.month:02d}"
+    month = (
+        today.replace(day=1),
+        today.replace(day=calendar.monthrange(today.year, today.month)[1]),
+    )
+    missed = missed_deadlines(
+        assessments, protocol, month, today, therapy_since or status.therapy_start, site_tz
+    )
     in_period = tuple(
         item.anc
         for item in assessments
@@ -64,7 +114,10 @@ def prepare_psf(
     results = in_period or (status.latest.anc,)
     rules = protocol.rules(status.population)
     below = status.latest.anc.value_per_ul < Decimal(rules.psf_rationale_below)
-    rationale = below or status.overdue
+    # Labs missed for the period: a deadline inside it passed without a usable result (even if
+    # a later one arrived), or the patient is overdue now.
+    labs_missed = bool(missed) or status.overdue
+    rationale = below or labs_missed
     ben = status.population == "ben"
     return PatientStatusForm(
         patient=status.patient,
@@ -75,6 +128,8 @@ def prepare_psf(
         ben=ben,
         hospice=status.hospice,
         rationale_required=rationale,
-        labs_missed=status.overdue,
+        labs_missed=labs_missed,
         signer_role="prescriber" if rationale or ben or status.hospice else "designee",
+        missed_deadlines=missed,
+        anc_below=below,
     )

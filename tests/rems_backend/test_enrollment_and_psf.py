@@ -86,14 +86,20 @@ def test_designee_never_enrolls_ben_or_hospice_the_prescriber_does(
     assert second.findings("psf-prescriber-action-required") == []
 
 
-def _enrolled_on_therapy(rems: Service, start: datetime, record_rems_id: bool = True) -> World:
-    """Enrolled by the prescriber at `start`; weekly supplies since. With `record_rems_id` off
-    the site never recorded the REMS id on the Patient (this call then enrolls nobody)."""
+def _enrolled_on_therapy(
+    rems: Service, start: datetime, record_rems_id: bool = True, weekly_results: bool = True
+) -> World:
+    """Enrolled by the prescriber at `start`; weekly supplies and weekly ANCs since (a routine
+    history: no ANC deadline passes without a result, so no labs are missed for the period).
+    With `record_rems_id` off the site never recorded the REMS id on the Patient (this call then
+    enrolls nobody)."""
     rems_id = enroll_directly(rems.url, start) if record_rems_id else None
     world = World(rems_id=rems_id)
     world.anc(start - timedelta(days=1), 2000)
     for week in range(0, 5):
         world.dispense(start + timedelta(days=7 * week), days=7)
+        if week and weekly_results:
+            world.anc(start + timedelta(days=7 * week - 1), 2000)
     return world
 
 
@@ -156,7 +162,7 @@ def test_rationale_goes_to_the_prescriber_and_is_submitted_after_their_answer(
     rems: Service, tmp_path: Path, latest: int | None, why: str
 ) -> None:
     start = T - timedelta(days=35)
-    world = _enrolled_on_therapy(rems, start)
+    world = _enrolled_on_therapy(rems, start, weekly_results=latest is not None)
     if latest is not None:
         world.anc(T - timedelta(days=1), latest)
 

@@ -89,8 +89,13 @@ def test_once_writes_what_batch_mode_decides_and_a_replay_writes_nothing(
     assert by_status(watch_server, low) == {
         "final": ["anc-mild-neutropenia", "dispense-authorized"]
     }
+    # ANC below 1000: the month's PSF needs the prescriber's rationale (clinical-rules 3).
     assert by_status(watch_server, interrupted) == {
-        "final": ["anc-moderate-neutropenia", "dispense-not-authorized"]
+        "final": [
+            "anc-moderate-neutropenia",
+            "dispense-not-authorized",
+            "psf-prescriber-action-required",
+        ]
     }
     assert by_status(watch_server, fine) == {}
     for issue in decisions(watch_server, low):
@@ -205,7 +210,11 @@ def test_a_prescriber_answer_on_the_server_re_decides_to_authorized_override(
     assert report.withdrawn == 1 and report.issues_created == 1
     assert by_status(watch_server, patient) == {
         "cancelled": ["dispense-not-authorized"],
-        "final": ["anc-moderate-neutropenia", "dispense-authorized-override"],
+        "final": [
+            "anc-moderate-neutropenia",
+            "dispense-authorized-override",
+            "psf-prescriber-action-required",
+        ],
     }
     (override,) = [
         i for i in decisions(watch_server, patient) if finding(i) == "dispense-authorized-override"
@@ -244,14 +253,14 @@ def test_a_restart_on_the_same_state_processes_nothing_twice(
     report = restarted.cycle()
     # the polls had been kept: nothing read again is new, yet the patient is still decided
     assert report.new_versions == 0 and report.patients_decided == 1
-    assert report.issues_created == 2
+    assert report.issues_created == 3  # the ANC, the dispense and the PSF routing finding
     restarted.close()
 
     again = Harness(watch_server, state)
     report = again.cycle()
     assert (report.new_versions, report.patients_decided, report.issues_created) == (0, 0, 0)
     assert dict(again.transport.counts) == {"GET": 6}
-    assert len(decisions(watch_server, patient)) == 2
+    assert len(decisions(watch_server, patient)) == 3
     again.close()
 
 

@@ -24,7 +24,7 @@ from adapter.batch.rems_backend.case import (
 from adapter.batch.rems_backend.dispensing import DispenseDesk
 from adapter.batch.rems_backend.forms import FormDesk
 from adapter.core.evaluate import Evaluation, Withdrawal, withdraw
-from adapter.core.findings import HANDED_OVER_TOPIC, OUTCOME_FINDING, Finding
+from adapter.core.findings import HANDED_OVER_TOPIC, OUTCOME_FINDING, PSF_ACTION, Finding
 from adapter.core.model import (
     DispenseDecision,
     PatientInputs,
@@ -71,10 +71,12 @@ class RemsBackend(Desk):
         decisions = [desk.dispense(work, local) for local in evaluation.decisions]
         # The REMS decides the pending dispenses; a completed one handed over although the
         # label did not allow it stays surfaced as the core found it.
+        # The REMS forms are routed by the form desk (its own psf findings).
         kept = [
             f
             for f in evaluation.findings
-            if f.code not in OUTCOME_FINDING.values() or f.topic.startswith(HANDED_OVER_TOPIC)
+            if (f.code not in OUTCOME_FINDING.values() or f.topic.startswith(HANDED_OVER_TOPIC))
+            and f.code != PSF_ACTION
         ]
         findings = sorted(
             [*kept, *work.findings, *(item.finding for item in decisions)],
