@@ -233,3 +233,22 @@ def test_feed_overdue_fed_back_without_answer_not_duplicated(tmp_path: Path) -> 
     assert [i["status"] for i in _by_ident(second, ident)] == ["final"]
     codes = [finding_code(i) for i in second.issues_where(patient="p")]
     assert codes.count("anc-monitoring-overdue") == 1
+
+
+# "Dates are taken in the site's time zone (configurable; default UTC)": with the default, a
+# collection at 23:30 -05:00 on 03-02 is 04:30 UTC on 03-03, so a weekly ANC is due 03-10; a
+# collection at 00:30 +02:00 on 03-03 is 22:30 UTC on 03-02, due 03-09.
+@pytest.mark.parametrize(
+    ("collected", "due"),
+    [("2026-03-02T23:30:00-05:00", "2026-03-10"), ("2026-03-03T00:30:00+02:00", "2026-03-09")],
+)
+def test_feed_dates_in_site_zone_default_utc(tmp_path: Path, collected: str, due: str) -> None:
+    from tests.scenario_kit import on_clozapine
+
+    res = on_clozapine("p", "2026-01-05", "2026-03-03")
+    res.append(anc("p", collected, 1800, oid="p-tz"))
+    r = run_batch(tmp_path, res, as_of("2026-03-04"))
+    st = r.status_for("p")
+    assert st["latestAnc"]["observation"].endswith("p-tz")
+    assert st["monitoringFrequency"] == "weekly"
+    assert st["nextAncDue"] == due
