@@ -41,7 +41,13 @@ def _action_issue(r, pid: str) -> list[dict]:
 @pytest.mark.parametrize(
     ("late_day", "missed"),
     [
-        ("2026-02-16", False),
+        # Corrected by i8 (issue 8): the first row was ("2026-02-16", False), "in time". But the
+        # 02-16 result's own next ANC was due 02-23, + 2 days grace = 02-25, and the next result
+        # is 02-26: by clinical-rules 3 labs were missed ("any ANC due date + grace inside the
+        # period passed without a usable result, even if a later one arrived"). 02-17 is the
+        # in-time case the row meant (due 02-24, + grace 02-26, met by the 02-26 result).
+        ("2026-02-16", True),
+        ("2026-02-17", False),
         ("2026-02-18", False),  # on the last day of grace: current, not missed
         ("2026-02-19", True),  # a later result arrived, but the due date + grace passed
         ("2026-02-24", True),
