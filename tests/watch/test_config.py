@@ -76,7 +76,7 @@ def test_smart_key_file_from_the_environment(tmp_path: Path) -> None:
         ("", {}, {}, "fhir.base_url", "required"),
         ('[fhir]\nbase_url = "ftp://x/fhir"', {}, {}, "fhir.base_url", "http(s) URL"),
         ("", {}, {"fhir_base": "localhost:8080"}, "--fhir-base", "http(s) URL"),
-        (f'[fhir]\n{BASE}auth = "basic"', {}, {}, "fhir.auth", "one of none, bearer, smart"),
+        (f'[fhir]\n{BASE}auth = "basic"', {}, {}, "fhir.auth", "one of none, bearer or smart"),
         (f'[fhir]\n{BASE}token = "abc"', {}, {}, "fhir.token", ENV_TOKEN),
         (f'[fhir]\n{BASE}auth = "bearer"', {}, {}, "fhir.auth", ENV_TOKEN),
         (f'[fhir]\n{BASE}auth = "smart"', {}, {}, "fhir.smart.client_id", "required"),
