@@ -33,7 +33,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from adapter.errors import ConfigurationError
+from adapter.errors import ConfigurationError, Kind
 
 ENV_PREFIX = "REMS_ADAPTER_"
 MASK = "********"
@@ -45,11 +45,13 @@ class SettingsError(ConfigurationError, ValueError):
     (``--fhir-base``), an environment variable, or the dotted key (``watch.page_size``), in
     which case `file` names the TOML file it came from."""
 
-    def __init__(self, key: str, message: str, *, file: str | None = None) -> None:
+    def __init__(
+        self, key: str, message: str, *, file: str | None = None, kind: Kind | None = None
+    ) -> None:
         self.key = key
         self.file = file
         shown = f"{message} (in {file})" if file else message
-        super().__init__(shown, where=key)
+        super().__init__(shown, where=key, kind=kind)
 
 
 def secret(description: str) -> Any:
@@ -192,12 +194,12 @@ class RemsSection(Section):
         examples=["http://127.0.0.1:1", "http://127.0.0.1:2"],
     )  # fmt: skip
     patient_id_system: str = Field(
-        "https://rems.example.org/patient-id",
+        "https://rems-adapter.github.io/fhir/sid/rems-patient-id",
         description="Patient.identifier system holding the REMS patient id",
         examples=["urn:a", "urn:b"],
     )
     pharmacy_id_system: str = Field(
-        "https://rems.example.org/pharmacy-id",
+        "https://rems-adapter.github.io/fhir/sid/rems-pharmacy-id",
         description="Organization.identifier system of the pharmacy's REMS id",
         examples=["urn:a", "urn:b"],
     )
@@ -205,7 +207,7 @@ class RemsSection(Section):
         None, description="pharmacy REMS id when a dispense names none", examples=["P1", "P2"]
     )
     designee: str = Field(
-        "adapter-designee",
+        "rems-adapter",
         description="designee id routine PSFs and enrollments are signed with",
         examples=["d1", "d2"],
     )
@@ -423,12 +425,15 @@ class Origins:
         return self._by_key.get(dotted, "default")
 
     def error(self, dotted: str, message: str) -> SettingsError:
-        """An error about a setting, naming it as the user wrote it."""
+        """An error about a setting, naming it as the user wrote it. A bad flag is a usage
+        error (exit 2); a bad file or environment value a configuration error (exit 3)."""
         origin = self.of(dotted)
         if origin == "file":
             return SettingsError(dotted, message, file=self.file)
         if origin == "default":
             return SettingsError(dotted, message)
+        if origin.startswith("--"):
+            return SettingsError(origin, message, kind=Kind.USAGE)
         return SettingsError(origin, message)
 
 

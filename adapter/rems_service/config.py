@@ -52,7 +52,12 @@ def load_rules(path: str | Path | None = None) -> ProgramRules:
         resource = resources.files("adapter.mappings").joinpath(DEFAULT_RULES_RESOURCE)
         where, text = DEFAULT_RULES_RESOURCE, resource.read_text(encoding="utf-8")
     else:
-        where, text = str(path), Path(path).read_text(encoding="utf-8")
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{where}: cannot read the rules file: {reason}") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
