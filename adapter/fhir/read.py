@@ -126,7 +126,13 @@ def _decimal(raw: object, path: str) -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
         raise FhirInputError(path, f"expected a number, got a {type(raw).__name__}")
     try:
-        value = Decimal(str(raw))
+        # The one place a FHIR number becomes a core value: exactly, as a Decimal (a JSON parser's
+        # float is taken by its shortest repr, i.e. the digits the source wrote). No rounding.
+        value = (
+            raw
+            if isinstance(raw, Decimal)
+            else Decimal(repr(raw) if isinstance(raw, float) else raw)
+        )
     except InvalidOperation as error:
         raise FhirInputError(path, "expected a number") from error
     if not value.is_finite():
