@@ -352,9 +352,12 @@ def report_problems(problems: Sequence[InputProblem], out: Path) -> None:
         counts = Counter(problem.message for problem in rest)
         by_kind = "; ".join(f"{n} x {message}" for message, n in counts.most_common())
         log.warning(
-            "%s more (all in %s): %s", plural(len(rest), "input problem"), out / PROBLEMS_FILE,
+            "%d more input %s (all in %s): %s",
+            len(rest),
+            "problem" if len(rest) == 1 else "problems",
+            out / PROBLEMS_FILE,
             by_kind,
-        )  # fmt: skip
+        )
 
 
 def run_command(args: argparse.Namespace, loaded: Loaded) -> int:

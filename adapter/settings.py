@@ -51,6 +51,8 @@ class SettingsError(ConfigurationError, ValueError):
         self.key = key
         self.file = file
         shown = f"{message} (in {file})" if file else message
+        if kind is None and key.startswith("--"):
+            kind = Kind.USAGE  # a bad flag is a usage error; a bad file or variable is not
         super().__init__(shown, where=key, kind=kind)
 
 
@@ -71,19 +73,29 @@ class Section(BaseModel):
 class SmartSection(Section):
     """``[fhir.smart]``: SMART Backend Services (``fhir.auth = "smart"``)."""
 
-    client_id: str | None = Field(None, description="registered client id", examples=["a", "b"])
+    client_id: str | None = Field(
+        None,
+        description="SMART Backend Services client id (required for fhir.auth = smart)",
+        examples=["a", "b"],
+    )
     key_file: str | None = Field(
-        None, description="PEM private key signing the client assertion", examples=["k1", "k2"]
+        None,
+        description="PEM private key file signing the client assertion (required for smart)",
+        examples=["k1", "k2"],
     )
     algorithm: Literal["ES384", "RS384"] = Field(
-        "ES384", description="client assertion algorithm", examples=["RS384", "ES384"]
+        "ES384",
+        description="client assertion algorithm: ES384 or RS384",
+        examples=["RS384", "ES384"],
     )
     scope: str = Field(
         "system/*.rs system/DetectedIssue.cu system/MedicationDispense.u",
         description="scopes requested",
         examples=["system/*.rs", "system/*.cruds"],
     )
-    key_id: str | None = Field(None, description="JWK kid of the key", examples=["k1", "k2"])
+    key_id: str | None = Field(
+        None, description="JWT kid (default: the key's RFC 7638 thumbprint)", examples=["k1", "k2"]
+    )
     token_endpoint: str | None = Field(
         None,
         description="token URL (default: from .well-known/smart-configuration)",
@@ -96,32 +108,40 @@ class FhirSection(Section):
 
     base_url: str | None = Field(
         None,
-        description="FHIR base URL of the EHR",
+        description="EHR FHIR R4 base URL (http/https, no query); required by watch",
         examples=["http://127.0.0.1:1/fhir", "http://127.0.0.1:2/fhir"],
     )
     auth: Literal["none", "bearer", "smart"] = Field(
-        "none", description="none, bearer (token from the environment) or smart",
+        "none",
+        description="none, bearer (token from the environment) or smart",
         examples=["smart", "none"],
-    )  # fmt: skip
+    )
     token: SecretStr | None = secret("static bearer token (fhir.auth = bearer)")
     verify_tls: StrictBool = Field(
         True, description="verify the server's TLS certificate", examples=[False, True]
     )
     ca_bundle: str | None = Field(
-        None, description="PEM file of CAs to trust instead of the system's",
+        None,
+        description="CA bundle file to trust instead of the system CAs",
         examples=["ca1.pem", "ca2.pem"],
-    )  # fmt: skip
+    )
     connect_timeout: float = Field(
-        5.0, ge=0.1, description="seconds to connect", examples=[1.5, 2.5]
+        5.0, ge=0.1, description="HTTP connect timeout, seconds", examples=[1.5, 2.5]
     )
     read_timeout: float = Field(
-        30.0, ge=0.1, description="seconds to wait for an answer", examples=[10.0, 20.0]
+        30.0, ge=0.1, description="HTTP read timeout, seconds", examples=[10.0, 20.0]
     )
     max_attempts: StrictInt = Field(
-        5, ge=1, description="attempts per request (429/5xx/network)", examples=[2, 3]
+        5,
+        ge=1,
+        description="attempts per request (429/502/503/504, network; Retry-After honoured)",
+        examples=[2, 3],
     )
     max_retry_seconds: float = Field(
-        60.0, ge=0, description="time bound on the retries of one request", examples=[1.0, 2.0]
+        60.0,
+        ge=0,
+        description="bound on the total retry time of one request, seconds",
+        examples=[1.0, 2.0],
     )
     smart: SmartSection = SmartSection()
 
@@ -131,40 +151,47 @@ class WatchSection(Section):
 
     state: str = Field(
         "rems-adapter-watch.sqlite",
-        description="SQLite state file (cursors, decisions written)",
+        description="SQLite state file (watermarks, what was seen and written)",
         examples=["a.sqlite", "b.sqlite"],
     )
     interval_seconds: float = Field(
-        60.0, ge=1, description="seconds between cycles", examples=[5.0, 7.0]
+        60.0, ge=1, description="seconds between cycles (at least 1)", examples=[5.0, 7.0]
     )
     overlap_seconds: float = Field(
-        120.0, ge=0, description="each poll re-reads this far back (clock skew)",
+        120.0,
+        ge=0,
+        description="subtracted from each _lastUpdated watermark when polling",
         examples=[10.0, 20.0],
-    )  # fmt: skip
-    page_size: StrictInt = Field(1000, ge=1, description="_count of each search", examples=[10, 20])
+    )
+    page_size: StrictInt = Field(1000, ge=1, description="_count per poll", examples=[10, 20])
     max_pages_per_cycle: StrictInt = Field(
-        1000, ge=1, description="bound on the pages read in one cycle", examples=[10, 20]
+        1000, ge=1, description="page bound per search per cycle", examples=[10, 20]
     )
     write_batch_size: StrictInt = Field(
-        100, ge=1, description="DetectedIssues per transaction Bundle", examples=[10, 20]
+        100, ge=1, description="writes per batch Bundle", examples=[10, 20]
     )
     use_bundles: StrictBool = Field(
-        True, description="write in batch Bundles (else one request each)",
+        True,
+        description="write in batch Bundles (false: one request per write)",
         examples=[False, True],
-    )  # fmt: skip
+    )
     use_include: StrictBool = Field(
-        True, description="search with _include (else read references one by one)",
+        True,
+        description="_include Medications with dispenses and requests",
         examples=[False, True],
-    )  # fmt: skip
+    )
     link_dispense: StrictBool = Field(
-        False, description="also update MedicationDispense.detectedIssue",
+        False,
+        description="set MedicationDispense.detectedIssue to its decision",
         examples=[True, False],
-    )  # fmt: skip
+    )
     group: str | None = Field(
-        None, description="per-patient mode: a Group id", examples=["g1", "g2"]
+        None, description="per-patient mode: poll the members of this Group", examples=["g1", "g2"]
     )
     patients: tuple[str, ...] = Field(
-        (), description="per-patient mode: Patient ids", examples=[("p1",), ("p2", "p3")]
+        (),
+        description="per-patient mode: these Patient ids (not with group; env: comma-separated)",
+        examples=[("p1",), ("p2", "p3")],
     )
 
 
@@ -172,16 +199,18 @@ class EvaluationSection(Section):
     """``[evaluation]``: how results are read and decided (run, demo, watch, serve)."""
 
     site_tz: str = Field(
-        "UTC", description="IANA time zone dates are taken in",
+        "UTC",
+        description="IANA zone in which collection dates, due dates and today are taken",
         examples=["America/Chicago", "Europe/Paris"],
-    )  # fmt: skip
+    )
     derive_anc: StrictBool = Field(
-        True, description="derive ANC from WBC x neutrophil % when no direct ANC",
+        True,
+        description="derive ANC = WBC x (neutrophil% [+ band%]) / 100 without a direct ANC",
         examples=[False, True],
-    )  # fmt: skip
+    )
     mappings: str | None = Field(
         None,
-        description="folder of site mappings overlaying the bundled mappings/",
+        description="folder of a site's mappings files; each replaces the bundled file of its name",
         examples=["m1", "m2"],
     )
 
@@ -190,9 +219,10 @@ class RemsSection(Section):
     """``[rems]``: the decision backend (run, serve)."""
 
     backend: str = Field(
-        "local", description="'local' (label rules) or a REMS service base URL",
+        "local",
+        description="'local' (label rules) or a REMS service base URL",
         examples=["http://127.0.0.1:1", "http://127.0.0.1:2"],
-    )  # fmt: skip
+    )
     patient_id_system: str = Field(
         "https://rems-adapter.github.io/fhir/sid/rems-patient-id",
         description="Patient.identifier system holding the REMS patient id",
@@ -259,9 +289,10 @@ class LogSection(Section):
         "text", description="text, or json (one object a line)", examples=["json", "text"]
     )
     quiet: StrictBool = Field(
-        False, description="no summary or progress; warnings and errors only",
+        False,
+        description="no summary or progress; warnings and errors only",
         examples=[True, False],
-    )  # fmt: skip
+    )
 
 
 class DemoSection(Section):
@@ -432,8 +463,6 @@ class Origins:
             return SettingsError(dotted, message, file=self.file)
         if origin == "default":
             return SettingsError(dotted, message)
-        if origin.startswith("--"):
-            return SettingsError(origin, message, kind=Kind.USAGE)
         return SettingsError(origin, message)
 
 
@@ -456,11 +485,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except IsADirectoryError as error:
-        raise SettingsError("--config", f"{path} is a folder, not a TOML file") from error
+        raise SettingsError(
+            "--config", f"{path} is a folder, not a TOML file", kind=Kind.CONFIGURATION
+        ) from error
     except OSError as error:
-        raise SettingsError("--config", f"cannot read {path}: {error.strerror}") from error
+        raise SettingsError(
+            "--config", f"cannot read {path}: {error.strerror}", kind=Kind.CONFIGURATION
+        ) from error
     except tomllib.TOMLDecodeError as error:
-        raise SettingsError("--config", f"{path} is not valid TOML: {error}") from error
+        raise SettingsError(
+            "--config", f"{path} is not valid TOML: {error}", kind=Kind.CONFIGURATION
+        ) from error
 
 
 def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from adapter import __version__
 from adapter.ehr import (
     Authorizer,
     EhrConfigurationError,
@@ -35,6 +36,7 @@ from adapter.settings import Loaded
 from adapter.watch.config import ConfigError, FhirSettings, watch_config
 from adapter.watch.state import StateStore
 from adapter.watch.watcher import Watcher
+from adapter.watch.writeback import ensure_author_device
 
 log = logging.getLogger("adapter.watch")
 
@@ -151,6 +153,16 @@ def run(args: argparse.Namespace, loaded: Loaded) -> int:
     config = watch_config(loaded, args.as_of)
     data = load_reference_data(config.evaluation.mappings)
     client = build_client(config.fhir)
+    try:
+        if not ensure_author_device(client, __version__):
+            log.warning(
+                "the EHR refused to create Device/rems-adapter (client-assigned ids); the "
+                "DetectedIssues name it as author all the same"
+            )
+    except FhirError as error:
+        client.close()
+        log.error("rems-adapter: EHR request failed: %s", error)
+        return error.exit_code
     try:
         store = StateStore(config.watch.state)
     except BaseException:

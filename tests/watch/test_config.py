@@ -188,5 +188,5 @@ def test_an_unreachable_server_exits_5_without_a_traceback(
     )
     assert main(["watch", "--config", str(config), "--once"]) == 5
     err = capsys.readouterr().err
-    assert "EHR request failed: GET http://127.0.0.1:9/fhir/Observation" in err
+    assert "EHR request failed: GET http://127.0.0.1:9/fhir/" in err
     assert "Traceback" not in err
