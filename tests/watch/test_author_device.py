@@ -9,7 +9,6 @@ import requests
 
 from adapter.cli import main
 from tests.fhir_server import SekmetServer
-
 from tests.watch.conftest import AS_OF, seed
 from tests.watch.test_watch_integration import mild
 
