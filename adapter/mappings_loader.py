@@ -126,7 +126,15 @@ MAPPING_FILES = (
 def _check_overlay(directory: Path) -> None:
     if not directory.is_dir():
         raise MappingError(str(directory), "folder", "not a folder (--mappings)")
-    for entry in sorted(directory.iterdir()):
+    entries = sorted(directory.iterdir())
+    if not any(entry.name in MAPPING_FILES for entry in entries):
+        # a folder that overrides nothing is almost surely the wrong folder
+        raise MappingError(
+            str(directory),
+            "folder",
+            f"holds none of the mappings files ({', '.join(MAPPING_FILES)})",
+        )
+    for entry in entries:
         if entry.suffix == ".toml" and entry.name not in (*MAPPING_FILES, "rems-program.toml"):
             raise MappingError(
                 str(entry),

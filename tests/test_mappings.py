@@ -114,7 +114,14 @@ def test_a_partial_mappings_folder_overlays_the_bundled_one(tmp_path: Path) -> N
         load_reference_data(site)
     assert raised.value.file == str(site / "clozapine.toml")
 
-    (site / "clozapine.toml").unlink()
-    (site / "unit.toml").write_text("", encoding="utf-8")
+    (site / "clozapine.toml").write_text(
+        (bundled / "clozapine.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (site / "unit.toml").write_text("", encoding="utf-8")  # a misspelt name is not ignored
     with pytest.raises(MappingError, match=r"unit\.toml: file: not a mappings file"):
         load_reference_data(site)
+
+    for entry in site.iterdir():
+        entry.unlink()
+    with pytest.raises(MappingError, match="holds none of the mappings files"):
+        load_reference_data(site)  # an empty folder is surely the wrong folder
