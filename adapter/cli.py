@@ -1,8 +1,10 @@
 """Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server`` and ``watch``.
 
-The composition root: settings come from flags, reference data from ``mappings/``; then the batch
-service runs. Exit codes: 0 done (clinical findings never change it), 2 usage, 3 configuration
-(for example a bad mappings file), 4 unreadable input; 5 (watch) the EHR server failed.
+The composition root of each command: settings come from `adapter.settings` (flag >
+environment > TOML file > default), reference data from ``mappings/``; then the service runs.
+`main` is the one guard between the code and the user: every failure becomes one line naming
+what and where, and the exit code of its kind (`adapter.errors`); never a traceback (it is
+logged at DEBUG, shown with ``--log-level DEBUG``).
 """
 
 from __future__ import annotations
@@ -10,33 +12,48 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
-from collections.abc import Sequence
+import time as monotonic_time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time, tzinfo
+from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from adapter import __version__
-from adapter.batch.rems_backend import (
-    DEFAULT_DESIGNEE_ID,
-    DEFAULT_PHARMACY_ID_SYSTEM,
-    DEFAULT_REMS_ID_SYSTEM,
-    RemsSettings,
+from adapter import __version__, logs
+from adapter.batch.rems_backend import RemsSettings
+from adapter.batch.run import PROBLEMS_FILE, BatchSettings, plural, run_batch
+from adapter.batch.sources import InputProblem
+from adapter.errors import (
+    EXIT_CODES,
+    AdapterError,
+    ConfigurationError,
+    UsageError,
+    as_adapter_error,
 )
-from adapter.batch.run import BatchSettings, run_batch
-from adapter.batch.sources import UnreadableInput
-from adapter.mappings_loader import MappingError, load_reference_data
+from adapter.mappings_loader import load_reference_data
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
+from adapter.settings import FLAGS, Loaded, load_settings, render
 from adapter.watch import cli as watch_cli
 
-EXIT_USAGE = 2
-EXIT_CONFIG = 3
-EXIT_UNREADABLE = 4
+log = logging.getLogger("adapter.cli")
 
+#: How many input problems stderr shows before it only counts them (all are in problems.ndjson).
+PROBLEMS_SHOWN = 50
 
-class UsageError(ValueError):
-    pass
+#: The settings sections each command uses (what --check-config prints).
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "run": ("evaluation", "rems", "log"),
+    "demo": ("evaluation", "demo", "log"),
+    "rems-server": ("rems_server", "log"),
+    "watch": ("fhir", "watch", "evaluation", "log"),
+}
+
+EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
 
 
 def parse_as_of(raw: str | None, site_tz: tzinfo) -> datetime:
@@ -49,193 +66,436 @@ def parse_as_of(raw: str | None, site_tz: tzinfo) -> datetime:
             return datetime.combine(day, time(23, 59, 59), site_tz)
         moment = datetime.fromisoformat(raw)
     except ValueError as error:
-        raise UsageError(f"--as-of: '{raw}' is not an ISO 8601 date or date-time") from error
+        raise UsageError(
+            f"'{raw}' is not an ISO 8601 date or date-time", where="--as-of"
+        ) from error
     return moment if moment.tzinfo else moment.replace(tzinfo=site_tz)
 
 
-def site_zone(name: str) -> tzinfo:
+def site_zone(loaded: Loaded) -> tzinfo:
+    name = loaded.settings.evaluation.site_tz
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as error:
-        raise UsageError(f"--site-tz: unknown time zone '{name}'") from error
+        raise loaded.error("evaluation.site_tz", f"unknown time zone '{name}'") from error
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--site-tz",
-        default="UTC",
-        help="IANA time zone in which dates are taken (default: UTC)",
+# ------------------------------------------------------------------ the parser
+
+
+def _setting(parser: Any, dotted: str, help_text: str, **kwargs: Any) -> None:
+    """A flag that sets `dotted` (adapter.settings.FLAGS); None when not given."""
+    flag = FLAGS[dotted]
+    kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+    parser.add_argument(flag, dest=dotted, default=None, help=help_text, **kwargs)
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command has."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings and output (every command)")
+    group.add_argument(
+        "--config", type=Path, default=None, help="TOML settings file (README: Configuration)"
     )
-    parser.add_argument(
-        "--mappings",
-        type=Path,
-        default=None,
-        help="folder with a site's own copy of mappings/ (default: the bundled one)",
-    )
-    parser.add_argument(
-        "--no-derive-anc",
+    group.add_argument(
+        "--check-config",
         action="store_true",
+        help="print the effective settings (secrets masked, with where each came from) and exit",
+    )
+    _setting(
+        group,
+        "log.level",
+        "lowest level logged: DEBUG, INFO (default), WARNING, ERROR",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    _setting(group, "log.format", "log lines as text (default) or json", choices=("text", "json"))
+    group.add_argument(
+        "--quiet",
+        dest="log.quiet",
+        action="store_const",
+        const=True,
+        default=None,
+        help="no summary or progress; only warnings and errors",
+    )
+    return common
+
+
+def _evaluation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("evaluation")
+    _setting(group, "evaluation.site_tz", "IANA time zone in which dates are taken (default: UTC)")
+    _setting(
+        group,
+        "evaluation.mappings",
+        "folder with a site's mappings files; each overlays the bundled file of the same name",
+    )
+    group.add_argument(
+        "--no-derive-anc",
+        dest="evaluation.derive_anc",
+        action="store_const",
+        const=False,
+        default=None,
         help="do not derive ANC from WBC and neutrophil %% when no direct ANC exists",
     )
 
 
 def _rems_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("REMS backend (with --rems URL)")
-    group.add_argument(
-        "--rems-patient-id-system",
-        default=DEFAULT_REMS_ID_SYSTEM,
-        help="Patient.identifier system holding the patient's REMS id (default: %(default)s)",
+    _setting(
+        parser, "rems.backend", "decision backend: 'local' (label rules, default) or a REMS URL"
     )
-    group.add_argument(
-        "--rems-pharmacy-id-system",
-        default=DEFAULT_PHARMACY_ID_SYSTEM,
-        help="Organization.identifier system of the pharmacy's REMS id, read from the "
-        "MedicationDispense performer (default: %(default)s)",
+    group = parser.add_argument_group(
+        "REMS backend (with --rems URL; token: REMS_ADAPTER_REMS_TOKEN)"
     )
-    group.add_argument(
-        "--rems-pharmacy-id",
-        default=None,
-        help="REMS pharmacy id used when a dispense names no pharmacy Organization with an "
-        "identifier in that system (default: none)",
+    _setting(
+        group,
+        "rems.patient_id_system",
+        "Patient.identifier system holding the patient's REMS id",
     )
-    group.add_argument(
-        "--rems-designee",
-        default=DEFAULT_DESIGNEE_ID,
-        help="designee id the adapter signs routine PSFs and enrollments with "
-        "(default: %(default)s)",
+    _setting(
+        group,
+        "rems.pharmacy_id_system",
+        "Organization.identifier system of the pharmacy's REMS id (MedicationDispense performer)",
     )
-    group.add_argument(
-        "--rems-timeout",
-        type=float,
-        default=30.0,
-        help="seconds to wait for each REMS answer (default: %(default)s)",
-    )
-    group.add_argument(
-        "--rems-attempts",
-        type=int,
-        default=4,
-        help="attempts per REMS request before the dispense stays pending (default: %(default)s)",
-    )
-
-
-def rems_settings(args: argparse.Namespace) -> RemsSettings | None:
-    if args.rems == "local":
-        return None
-    if args.rems_timeout <= 0 or args.rems_attempts < 1:
-        raise UsageError("--rems-timeout must be positive and --rems-attempts at least 1")
-    try:
-        url = check_base_url(args.rems)
-    except RemsConfigurationError as error:
-        raise UsageError(f"--rems: {error} (or 'local')") from error
-    return RemsSettings(
-        url=url,
-        rems_id_system=args.rems_patient_id_system,
-        pharmacy_id_system=args.rems_pharmacy_id_system,
-        designee_id=args.rems_designee,
-        pharmacy_id=args.rems_pharmacy_id,
-        timeouts=Timeouts(connect=min(args.rems_timeout, 5.0), read=args.rems_timeout),
-        retry=RetryPolicy(max_attempts=args.rems_attempts),
-    )
+    _setting(group, "rems.pharmacy_id", "REMS pharmacy id when a dispense names no pharmacy")
+    _setting(group, "rems.designee", "designee id routine PSFs and enrollments are signed with")
+    _setting(group, "rems.timeout", "seconds to wait for each REMS answer (default 30)", type=float)
+    _setting(group, "rems.attempts", "attempts per REMS request (default 4)", type=int)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rems-adapter",
         description="Clozapine ANC monitoring and dispense decisions for FHIR R4 systems.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rems-adapter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    common = _common()
+    sub: dict[str, Any] = {
+        "parents": [common],
+        "epilog": EXIT_HELP,
+        "formatter_class": parser.formatter_class,
+    }
 
-    run = commands.add_parser("run", help="batch mode: decide from FHIR files, write outputs")
+    run = commands.add_parser(
+        "run", help="batch mode: decide from FHIR files, write outputs", **sub
+    )
     run.add_argument(
         "--source",
         action="append",
         required=True,
         help="FHIR Bundle JSON, NDJSON, or a folder of them (repeatable)",
     )
-    run.add_argument("--out", required=True, type=Path, help="output folder")
+    run.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     run.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
-    run.add_argument(
-        "--rems",
-        default="local",
-        help="decision backend: 'local' (label rules, default) or a REMS service URL",
-    )
     _rems_options(run)
-    _common(run)
+    _evaluation_options(run)
 
-    demo = commands.add_parser("demo", help="run batch mode on bundled synthetic data")
-    demo.add_argument("--out", type=Path, default=None, help="output folder (default: temporary)")
-    _common(demo)
+    demo = commands.add_parser("demo", help="run batch mode on bundled synthetic data", **sub)
+    _setting(demo, "demo.out", "output folder (default: rems-adapter/demo in the user's cache)")
+    _setting(
+        demo,
+        "demo.format",
+        "result table as table (default), csv or json",
+        choices=("table", "csv", "json"),
+    )
+    _evaluation_options(demo)
 
     rems = commands.add_parser(
-        "rems-server", help="run the reference REMS service (the 2021 Clozapine REMS rules)"
+        "rems-server",
+        help="run the reference REMS service (the 2021 Clozapine REMS rules)",
+        description="Run the reference REMS service. Tokens come from the environment only: "
+        "REMS_ADAPTER_REMS_SERVER_ADMIN_TOKEN (needed by /admin/* writes) and "
+        "REMS_ADAPTER_REMS_SERVER_TOKEN (then needed by every other endpoint except /healthz "
+        "and /metrics).",
+        **sub,
     )
-    rems.add_argument("--port", type=int, required=True, help="TCP port to listen on")
-    rems.add_argument("--db", required=True, help="SQLite database file (created if missing)")
-    rems.add_argument("--seed", default=None, help="JSON file of certified actors to load")
-    rems.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    _setting(rems, "rems_server.port", "TCP port to listen on (default 8771)", type=int)
+    _setting(rems, "rems_server.db", "SQLite database file (default rems-service.sqlite)")
+    _setting(rems, "rems_server.seed", "JSON or TOML file of certified actors to load")
+    _setting(rems, "rems_server.host", "address to bind (default 127.0.0.1)")
+    _setting(rems, "rems_server.rules", "program rules TOML (default: mappings/rems-program.toml)")
     rems.add_argument(
-        "--rules", default=None, help="program settings TOML (default: mappings/rems-program.toml)"
+        "--insecure-admin",
+        dest="rems_server.insecure_admin",
+        action="store_const",
+        const=True,
+        default=None,
+        help="allow /admin/* writes without an admin token (tests and demos only)",
     )
 
-    watch_cli.add_parser(commands)
+    watch_cli.add_parser(commands, **sub)
     return parser
 
 
-def run_rems_server(args: argparse.Namespace) -> int:
-    from adapter.rems_service import serve
+def flags_of(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key in FLAGS}
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # The admin endpoints are open unless a token is set; it comes from the environment so that
-    # it never appears in a process listing.
-    serve(
-        args.port,
-        args.db,
-        args.seed,
-        args.host,
-        rules=args.rules,
-        admin_token=os.environ.get("REMS_ADAPTER_ADMIN_TOKEN") or None,
+
+# ------------------------------------------------------------------ the guard
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The entry point. Returns the exit code (see EXIT_HELP)."""
+    logs.configure()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        flags = flags_of(args)
+        logs.configure(
+            flags.get("log.level") or "INFO",
+            flags.get("log.format") or "text",
+            bool(flags.get("log.quiet")),
+        )
+        loaded = load_settings(config_file=args.config, environ=os.environ, flags=flags)
+        log_settings = loaded.settings.log
+        logs.configure(log_settings.level, log_settings.format, log_settings.quiet)
+        if args.check_config:
+            print(render(loaded, SECTIONS[args.command]))
+            return 0
+        return COMMANDS[args.command](args, loaded)
+    except AdapterError as error:
+        return report(error)
+    except KeyboardInterrupt:
+        log.warning("rems-adapter: interrupted")
+        return 130
+    except Exception as error:  # the last guard: one line, the trace only at DEBUG
+        log.debug("unexpected error", exc_info=True)
+        return report(_unexpected(error))
+
+
+def _unexpected(error: Exception) -> AdapterError:
+    if isinstance(error, OSError) and error.strerror:
+        # a file-system failure nothing above anticipated: its path and reason are safe to show
+        where = f" ({error.filename})" if error.filename else ""
+        return ConfigurationError(f"{error.strerror}{where}")
+    return as_adapter_error(error)
+
+
+def report(error: AdapterError) -> int:
+    log.debug("error detail", exc_info=error)
+    log.error("%s", error.one_line())
+    return error.exit_code
+
+
+# ------------------------------------------------------------------ run
+
+
+def output_folder(path: Path, flag: str) -> Path:
+    """The output folder, created if needed, or a usage error naming the flag."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} exists and is not a folder", where=flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {path}: {error.strerror}", where=flag) from error
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{path} is not writable", where=flag)
+    return path
+
+
+def rems_settings(loaded: Loaded) -> RemsSettings | None:
+    rems = loaded.settings.rems
+    if rems.backend == "local":
+        return None
+    try:
+        url = check_base_url(rems.backend)
+    except RemsConfigurationError as error:
+        raise loaded.error("rems.backend", f"{error.message} (or 'local')") from error
+    return RemsSettings(
+        url=url,
+        rems_id_system=rems.patient_id_system,
+        pharmacy_id_system=rems.pharmacy_id_system,
+        designee_id=rems.designee,
+        pharmacy_id=rems.pharmacy_id,
+        timeouts=Timeouts(connect=min(rems.timeout, 5.0), read=rems.timeout),
+        retry=RetryPolicy(max_attempts=rems.attempts),
+        token=rems.token.get_secret_value() if rems.token else None,
+    )
+
+
+class Progress:
+    """A progress line on stderr while reading, only on a terminal and not with --quiet."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = monotonic_time.monotonic()
+        self.shown = False
+
+    def __call__(self, count: int) -> None:
+        if not self.enabled:
+            return
+        seconds = max(monotonic_time.monotonic() - self.started, 1e-6)
+        sys.stderr.write(
+            f"\r{plural(count, 'resource')} read, {count / seconds:,.0f}/s, {seconds:.0f} s"
+        )
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _progress(loaded: Loaded) -> Progress:
+    return Progress(sys.stderr.isatty() and not loaded.settings.log.quiet)
+
+
+def report_problems(problems: Sequence[InputProblem], out: Path) -> None:
+    """The first PROBLEMS_SHOWN problems on stderr, then counts by kind; all in the file."""
+    for problem in problems[:PROBLEMS_SHOWN]:
+        log.warning("input problem: %s", problem)
+    rest = problems[PROBLEMS_SHOWN:]
+    if rest:
+        counts = Counter(problem.message for problem in rest)
+        by_kind = "; ".join(f"{n} x {message}" for message, n in counts.most_common())
+        log.warning(
+            "%d more input %s (all in %s): %s",
+            len(rest),
+            "problem" if len(rest) == 1 else "problems",
+            out / PROBLEMS_FILE,
+            by_kind,
+        )
+
+
+def run_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    started = monotonic_time.monotonic()
+    site_tz = site_zone(loaded)
+    evaluation = loaded.settings.evaluation
+    data = load_reference_data(Path(evaluation.mappings) if evaluation.mappings else None)
+    settings = BatchSettings(
+        sources=tuple(args.source),
+        out=args.out,
+        as_of=parse_as_of(args.as_of, site_tz),
+        site_tz=site_tz,
+        derive_anc=evaluation.derive_anc,
+        rems=rems_settings(loaded),
+    )
+    output_folder(args.out, "--out")
+    progress = _progress(loaded)
+    try:
+        result = run_batch(settings, data, progress)
+    finally:
+        progress.done()
+    report_problems(result.problems, args.out)
+    for note in result.notes:
+        log.warning("REMS: %s", note)
+    _say(loaded, result.summary(args.out, monotonic_time.monotonic() - started))
+    return 0
+
+
+def _say(loaded: Loaded, text: str) -> None:
+    """The command's result on stdout, unless --quiet."""
+    if not loaded.settings.log.quiet:
+        print(text, flush=True)
+
+
+# ------------------------------------------------------------------ demo
+
+
+def demo_folder(loaded: Loaded) -> Path:
+    configured = loaded.settings.demo.out
+    if configured:
+        return output_folder(Path(configured), loaded.name("demo.out"))
+    from platformdirs import user_cache_path
+
+    return output_folder(user_cache_path("rems-adapter") / "demo", "the demo cache folder")
+
+
+def demo_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.demo.command import run_demo
+
+    started = monotonic_time.monotonic()
+    site_tz = site_zone(loaded)
+    evaluation = loaded.settings.evaluation
+    data = load_reference_data(Path(evaluation.mappings) if evaluation.mappings else None)
+    folder = demo_folder(loaded)
+    result, text = run_demo(
+        folder,
+        site_tz,
+        data,
+        derive_anc=evaluation.derive_anc,
+        output_format=loaded.settings.demo.format,
+    )
+    report_problems(result.problems, folder)
+    if loaded.settings.demo.format == "table":
+        _say(loaded, text + "\n\n" + result.summary(folder, monotonic_time.monotonic() - started))
+    else:
+        print(text, end="" if text.endswith("\n") else "\n", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------ rems-server
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def rems_server_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.rems_service.server import ServerOptions, serve_options
+
+    settings = loaded.settings.rems_server
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    token = settings.token.get_secret_value() if settings.token else None
+    host_name = loaded.name("rems_server.host")
+    if not _loopback(settings.host) and not (token and (admin_token or settings.insecure_admin)):
+        raise loaded.error(
+            "rems_server.host",
+            f"refusing to listen on {settings.host} (not a loopback address) without tokens: "
+            "set REMS_ADAPTER_REMS_SERVER_TOKEN and REMS_ADAPTER_REMS_SERVER_ADMIN_TOKEN",
+        )
+    if admin_token is None and not settings.insecure_admin:
+        log.warning(
+            "no admin token (REMS_ADAPTER_REMS_SERVER_ADMIN_TOKEN): /admin/* writes are "
+            "refused; pass --insecure-admin to allow them without one"
+        )
+    for key in ("rems_server.seed", "rems_server.rules"):
+        value = loaded.settings.rems_server.seed if key.endswith("seed") else settings.rules
+        if value is not None and not Path(value).is_file():
+            raise loaded.error(key, f"no such file: {value}")
+    try:
+        socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as error:
+        raise ConfigurationError(
+            f"cannot resolve '{settings.host}': {error}", where=host_name
+        ) from error
+    serve_options(
+        ServerOptions(
+            host=settings.host,
+            port=settings.port,
+            db=settings.db,
+            seed=settings.seed,
+            rules=settings.rules,
+            admin_token=admin_token,
+            token=token,
+            insecure_admin=settings.insecure_admin,
+            where={key: loaded.name(f"rems_server.{key}") for key in ("host", "port", "db")},
+        )
     )
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "rems-server":
-        return run_rems_server(args)
-    if args.command == "watch":
-        return watch_cli.run(args)
-    try:
-        site_tz = site_zone(args.site_tz)
-        data = load_reference_data(args.mappings)
-        if args.command == "demo":
-            from adapter.demo.command import run_demo
+# ------------------------------------------------------------------ watch
 
-            return run_demo(args.out, site_tz, data, derive_anc=not args.no_derive_anc)
-        settings = BatchSettings(
-            sources=tuple(args.source),
-            out=args.out,
-            as_of=parse_as_of(args.as_of, site_tz),
-            site_tz=site_tz,
-            derive_anc=not args.no_derive_anc,
-            rems=rems_settings(args),
-        )
-        result = run_batch(settings, data)
-    except UsageError as error:
-        parser.exit(EXIT_USAGE, f"rems-adapter: error: {error}\n")
-    except MappingError as error:
-        print(f"rems-adapter: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except UnreadableInput as error:
-        print(f"rems-adapter: cannot read input: {error}", file=sys.stderr)
-        return EXIT_UNREADABLE
-    for problem in result.problems:
-        print(f"rems-adapter: input problem: {problem}", file=sys.stderr)
-    for note in result.notes:
-        print(f"rems-adapter: REMS: {note}", file=sys.stderr)
-    print(result.summary(args.out))
-    return 0
+
+def watch_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    return watch_cli.run(args, loaded)
+
+
+COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
+    "run": run_command,
+    "demo": demo_command,
+    "rems-server": rems_server_command,
+    "watch": watch_command,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

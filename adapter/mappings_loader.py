@@ -54,8 +54,9 @@ class MappingError(ConfigurationError, ValueError):
 class _File:
     """One TOML file with helpers that name the entry in every error."""
 
-    def __init__(self, name: str, data: dict[str, Any]) -> None:
+    def __init__(self, name: str, data: dict[str, Any], label: str | None = None) -> None:
         self.name = name
+        self.label = label or f"mappings/{name}"  # the user's own file when it overlays ours
         self.data = data
         meta = data.get("meta")
         if not isinstance(meta, dict) or not meta.get("source") or not meta.get("effective"):
@@ -64,7 +65,7 @@ class _File:
             )
 
     def fail(self, entry: str, message: str) -> NoReturn:
-        raise MappingError(f"mappings/{self.name}", entry, message)
+        raise MappingError(self.label, entry, message)
 
     def table(self, *path: str) -> dict[str, Any]:
         node: Any = self.data
@@ -110,18 +111,53 @@ class _File:
         return cast(list[str], value)
 
 
+#: The files a site's --mappings folder may hold; each one present replaces the bundled file of
+#: the same name (a partial folder overlays the bundled one), anything else there is an error.
+MAPPING_FILES = (
+    "protocol.toml",
+    "units.toml",
+    "lab-codes.toml",
+    "clozapine.toml",
+    "designations.toml",
+    "dispense.toml",
+)
+
+
+def _check_overlay(directory: Path) -> None:
+    if not directory.is_dir():
+        raise MappingError(str(directory), "folder", "not a folder (--mappings)")
+    entries = sorted(directory.iterdir())
+    if not any(entry.name in MAPPING_FILES for entry in entries):
+        # a folder that overrides nothing is almost surely the wrong folder
+        raise MappingError(
+            str(directory),
+            "folder",
+            f"holds none of the mappings files ({', '.join(MAPPING_FILES)})",
+        )
+    for entry in entries:
+        if entry.suffix == ".toml" and entry.name not in (*MAPPING_FILES, "rems-program.toml"):
+            raise MappingError(
+                str(entry),
+                "file",
+                f"not a mappings file (expected one of {', '.join(MAPPING_FILES)})",
+            )
+
+
 def _read(directory: Path | None, name: str) -> _File:
+    own = directory / name if directory is not None else None
+    label = str(own) if own is not None and own.is_file() else f"mappings/{name}"
     try:
-        if directory is not None:
-            raw = (directory / name).read_text(encoding="utf-8")
+        if own is not None and own.is_file():
+            raw = own.read_text(encoding="utf-8")
         else:
             raw = resources.files("adapter.mappings").joinpath(name).read_text(encoding="utf-8")
-    except OSError as error:
-        raise MappingError(f"mappings/{name}", "file", f"cannot be read: {error}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise MappingError(label, "file", f"cannot be read: {reason}") from error
     try:
-        return _File(name, tomllib.loads(raw))
+        return _File(name, tomllib.loads(raw), label)
     except tomllib.TOMLDecodeError as error:
-        raise MappingError(f"mappings/{name}", "syntax", str(error)) from error
+        raise MappingError(label, "syntax", str(error)) from error
 
 
 # ------------------------------------------------------------------ protocol.toml
@@ -391,7 +427,11 @@ def finding_system_url(profiles_dir: Path | None = None) -> str:
 def load_reference_data(
     mappings_dir: Path | None = None, profiles_dir: Path | None = None
 ) -> ReferenceData:
-    """Load and validate everything; ``None`` means the copies installed with the package."""
+    """Load and validate everything; ``None`` means the copies installed with the package.
+    A `mappings_dir` may hold only some of the files: the others are the bundled ones, and an
+    error names the site's own file."""
+    if mappings_dir is not None:
+        _check_overlay(mappings_dir)
     finding_system = finding_system_url(profiles_dir)
     return ReferenceData(
         protocol=_protocol(_read(mappings_dir, "protocol.toml")),

@@ -81,7 +81,7 @@ def test_bad_mappings_are_refused_naming_file_and_entry(mappings, file, old, new
     _edit(mappings, file, old, new)
     with pytest.raises(MappingError) as raised:
         load_reference_data(mappings)
-    assert raised.value.file == f"mappings/{file}"
+    assert raised.value.file == str(mappings / file)  # the site's own file, not ours
     assert raised.value.entry == entry
     assert f"mappings/{file}: {entry}:" in str(raised.value)
 
@@ -95,3 +95,33 @@ def test_unreadable_toml_names_the_file(mappings):
 def test_a_site_can_change_a_threshold_through_data(mappings):
     _edit(mappings, "protocol.toml", "grace_days = 2", "grace_days = 5")
     assert load_reference_data(mappings).protocol.timing.grace_days == 5
+
+
+def test_a_partial_mappings_folder_overlays_the_bundled_one(tmp_path: Path) -> None:
+    """A site folder holding one file uses the bundled copies of the others; an error in the
+    site's file names that file, and a file that is not a mappings file is refused."""
+    bundled = Path(__file__).parent.parent / "mappings"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "clozapine.toml").write_text(
+        (bundled / "clozapine.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    data = load_reference_data(site)
+    assert data.protocol == load_reference_data().protocol
+
+    (site / "clozapine.toml").write_text("[meta\n", encoding="utf-8")
+    with pytest.raises(MappingError) as raised:
+        load_reference_data(site)
+    assert raised.value.file == str(site / "clozapine.toml")
+
+    (site / "clozapine.toml").write_text(
+        (bundled / "clozapine.toml").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    (site / "unit.toml").write_text("", encoding="utf-8")  # a misspelt name is not ignored
+    with pytest.raises(MappingError, match=r"unit\.toml: file: not a mappings file"):
+        load_reference_data(site)
+
+    for entry in site.iterdir():
+        entry.unlink()
+    with pytest.raises(MappingError, match="holds none of the mappings files"):
+        load_reference_data(site)  # an empty folder is surely the wrong folder

@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -25,6 +25,13 @@ from adapter.fhir.write import detected_issue, withdrawn_issue
 from adapter.rems import RemsClient
 
 OUTPUT_FILES = ("DetectedIssue.ndjson", "status.ndjson", "authorizations.ndjson", "psf.ndjson")
+#: Every input problem (location, message), one object a line; stderr shows only the first ones.
+PROBLEMS_FILE = "problems.ndjson"
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """'1 resource', '2 resources', '0 resources'."""
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
 
 
 @dataclass(frozen=True)
@@ -51,27 +58,32 @@ class BatchResult:
     #: What the backend could not do, for stderr (no patient data beyond references).
     notes: tuple[str, ...] = ()
 
-    def summary(self, out: Path) -> str:
+    def summary(self, out: Path, seconds: float | None = None) -> str:
         on_clozapine = [e for e in self.evaluations if e.on_clozapine]
         outcomes = Counter(d.outcome for d in self.decisions)
         overdue = sum(1 for e in on_clozapine if e.status.overdue)
+        took = f" in {seconds:.1f} s" if seconds is not None else ""
+        read = f"Read {plural(self.resources_read, 'resource')}{took}"
         lines = [
-            f"Read {self.resources_read} resources; {len(self.problems)} input problems "
-            "(on stderr)."
+            f"{read}; {plural(len(self.problems), 'input problem')} "
+            f"(on stderr; all in {PROBLEMS_FILE})."
             if self.problems
-            else f"Read {self.resources_read} resources.",
-            f"{len(on_clozapine)} patients on clozapine ({overdue} overdue for an ANC).",
+            else f"{read}.",
+            f"{plural(len(on_clozapine), 'patient')} on clozapine ({overdue} overdue for an ANC).",
             "Dispenses decided: "
             + (", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "none")
             + ".",
-            f"{self.issues_written} DetectedIssues written ({self.withdrawn} withdrawals).",
+            f"{plural(self.issues_written, 'DetectedIssue')} written "
+            f"({plural(self.withdrawn, 'withdrawal')}).",
             f"Outputs in {out}",
         ]
         if self.unresolved_medications:
+            n = self.unresolved_medications
             lines.insert(
                 1,
-                f"{self.unresolved_medications} dispenses reference a Medication that is not in "
-                "the input; they were not treated as clozapine.",
+                f"{plural(n, 'dispense')} {'references' if n == 1 else 'reference'} a Medication "
+                f"that is not in the input; {'it was' if n == 1 else 'they were'} not treated as "
+                "clozapine.",
             )
         return "\n".join(lines)
 
@@ -80,10 +92,19 @@ def _dump(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
 
 
+def file_mode() -> int:
+    """The mode a newly created file gets under the process umask (0644 under umask 022)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _write_atomically(path: Path, lines: Iterable[str]) -> None:
-    """Replace the file in one step: a rerun replaces, never appends, and never half-writes."""
+    """Replace the file in one step: a rerun replaces, never appends, and never half-writes.
+    The file honours the umask (mkstemp alone would leave it 0600)."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(descriptor, file_mode())
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             for line in lines:
                 handle.write(line)
@@ -94,12 +115,18 @@ def _write_atomically(path: Path, lines: Iterable[str]) -> None:
         raise
 
 
+#: Called now and then while reading with the count of resources read so far.
+Progress = Callable[[int], None]
+
+
 def _evaluate(
-    settings: BatchSettings, data: ReferenceData
+    settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
 ) -> tuple[Collector, list[PatientInputs], list[Evaluation]]:
     collector = Collector(Reader(data, settings.site_tz), settings.as_of)
-    for located in read_sources(settings.sources, collector.problems):
+    for count, located in enumerate(read_sources(settings.sources, collector.problems), 1):
         collector.add(located)
+        if progress is not None and count % 5000 == 0:
+            progress(count)
     context = Context(
         protocol=data.protocol,
         units=data.units,
@@ -159,6 +186,8 @@ def _rems(
     directory = Directory(identities.resources(), collector.requesters())
     outputs = _local([e for e in evaluations if not e.on_clozapine])
     client = RemsClient(rems.url, timeouts=rems.timeouts, retry=rems.retry)
+    if rems.token:
+        client.session.headers["Authorization"] = f"Bearer {rems.token}"
     try:
         backend = RemsBackend(
             client, rems, directory, data.protocol, settings.site_tz, settings.as_of
@@ -176,8 +205,10 @@ def _rems(
     return outputs
 
 
-def run_batch(settings: BatchSettings, data: ReferenceData) -> BatchResult:
-    collector, inputs, evaluations = _evaluate(settings, data)
+def run_batch(
+    settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
+) -> BatchResult:
+    collector, inputs, evaluations = _evaluate(settings, data, progress)
     if settings.rems is None:
         outputs = _local(evaluations)
     else:
@@ -201,6 +232,10 @@ def run_batch(settings: BatchSettings, data: ReferenceData) -> BatchResult:
     )
     for name, records in files:
         _write_atomically(settings.out / name, (_dump(record) for record in records))
+    _write_atomically(
+        settings.out / PROBLEMS_FILE,
+        (_dump({"location": p.location, "message": p.message}) for p in collector.problems),
+    )
     return BatchResult(
         evaluations=tuple(evaluations),
         problems=tuple(collector.problems),

@@ -14,6 +14,23 @@ from adapter.fhir.records import instant
 
 PROFILE_URL = "https://rems-adapter.github.io/fhir/StructureDefinition/rems-adapter-detectedissue"
 AUTHOR_DEVICE = "Device/rems-adapter"
+DEVICE_IDENTIFIER_SYSTEM = "https://rems-adapter.github.io/fhir/sid/device"
+
+
+def author_device(version: str) -> dict[str, Any]:
+    """The R4 Device every DetectedIssue names as `author` (AUTHOR_DEVICE)."""
+    kind, device_id = AUTHOR_DEVICE.split("/")
+    return {
+        "resourceType": kind,
+        "id": device_id,
+        "identifier": [{"system": DEVICE_IDENTIFIER_SYSTEM, "value": device_id}],
+        "status": "active",
+        "manufacturer": "rems-adapter project",
+        "deviceName": [{"name": "rems-adapter", "type": "manufacturer-name"}],
+        "version": [{"value": version}],
+        "type": {"text": "Clozapine REMS monitoring and dispense decision software"},
+    }
+
 
 _ACT_DISPLAY = {
     "LAB": "Laboratory Alert",

@@ -1,4 +1,12 @@
-"""HTTP face of the REMS service (Flask): validation, idempotency, clock, JSON errors."""
+"""HTTP face of the REMS service (Flask): validation, idempotency, clock, JSON errors.
+
+Safe by default: `/admin/*` writes need the admin token, and without one they are refused
+unless the service was started with `insecure_admin`; with `token` set every other endpoint
+needs ``Authorization: Bearer <token>`` too (both compared in constant time), except the
+liveness and metrics endpoints (`/health`, `/healthz`, `/metrics`) that probes call. Every
+request is logged (method, route pattern, status, bytes, milliseconds): the route pattern,
+never the path, since a path carries a REMS patient id.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +16,17 @@ import json
 import logging
 import re
 import sqlite3
+import threading
+import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from adapter.rems import contract
 
@@ -75,12 +87,16 @@ class RemsHttp:
         rules: ProgramRules,
         clock: Clock,
         admin_token: str | None,
+        token: str | None = None,
+        insecure_admin: bool = False,
     ) -> None:
         self.store = store
         self.schemas = schemas
         self.rules = rules
         self.clock = clock
         self.admin_token = admin_token
+        self.token = token
+        self.insecure_admin = insecure_admin
 
     # ---- pieces of the pipeline
     def now(self) -> datetime:
@@ -96,10 +112,18 @@ class RemsHttp:
 
     def check_admin(self) -> None:
         if self.admin_token is None:
-            return
-        presented = request.headers.get("Authorization", "")
-        expected = f"Bearer {self.admin_token}"
-        if not hmac.compare_digest(presented.encode(), expected.encode()):
+            if self.insecure_admin:
+                return
+            raise _Refused(
+                error(
+                    401,
+                    ErrorKind.UNAUTHORIZED,
+                    [Reason.ADMIN_TOKEN_REQUIRED],
+                    "admin writes are disabled: start the service with an admin token "
+                    "(or --insecure-admin)",
+                )
+            )
+        if not _bearer_matches(self.admin_token):
             raise _Refused(
                 error(
                     401,
@@ -108,6 +132,20 @@ class RemsHttp:
                     "admin endpoints need the service's admin token",
                 )
             )
+
+    def check_token(self) -> Response | None:
+        """Before every request: the service token, when one is set (admin paths have their
+        own token; probes need none)."""
+        if self.token is None or request.path in OPEN_PATHS or request.path.startswith("/admin/"):
+            return None
+        if _bearer_matches(self.token):
+            return None
+        refused = error(
+            401, ErrorKind.UNAUTHORIZED, [Reason.TOKEN_REQUIRED], "this service needs its token"
+        )
+        response = _respond(refused)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="rems"'
+        return response
 
     def idempotency_key(self) -> str | None:
         key = request.headers.get("Idempotency-Key")
@@ -209,6 +247,58 @@ class RemsHttp:
         return _respond(Outcome(200, {"status": "ok", "database": "ok"}, contract.HEALTH))
 
 
+def _bearer_matches(expected: str) -> bool:
+    presented = request.headers.get("Authorization", "")
+    return hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode())
+
+
+#: Paths that never need a token: what liveness probes and metrics scrapers call.
+OPEN_PATHS = frozenset({"/health", "/healthz", "/metrics"})
+
+
+class Metrics:
+    """Request counts and latency in the Prometheus text format (no labels with PHI: the route
+    pattern, the method and the status only)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: Counter[tuple[str, str, int]] = Counter()
+        self._seconds: dict[str, float] = {}
+        self._count: Counter[str] = Counter()
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self._requests[(method, route, status)] += 1
+            self._seconds[route] = self._seconds.get(route, 0.0) + seconds
+            self._count[route] += 1
+
+    def text(self) -> str:
+        with self._lock:
+            lines = [
+                "# HELP rems_adapter_rems_service_requests_total HTTP requests answered.",
+                "# TYPE rems_adapter_rems_service_requests_total counter",
+            ]
+            for (method, route, status), n in sorted(self._requests.items()):
+                lines.append(
+                    "rems_adapter_rems_service_requests_total"
+                    f'{{method="{method}",route="{route}",status="{status}"}} {n}'
+                )
+            lines += [
+                "# HELP rems_adapter_rems_service_request_seconds Time to answer, by route.",
+                "# TYPE rems_adapter_rems_service_request_seconds summary",
+            ]
+            for route in sorted(self._count):
+                label = f'{{route="{route}"}}'
+                lines.append(
+                    f"rems_adapter_rems_service_request_seconds_sum{label} "
+                    f"{self._seconds[route]:.6f}"
+                )
+                lines.append(
+                    f"rems_adapter_rems_service_request_seconds_count{label} {self._count[route]}"
+                )
+        return "\n".join(lines) + "\n"
+
+
 def _stored_response(
     conn: sqlite3.Connection, key: str, endpoint: str, fingerprint: str
 ) -> Response | None:
@@ -268,9 +358,62 @@ def _register_routes(app: Flask, http: RemsHttp) -> None:
         app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
     app.add_url_rule("/health", endpoint="health", view_func=http.health, methods=["GET"])
     app.add_url_rule(
+        "/healthz",
+        endpoint="healthz",
+        view_func=lambda: Response('{"status":"ok"}', mimetype="application/json"),
+        methods=["GET"],
+    )
+    app.add_url_rule("/openapi.yaml", endpoint="openapi", view_func=_contract_file, methods=["GET"])
+    app.add_url_rule(
+        "/<name>.schema.json", endpoint="schema", view_func=_contract_file, methods=["GET"]
+    )
+    app.add_url_rule(
         "/patients/<path:rems_id>",
         endpoint="patient",
         view_func=http.patient_status,
+        methods=["GET"],
+    )
+
+
+def _contract_file(name: str | None = None) -> Response:
+    """The service's own contract: openapi.yaml and the JSON Schemas it references."""
+    folder = resources.files("adapter.profiles").joinpath("rems")
+    file = "openapi.yaml" if name is None else f"{name}.schema.json"
+    entry = folder.joinpath(file)
+    if "/" in file or not entry.is_file():
+        return _respond(error(404, ErrorKind.NOT_FOUND, [Reason.NOT_FOUND], "no such file"))
+    mimetype = "application/yaml" if name is None else "application/schema+json"
+    return Response(entry.read_bytes(), mimetype=mimetype)
+
+
+def _register_access_log(app: Flask, http: RemsHttp, metrics: Metrics) -> None:
+    access = logging.getLogger("adapter.rems_service.access")
+
+    @app.before_request
+    def started() -> Response | None:
+        request.environ["rems.started"] = time.monotonic()
+        return http.check_token()
+
+    @app.after_request
+    def logged(response: Response) -> Response:
+        began = request.environ.get("rems.started", time.monotonic())
+        seconds = time.monotonic() - began
+        route = request.url_rule.rule if request.url_rule is not None else "(no route)"
+        metrics.observe(request.method, route, response.status_code, seconds)
+        access.info(
+            "%s %s %d %dB %.1fms",
+            request.method,
+            route,
+            response.status_code,
+            response.calculate_content_length() or 0,
+            seconds * 1000,
+        )
+        return response
+
+    app.add_url_rule(
+        "/metrics",
+        endpoint="metrics",
+        view_func=lambda: Response(metrics.text(), mimetype="text/plain; version=0.0.4"),
         methods=["GET"],
     )
 
@@ -283,7 +426,10 @@ def _register_error_handlers(app: Flask) -> None:
         )
         if status >= 500:
             kind, reason = ErrorKind.INTERNAL_ERROR, Reason.INTERNAL_ERROR
-        return _respond(error(status, kind, [reason], exc.name))
+        response = _respond(error(status, kind, [reason], exc.name))
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
 
     def database_error(exc: sqlite3.OperationalError) -> Response:
         log.error("REMS database error on %s: %s", request.endpoint, type(exc).__name__)
@@ -319,11 +465,15 @@ def make_app(
     clock: Clock | None = None,
     rules: ProgramRules | str | Path | None = None,
     admin_token: str | None = None,
+    token: str | None = None,
+    insecure_admin: bool = False,
 ) -> Flask:
     """Build the WSGI app: creates the database schema, applies the seed, loads the contract.
 
     `clock` returns the current aware datetime (tests pass their own); `rules` is a
     ProgramRules, a path to a program TOML, or None for mappings/rems-program.toml.
+    `admin_token` guards /admin/* (without it admin writes are refused unless
+    `insecure_admin`); `token` guards every other endpoint except the probes.
     """
     program = rules if isinstance(rules, ProgramRules) else load_rules(rules)
     service_clock = clock or system_clock
@@ -334,7 +484,8 @@ def make_app(
         apply_seed(seed, store, schemas, program, require_aware(service_clock(), "clock"))
     app = Flask("adapter.rems_service")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    http = RemsHttp(store, schemas, program, service_clock, admin_token)
+    http = RemsHttp(store, schemas, program, service_clock, admin_token, token, insecure_admin)
     _register_routes(app, http)
+    _register_access_log(app, http, Metrics())
     _register_error_handlers(app)
     return app

@@ -1,4 +1,8 @@
-"""The program's windows and limits, from mappings/rems-program.toml (never literals in code)."""
+"""The program's windows and limits, from mappings/rems-program.toml (never literals in code).
+
+The file's layout is a typed pydantic model (`_Program`): every table and key is required, unknown
+ones are errors, and an error names the file and the key (``rules.toml: [psf.psf_window_days]
+must be a whole number of days >= 0``)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,19 @@ from datetime import date
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+)
 
 from adapter.errors import ConfigurationError
 
@@ -52,95 +67,181 @@ def load_rules(path: str | Path | None = None) -> ProgramRules:
         resource = resources.files("adapter.mappings").joinpath(DEFAULT_RULES_RESOURCE)
         where, text = DEFAULT_RULES_RESOURCE, resource.read_text(encoding="utf-8")
     else:
-        where, text = str(path), Path(path).read_text(encoding="utf-8")
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ConfigError(f"{where}: cannot read the rules file: {reason}") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from exc
-    return _rules_from(_Reader(where, data))
+    return _rules_from(where, data)
 
 
-class _Reader:
-    def __init__(self, where: str, data: dict[str, Any]) -> None:
-        self._where = where
-        self._data = data
-
-    def get(self, dotted: str) -> Any:
-        node: Any = self._data
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"{self._where}: missing [{dotted}]")
-            node = node[part]
-        return node
-
-    def fail(self, dotted: str, expected: str) -> ConfigError:
-        return ConfigError(f"{self._where}: [{dotted}] must be {expected}")
-
-    def days(self, dotted: str) -> int:
-        value = self.get(dotted)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.fail(dotted, "a whole number of days >= 0")
-        return value
-
-    def number(self, dotted: str) -> float:
-        value = self.get(dotted)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise self.fail(dotted, "a number >= 0")
-        return float(value)
-
-    def flag(self, dotted: str) -> bool:
-        value = self.get(dotted)
-        if not isinstance(value, bool):
-            raise self.fail(dotted, "true or false")
-        return value
-
-    def text(self, dotted: str) -> str:
-        value = self.get(dotted)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(dotted, "a non-empty string")
-        return value
-
-    def per_frequency(self, dotted: str) -> Mapping[str, int]:
-        table = self.get(dotted)
-        if not isinstance(table, dict) or set(table) != set(FREQUENCIES):
-            raise self.fail(dotted, f"a table with exactly {', '.join(FREQUENCIES)}")
-        return MappingProxyType({name: self.days(f"{dotted}.{name}") for name in FREQUENCIES})
+NonEmpty = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
+Days = Annotated[StrictInt, Field(ge=0)]
+Number = Annotated[float, Field(ge=0, strict=True)]
 
 
-def _rules_from(read: _Reader) -> ProgramRules:
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class _PerFrequency(_Table):
+    three_times_weekly: Days = Field(alias="three-times-weekly")
+    weekly: Days
+    every_2_weeks: Days = Field(alias="every-2-weeks")
+    monthly: Days
+
+    def as_mapping(self) -> Mapping[str, int]:
+        return MappingProxyType(
+            {name: getattr(self, name.replace("-", "_")) for name in FREQUENCIES}
+        )
+
+
+class _Meta(_Table):
+    source: NonEmpty
+    effective: date
+
+
+class _Clock(_Table):
+    time_zone: NonEmpty
+
+
+class _Api(_Table):
+    accept_as_of: StrictBool
+
+
+class _Certification(_Table):
+    validate_npi_check_digit: StrictBool
+
+
+class _Enrollment(_Table):
+    baseline_window_days: Days
+
+
+class _Psf(_Table):
+    psf_window_days: Days
+    rationale_anc_below_general: Number
+    rationale_anc_below_ben: Number
+
+
+class _Override(_Table):
+    override_limit: Days
+    override_window_days: Days
+    limit_applies_to: list[Literal["inpatient", "outpatient"]]
+    anc_grace_days: Days
+    require_anc_at_or_above_rationale_threshold: StrictBool
+
+
+class _Discharge(_Table):
+    mode: DischargeMode
+    discharge_limit_days: Days
+    limit_by_frequency_days: _PerFrequency
+
+
+class _Program(_Table):
+    """The file's layout (mappings/rems-program.toml); unknown tables and keys are errors."""
+
+    meta: _Meta
+    clock: _Clock
+    api: _Api
+    certification: _Certification
+    enrollment: _Enrollment
+    psf: _Psf
+    override: _Override
+    monitoring_interval_days: _PerFrequency
+    discharge: _Discharge
+
+
+_EXPECTED = {
+    "int": "a whole number of days >= 0",
+    "float": "a number >= 0",
+    "bool": "true or false",
+    "str": "a non-empty string",
+    "date": "a YYYY-MM-DD date",
+    "literal": "one of",
+}
+
+
+_NUMBERS = frozenset({"rationale_anc_below_general", "rationale_anc_below_ben"})
+
+
+def _expected(kind: str, ctx: Mapping[str, Any], given: object = None, field: str = "") -> str:
+    if kind.startswith("int"):
+        return _EXPECTED["int"]
+    if kind.startswith("greater_than"):
+        return (
+            _EXPECTED["float"]
+            if isinstance(given, float) or field in _NUMBERS
+            else _EXPECTED["int"]
+        )
+    for prefix in ("float", "bool", "string", "date"):
+        if kind.startswith(prefix):
+            return _EXPECTED["str" if prefix == "string" else prefix]
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected', '')}"
+    if kind == "extra_forbidden":
+        return "a known key (this one is not)"
+    if kind in ("model_type", "dict_type"):
+        return "a table"
+    if kind == "list_type":
+        return "a list"
+    return "valid"
+
+
+def _rules_from(where: str, data: dict[str, Any]) -> ProgramRules:
     try:
-        effective = date.fromisoformat(read.text("meta.effective"))
-    except ValueError as exc:
-        raise read.fail("meta.effective", "a YYYY-MM-DD date") from exc
+        program = _Program.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        dotted = ".".join(str(part) for part in first["loc"])
+        kind = first["type"]
+        if kind == "missing":
+            raise ConfigError(f"{where}: missing [{dotted}]") from None
+        if first["loc"][:2] == ("override", "limit_applies_to"):
+            dotted = "override.limit_applies_to"
+            what = 'a list of "inpatient" / "outpatient"'
+        elif first["loc"][:1] == ("monitoring_interval_days",) or first["loc"][:2] == (
+            "discharge",
+            "limit_by_frequency_days",
+        ):
+            what = f"a table with exactly {', '.join(FREQUENCIES)}"
+            if kind not in ("extra_forbidden", "model_type", "dict_type"):
+                what = _expected(
+                    kind, first.get("ctx") or {}, first.get("input"), str(first["loc"][-1])
+                )
+        else:
+            what = _expected(
+                kind, first.get("ctx") or {}, first.get("input"), str(first["loc"][-1])
+            )
+        raise ConfigError(f"{where}: [{dotted}] must be {what}") from None
     try:
-        zone = ZoneInfo(read.text("clock.time_zone"))
+        zone = ZoneInfo(program.clock.time_zone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise read.fail("clock.time_zone", "an IANA time zone name") from exc
-    applies_to = read.get("override.limit_applies_to")
-    if not isinstance(applies_to, list) or not set(applies_to) <= {"inpatient", "outpatient"}:
-        raise read.fail("override.limit_applies_to", 'a list of "inpatient" / "outpatient"')
-    mode = read.text("discharge.mode")
-    if mode not in ("fixed", "monitoring-frequency"):
-        raise read.fail("discharge.mode", '"fixed" or "monitoring-frequency"')
+        raise ConfigError(f"{where}: [clock.time_zone] must be an IANA time zone name") from exc
+    override = program.override
     return ProgramRules(
-        source=read.text("meta.source"),
-        effective=effective,
+        source=program.meta.source,
+        effective=program.meta.effective,
         time_zone=zone,
-        accept_as_of=read.flag("api.accept_as_of"),
-        validate_npi_check_digit=read.flag("certification.validate_npi_check_digit"),
-        baseline_window_days=read.days("enrollment.baseline_window_days"),
-        psf_window_days=read.days("psf.psf_window_days"),
-        rationale_anc_below_general=read.number("psf.rationale_anc_below_general"),
-        rationale_anc_below_ben=read.number("psf.rationale_anc_below_ben"),
-        override_limit=read.days("override.override_limit"),
-        override_window_days=read.days("override.override_window_days"),
-        override_limit_applies_to=frozenset(applies_to),
-        override_anc_grace_days=read.days("override.anc_grace_days"),
-        override_requires_anc_at_or_above_threshold=read.flag(
-            "override.require_anc_at_or_above_rationale_threshold"
+        accept_as_of=program.api.accept_as_of,
+        validate_npi_check_digit=program.certification.validate_npi_check_digit,
+        baseline_window_days=program.enrollment.baseline_window_days,
+        psf_window_days=program.psf.psf_window_days,
+        rationale_anc_below_general=float(program.psf.rationale_anc_below_general),
+        rationale_anc_below_ben=float(program.psf.rationale_anc_below_ben),
+        override_limit=override.override_limit,
+        override_window_days=override.override_window_days,
+        override_limit_applies_to=frozenset(override.limit_applies_to),
+        override_anc_grace_days=override.anc_grace_days,
+        override_requires_anc_at_or_above_threshold=(
+            override.require_anc_at_or_above_rationale_threshold
         ),
-        monitoring_interval_days=read.per_frequency("monitoring_interval_days"),
-        discharge_mode=cast(DischargeMode, mode),
-        discharge_limit_days=read.days("discharge.discharge_limit_days"),
-        discharge_limit_by_frequency_days=read.per_frequency("discharge.limit_by_frequency_days"),
+        monitoring_interval_days=program.monitoring_interval_days.as_mapping(),
+        discharge_mode=program.discharge.mode,
+        discharge_limit_days=program.discharge.discharge_limit_days,
+        discharge_limit_by_frequency_days=program.discharge.limit_by_frequency_days.as_mapping(),
     )

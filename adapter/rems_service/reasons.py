@@ -43,6 +43,7 @@ class Reason(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     PAYLOAD_TOO_LARGE = "payload-too-large"
     ADMIN_TOKEN_REQUIRED = "admin-token-required"
+    TOKEN_REQUIRED = "token-required"
     DATABASE_UNAVAILABLE = "database-unavailable"
     INTERNAL_ERROR = "internal-error"
 

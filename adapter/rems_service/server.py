@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import waitress
 from flask import Flask
 from waitress import wasyncore
 from waitress.server import TcpWSGIServer, create_server
+
+from adapter.errors import ConfigurationError
 
 from .app import make_app
 
@@ -19,6 +23,22 @@ log = logging.getLogger(__name__)
 
 DEFAULT_THREADS = 4
 _LOOP_SLICE_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What `rems-adapter rems-server` runs with (adapter.settings section rems_server)."""
+
+    port: int
+    db: str
+    seed: str | None = None
+    host: str = "127.0.0.1"
+    rules: str | Path | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    insecure_admin: bool = False
+    #: How the user named host, port and db (a flag, a variable, a key), for error messages.
+    where: Mapping[str, str] = field(default_factory=dict)
 
 
 def serve(
@@ -29,11 +49,55 @@ def serve(
     *,
     rules: str | Path | None = None,
     admin_token: str | None = None,
+    token: str | None = None,
+    insecure_admin: bool = False,
 ) -> None:
     """Run the reference REMS service until interrupted (`rems-adapter rems-server`)."""
-    app = make_app(db_path, seed, rules=rules, admin_token=admin_token)
-    log.info("REMS service listening on http://%s:%d (database %s)", host, port, db_path)
-    waitress.serve(app, host=host, port=port, threads=DEFAULT_THREADS, ident="rems-adapter")
+    serve_options(
+        ServerOptions(
+            port=port,
+            db=db_path,
+            seed=seed,
+            host=host,
+            rules=rules,
+            admin_token=admin_token,
+            token=token,
+            insecure_admin=insecure_admin,
+        )
+    )
+
+
+def serve_options(options: ServerOptions) -> None:
+    """Run until interrupted. A port in use or an address that cannot be bound is a
+    ConfigurationError naming it; database, seed and rules errors are their own kinds."""
+    app = make_app(
+        options.db,
+        options.seed,
+        rules=options.rules,
+        admin_token=options.admin_token,
+        token=options.token,
+        insecure_admin=options.insecure_admin,
+    )
+    try:
+        server = create_server(
+            app, host=options.host, port=options.port, threads=DEFAULT_THREADS, ident="rems-adapter"
+        )
+    except OSError as error:
+        name = options.where.get("port" if error.errno == errno.EADDRINUSE else "host", "--host")
+        raise ConfigurationError(
+            f"cannot listen on {options.host}:{options.port}: {error.strerror or error}",
+            where=name,
+        ) from error
+    log.info(
+        "REMS service listening on http://%s:%d (database %s)",
+        options.host,
+        options.port,
+        options.db,
+    )
+    try:
+        server.run()
+    finally:
+        server.close()
 
 
 class BackgroundServer:

@@ -3,23 +3,23 @@
     rems-adapter watch --config FILE [--once]
     rems-adapter watch --fhir-base URL --once [--as-of DATETIME]
 
-Exit codes: 0 done, 2 usage, 3 configuration, 5 the EHR server failed (after retries) or the
-state file is unusable. Loop mode stops cleanly on SIGTERM/SIGINT after the current step.
+Exit codes (adapter.errors): 0 done, 2 usage, 3 configuration, 5 the EHR server failed
+(after retries) or the state file is unusable. Loop mode stops cleanly on SIGTERM/SIGINT
+after the current step.
+
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from adapter import __version__
 from adapter.ehr import (
     Authorizer,
     EhrConfigurationError,
@@ -31,75 +31,71 @@ from adapter.ehr import (
     Timeouts,
     Transport,
 )
-from adapter.mappings_loader import MappingError, load_reference_data
-from adapter.watch.config import (
-    ConfigError,
-    FhirSettings,
-    Overrides,
-    WatchConfig,
-    load_config,
-    read_toml,
-)
-from adapter.watch.state import StateError, StateStore
+from adapter.mappings_loader import load_reference_data
+from adapter.settings import Loaded
+from adapter.watch.config import ConfigError, FhirSettings, watch_config
+from adapter.watch.state import StateStore
 from adapter.watch.watcher import Watcher
-
-EXIT_CONFIG = 3
-EXIT_EHR = 5
+from adapter.watch.writeback import ensure_author_device
 
 log = logging.getLogger("adapter.watch")
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
+def add_parser(commands: Any, **common: Any) -> argparse.ArgumentParser:
+    """The `watch` sub-command; `common` carries the shared options (--config, logging)."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "watch",
         help="service mode: poll an EHR FHIR server and write decisions back",
         description="Poll an EHR FHIR R4 server for ANC results, clozapine dispenses and "
         "answers to earlier decisions; write DetectedIssues back. Settings: --config FILE "
-        "(TOML), or flags for the common ones.",
+        "(TOML), the environment (REMS_ADAPTER_<SECTION>_<KEY>), or flags for the common ones. "
+        "Secrets (REMS_ADAPTER_FHIR_TOKEN) only from the environment.",
+        **common,
     )
-    parser.add_argument("--config", type=Path, default=None, help="TOML settings file")
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
-    parser.add_argument("--fhir-base", default=None, help="FHIR base URL (fhir.base_url)")
-    parser.add_argument("--state", type=Path, default=None, help="state file (watch.state)")
+    parser.add_argument(
+        "--fhir-base", metavar="URL", dest="fhir.base_url", help="FHIR base URL (fhir.base_url)"
+    )
+    parser.add_argument(
+        "--state", metavar="FILE", dest="watch.state", help="state file (watch.state)"
+    )
     parser.add_argument(
         "--interval",
+        metavar="SECONDS",
+        dest="watch.interval_seconds",
         type=float,
-        default=None,
         help="seconds between cycles (watch.interval_seconds)",
     )
     parser.add_argument("--as-of", default=None, help="fixed evaluation clock (default: now)")
-    parser.add_argument("--group", default=None, help="per-patient mode: a Group id (watch.group)")
+    parser.add_argument(
+        "--group", metavar="GROUP_ID", dest="watch.group", help="per-patient mode: a Group id"
+    )
     parser.add_argument(
         "--patient",
+        metavar="PATIENT_ID",
+        dest="watch.patients",
         action="append",
-        default=[],
+        default=None,
         help="per-patient mode: a Patient id (repeatable; watch.patients)",
     )
-    parser.add_argument("--site-tz", default=None, help="IANA time zone (evaluation.site_tz)")
-    parser.add_argument("--mappings", type=Path, default=None, help="evaluation.mappings")
     parser.add_argument(
-        "--no-derive-anc", action="store_true", help="evaluation.derive_anc = false"
+        "--site-tz", metavar="ZONE", dest="evaluation.site_tz", help="IANA time zone"
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "--mappings",
+        metavar="FOLDER",
+        dest="evaluation.mappings",
+        help="folder of site mappings files",
+    )
+    parser.add_argument(
+        "--no-derive-anc",
+        dest="evaluation.derive_anc",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not derive ANC from WBC and neutrophil %%",
     )
     return parser
-
-
-def configuration(args: argparse.Namespace, environ: dict[str, str]) -> WatchConfig:
-    data = read_toml(args.config) if args.config is not None else {}
-    overrides = Overrides(
-        fhir_base=args.fhir_base,
-        state=args.state,
-        interval_seconds=args.interval,
-        site_tz=args.site_tz,
-        mappings=args.mappings,
-        no_derive_anc=args.no_derive_anc,
-        as_of=args.as_of,
-        group=args.group,
-        patients=tuple(args.patient),
-    )
-    return load_config(data, overrides, environ)
 
 
 def build_client(settings: FhirSettings) -> FhirClient:
@@ -151,20 +147,27 @@ class StopFlag:
         self.event.set()
 
 
-def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
-    _logging(args.log_level)
+def run(args: argparse.Namespace, loaded: Loaded) -> int:
+    """One composition root for watch. Errors propagate to the CLI guard (adapter.cli.main),
+    which prints one line and exits with the code of their kind."""
+    config = watch_config(loaded, args.as_of)
+    data = load_reference_data(config.evaluation.mappings)
+    client = build_client(config.fhir)
     try:
-        config = configuration(args, dict(os.environ) if environ is None else environ)
-        data = load_reference_data(config.evaluation.mappings)
-        client = build_client(config.fhir)
-    except (ConfigError, MappingError) as error:
-        print(f"rems-adapter: configuration error: {error}", file=sys.stderr)
-        return EXIT_CONFIG
+        if not ensure_author_device(client, __version__):
+            log.warning(
+                "the EHR refused to create Device/rems-adapter (client-assigned ids); the "
+                "DetectedIssues name it as author all the same"
+            )
+    except FhirError as error:
+        client.close()
+        log.error("rems-adapter: EHR request failed: %s", error)
+        return error.exit_code
     try:
         store = StateStore(config.watch.state)
-    except StateError as error:
-        print(f"rems-adapter: {error}", file=sys.stderr)
-        return EXIT_EHR
+    except BaseException:
+        client.close()
+        raise
     stop = StopFlag()
     restore = _install_signals(stop) if not args.once else (lambda: None)
     try:
@@ -172,15 +175,15 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
         while True:
             try:
                 report = watcher.cycle()
-                if args.once:
+                if args.once and not loaded.settings.log.quiet:
                     print(report.summary(), flush=True)
                 else:
                     log.info("%s", report.summary())
             except FhirError as error:
                 # str(error) is method, URL path, status and issue codes: no query, no bodies
-                print(f"rems-adapter: EHR request failed: {error}", file=sys.stderr)
+                log.error("rems-adapter: EHR request failed: %s", error)
                 if args.once:
-                    return EXIT_EHR
+                    return error.exit_code
             if args.once or stop.event.wait(config.watch.interval_seconds):
                 return 0
     finally:
@@ -199,12 +202,3 @@ def _install_signals(stop: StopFlag) -> Callable[[], None]:
             signal.signal(sig, handler)
 
     return restore
-
-
-def _logging(level: str) -> None:
-    root = logging.getLogger()
-    if not root.handlers:  # an embedding application's logging setup wins
-        logging.basicConfig(
-            level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
-    logging.getLogger("adapter").setLevel(level)

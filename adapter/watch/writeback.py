@@ -12,7 +12,25 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from adapter.ehr import FhirClient, FhirConflictError, FhirServerError
+from adapter.ehr import FhirClient, FhirConflictError, FhirNotFoundError, FhirServerError
+from adapter.fhir.write import author_device
+
+
+def ensure_author_device(client: FhirClient, version: str) -> bool:
+    """Create the Device our DetectedIssues name as author, once: read it, and when the server
+    does not have it, PUT it under its fixed id (update-as-create). False when the server
+    refuses client-assigned ids (the DetectedIssues then name a Device it does not hold)."""
+    device = author_device(version)
+    try:
+        client.read(device["resourceType"], device["id"])
+        return True
+    except FhirNotFoundError:
+        pass
+    try:
+        client.update(device)
+    except FhirServerError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -193,5 +193,7 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def rems(db_path: Path, seed_path: Path, clock: FakeClock) -> Iterator[RemsClient]:
-    with BackgroundServer(make_app(db_path, seed_path, clock=clock)) as base_url:
+    with BackgroundServer(
+        make_app(db_path, seed_path, clock=clock, insecure_admin=True)
+    ) as base_url:
         yield RemsClient(base_url, clock)

@@ -37,7 +37,9 @@ def test_a_window_changed_in_the_program_file_changes_the_decision(
     text = PROGRAM_FILE.read_text(encoding="utf-8")
     program.write_text(text.replace("psf_window_days = 37", "psf_window_days = 10"), "utf-8")
     clock = FakeClock()
-    with BackgroundServer(make_app(db_path, seed_path, clock=clock, rules=program)) as url:
+    with BackgroundServer(
+        make_app(db_path, seed_path, clock=clock, rules=program, insecure_admin=True)
+    ) as url:
         rems = RemsClient(url, clock)
         rems_id = rems.enroll()
         clock.advance(days=11)

@@ -31,7 +31,7 @@ def test_serve_answers_health_and_keeps_state_in_the_db_file(tmp_path: Path) -> 
     port = _free_port()
     code = (
         "import sys; from adapter.rems_service import serve; "
-        "serve(int(sys.argv[1]), sys.argv[2], sys.argv[3])"
+        "serve(int(sys.argv[1]), sys.argv[2], sys.argv[3], insecure_admin=True)"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code, str(port), str(db), str(seed)],

@@ -76,7 +76,7 @@ def test_smart_key_file_from_the_environment(tmp_path: Path) -> None:
         ("", {}, {}, "fhir.base_url", "required"),
         ('[fhir]\nbase_url = "ftp://x/fhir"', {}, {}, "fhir.base_url", "http(s) URL"),
         ("", {}, {"fhir_base": "localhost:8080"}, "--fhir-base", "http(s) URL"),
-        (f'[fhir]\n{BASE}auth = "basic"', {}, {}, "fhir.auth", "one of none, bearer, smart"),
+        (f'[fhir]\n{BASE}auth = "basic"', {}, {}, "fhir.auth", "one of none, bearer or smart"),
         (f'[fhir]\n{BASE}token = "abc"', {}, {}, "fhir.token", ENV_TOKEN),
         (f'[fhir]\n{BASE}auth = "bearer"', {}, {}, "fhir.auth", ENV_TOKEN),
         (f'[fhir]\n{BASE}auth = "smart"', {}, {}, "fhir.smart.client_id", "required"),
@@ -188,5 +188,5 @@ def test_an_unreachable_server_exits_5_without_a_traceback(
     )
     assert main(["watch", "--config", str(config), "--once"]) == 5
     err = capsys.readouterr().err
-    assert "EHR request failed: GET http://127.0.0.1:9/fhir/Observation" in err
+    assert "EHR request failed: GET http://127.0.0.1:9/fhir/" in err
     assert "Traceback" not in err

@@ -29,6 +29,8 @@ class RemsSettings:
     pharmacy_id: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Bearer token sent to the REMS service (REMS_ADAPTER_REMS_TOKEN); never shown.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
