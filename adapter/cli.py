@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, time, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,6 +25,7 @@ from adapter.batch.rems_backend import (
 )
 from adapter.batch.run import BatchSettings, run_batch
 from adapter.batch.sources import UnreadableInput
+from adapter.fhir.values import ValueProblem, read_clock
 from adapter.mappings_loader import MappingError, load_reference_data
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
@@ -44,13 +45,9 @@ def parse_as_of(raw: str | None, site_tz: tzinfo) -> datetime:
     if raw is None:
         return datetime.now(UTC).replace(microsecond=0)
     try:
-        if len(raw) == 10:
-            day = datetime.fromisoformat(raw).date()
-            return datetime.combine(day, time(23, 59, 59), site_tz)
-        moment = datetime.fromisoformat(raw)
-    except ValueError as error:
-        raise UsageError(f"--as-of: '{raw}' is not an ISO 8601 date or date-time") from error
-    return moment if moment.tzinfo else moment.replace(tzinfo=site_tz)
+        return read_clock(raw, site_tz)  # the one reading, shared with watch
+    except ValueProblem as error:
+        raise UsageError(f"--as-of: {error.message}") from error
 
 
 def site_zone(name: str) -> tzinfo:

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from adapter.fhir.values import read_instant_or_none
+
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -57,11 +59,7 @@ def version_of(resource: dict[str, Any]) -> tuple[str, str]:
 
 
 def instant_of(raw: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else None
+    return read_instant_or_none(raw)
 
 
 def is_newer(candidate: tuple[str, str], held: tuple[str, str]) -> bool:
