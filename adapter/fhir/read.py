@@ -67,7 +67,9 @@ def decision_identifier(resource: Mapping[str, Any]) -> str | None:
     identifier = next(
         (
             item.get("value")
-            for item in resource.get("identifier") or []
+            for item in as_list(
+                resource.get("identifier"), f"{resource.get('resourceType')}.identifier"
+            )
             if isinstance(item, Mapping) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
         ),
         None,
@@ -531,6 +533,14 @@ class Reader:
             if not self._within(onset, abatement, clock, "Condition.onsetDateTime"):
                 return None
         return _subject(resource, "subject"), kind
+
+    def designation_coded(self, resource: JSON) -> bool:
+        """Whether a Condition or Flag carries a designation code (whatever its status)."""
+        codes = self.reference_data.designations
+        return any(
+            (coding.get("system"), coding.get("code")) in codes.ben | codes.hospice
+            for coding in _codings(resource.get("code"), f"{resource.get('resourceType')}.code")
+        )
 
     def _within(self, start: object, end: object, clock: datetime, path: str) -> bool:
         if start and parse_datetime(start, path, self.site_tz) > clock:

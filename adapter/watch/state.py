@@ -55,7 +55,14 @@ def version_of(resource: dict[str, Any]) -> tuple[str, str]:
     meta = resource.get("meta")
     if not isinstance(meta, dict):
         return "", ""
-    return str(meta.get("versionId") or ""), str(meta.get("lastUpdated") or "")
+    return _text(meta.get("versionId")), _text(meta.get("lastUpdated"))
+
+
+def _text(value: object) -> str:
+    # Only primitives: str() of a nested value could quote a person's data or exhaust the stack.
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
 
 
 def instant_of(raw: str) -> datetime | None:

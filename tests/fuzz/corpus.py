@@ -4,10 +4,12 @@ decisions when nothing is mutated (the baseline the good patients must keep)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import re
 import tempfile
+import unittest.mock
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,10 +31,19 @@ def patient_of(record: dict[str, object]) -> str:
     return str(patient)
 
 
+_load_reference_data = functools.cache(cli.load_reference_data)
+
+
 def run_in_process(source: Path, out: Path) -> tuple[int, str]:
-    """`rems-adapter run` in this process: (exit code, stderr). Exceptions propagate."""
+    """`rems-adapter run` in this process: (exit code, stderr). Exceptions propagate.
+
+    The mappings are loaded once (they are not what is fuzzed): a case costs its input only."""
     err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(err),
+        unittest.mock.patch.object(cli, "load_reference_data", _load_reference_data),
+    ):
         try:
             code = cli.main(["run", "--source", str(source), "--out", str(out), "--as-of", AS_OF])
         except SystemExit as stop:  # argparse's usage exit

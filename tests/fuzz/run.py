@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import random
 import signal
 import sys
@@ -24,6 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+
+import orjson
 
 from tests.fuzz import corpus as corpus_module
 from tests.fuzz.corpus import Corpus, decisions, run_in_process
@@ -80,6 +83,14 @@ def make_case(
         after = mutate(before, rng)
         lines[at] = after
         touched |= corpus.affected(before, after) | corpus.owners[numbers[at]]
+    if rng.random() < 0.2:  # the same lines as the entries of one Bundle (a .json file)
+        data = b'{"resourceType":"Bundle","type":"collection","entry":['
+        data += b",".join(b'{"resource":' + line + b"}" for line in lines) + b"]}"
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError:
+            touched |= set(chosen)  # one bad byte makes the whole file unreadable
+        return data, set(chosen), touched
     data = b"\n".join(lines) + b"\n"
     whole = rng.randrange(40)
     if whole == 0:  # a byte order mark on the file
@@ -105,7 +116,11 @@ def run_case(
     figures: Figures,
     hang_seconds: float,
 ) -> None:
-    source = folder / "case.ndjson"
+    source = folder / (
+        "case.json" if data.startswith(b'{"resourceType":"Bundle"') else "case.ndjson"
+    )
+    for stale in folder.glob("case.*"):
+        stale.unlink()
     out = folder / "out"
     source.write_bytes(data)
     started = time.perf_counter()
@@ -145,7 +160,7 @@ def run_case(
 def fuzz(
     cases: int,
     seed: int,
-    patients: int = 2,
+    patients: int = 1,
     hang_seconds: float = 10.0,
     budget_seconds: float | None = None,
     corpus: Corpus | None = None,
@@ -170,31 +185,45 @@ def fuzz(
     return figures
 
 
+def _worker(job: tuple[int, int, int, float]) -> Figures:
+    cases, seed, patients, hang_seconds = job
+    return fuzz(cases, seed, patients, hang_seconds)
+
+
+def _add(total: Figures, figures: Figures) -> None:
+    for name in ("cases", "crashes", "hangs", "bad_exit", "lost_lines", "lost_patients"):
+        setattr(total, name, getattr(total, name) + getattr(figures, name))
+    total.slowest = max(total.slowest, figures.slowest)
+    total.places.update(figures.places)
+    for key, value in figures.examples.items():
+        total.examples.setdefault(key, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fuzz.run", description=__doc__)
     parser.add_argument("--cases", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--patients", type=int, default=2, help="good patients per case")
+    parser.add_argument("--patients", type=int, default=1, help="good patients per case")
     parser.add_argument("--hang-seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1, help="processes (each its own seeds)")
+    parser.add_argument("--chunk", type=int, default=1000, help="cases per job (progress)")
     parser.add_argument("--keep", type=Path, help="write one input per failure class here")
-    parser.add_argument("--progress", type=int, default=0, help="print figures every N cases")
     args = parser.parse_args(argv)
-    corpus = corpus_module.load()
+    jobs = [
+        (
+            min(args.chunk, args.cases - start),
+            args.seed * 1_000_003 + start,
+            args.patients,
+            args.hang_seconds,
+        )
+        for start in range(0, args.cases, args.chunk)
+    ]
     total = Figures()
-    done = 0
-    chunk = args.progress or args.cases
-    while done < args.cases:
-        step = min(chunk, args.cases - done)
-        figures = fuzz(step, args.seed + done, args.patients, args.hang_seconds, corpus=corpus)
-        for name in ("cases", "crashes", "hangs", "bad_exit", "lost_lines", "lost_patients"):
-            setattr(total, name, getattr(total, name) + getattr(figures, name))
-        total.slowest = max(total.slowest, figures.slowest)
-        total.seconds += figures.seconds
-        total.places.update(figures.places)
-        for key, value in figures.examples.items():
-            total.examples.setdefault(key, value)
-        done += step
-        if args.progress:
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(args.workers) as pool:
+        for figures in pool.imap_unordered(_worker, jobs):
+            _add(total, figures)
+            total.seconds = time.perf_counter() - started
             print(total.report().splitlines()[0], flush=True)
     print(total.report())
     if args.keep:
