@@ -41,7 +41,7 @@ from adapter.watch.config import (
     read_toml,
 )
 from adapter.watch.state import StateError, StateStore
-from adapter.watch.watcher import Watcher
+from adapter.watch.watcher import Watcher, where
 
 EXIT_CONFIG = 3
 EXIT_EHR = 5
@@ -180,6 +180,15 @@ def run(args: argparse.Namespace, environ: dict[str, str] | None = None) -> int:
                 # str(error) is method, URL path, status and issue codes: no query, no bodies
                 print(f"rems-adapter: EHR request failed: {error}", file=sys.stderr)
                 if args.once:
+                    return EXIT_EHR
+            except StateError as error:
+                print(f"rems-adapter: {error}", file=sys.stderr)
+                return EXIT_EHR  # the state cannot be trusted: stop, never skip work silently
+            except Exception as error:
+                # The type and place only: a message could quote a value from a resource.
+                log.error("watch cycle failed: %s; trying again next cycle", where(error))
+                if args.once:
+                    print(f"rems-adapter: watch cycle failed: {where(error)}", file=sys.stderr)
                     return EXIT_EHR
             if args.once or stop.event.wait(config.watch.interval_seconds):
                 return 0

@@ -104,7 +104,7 @@ def _has_next(bundle: dict[str, Any]) -> bool:
     )
 
 
-def _where(error: BaseException) -> str:
+def where(error: BaseException) -> str:
     """An unexpected error as its type and innermost place: never its message, which may quote
     a value from a resource."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -291,7 +291,7 @@ class Watcher:
         except Exception as error:
             report.quarantined += 1
             kind = resource.get("resourceType")
-            what = str(error) if isinstance(error, FhirInputError) else _where(error)
+            what = str(error) if isinstance(error, FhirInputError) else where(error)
             log.warning("quarantined a %s: %s", kind if isinstance(kind, str) else "?", what)
             self._quarantine(resource, touched)
 
@@ -308,7 +308,7 @@ class Watcher:
         try:
             self.store.upsert(_storable(resource), patient, None)
         except Exception as error:
-            log.warning("could not hold a quarantined %s: %s", kind, _where(error))
+            log.warning("could not hold a quarantined %s: %s", kind, where(error))
             return
         touched.add(patient)
 
@@ -403,7 +403,7 @@ class Watcher:
                     # decided again next cycle (a fix to the data or the adapter then takes).
                     report.patient_errors += 1
                     failed.add(patient)
-                    log.error("deciding a patient failed: %s; retried next cycle", _where(error))
+                    log.error("deciding a patient failed: %s; retried next cycle", where(error))
                     continue
                 report.patients_decided += 1
                 writes += planned
@@ -563,4 +563,4 @@ class Watcher:
         return held is not None
 
 
-__all__ = ["CycleReport", "Watcher"]
+__all__ = ["CycleReport", "Watcher", "where"]
