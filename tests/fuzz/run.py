@@ -222,9 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with multiprocessing.get_context("fork").Pool(args.workers) as pool:
         for figures in pool.imap_unordered(_worker, jobs):
+            known = set(total.places)
             _add(total, figures)
             total.seconds = time.perf_counter() - started
             print(total.report().splitlines()[0], flush=True)
+            for place in set(total.places) - known:
+                print(f"  new: {place}", flush=True)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    name = "".join(c if c.isalnum() else "-" for c in place)
+                    (args.keep / f"{name}.case").write_bytes(total.examples[place])
     print(total.report())
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
