@@ -222,3 +222,17 @@ def test_invalid_utf8_and_truncation_cost_one_line(
     assert "in.ndjson:4: not valid JSON" in err
     assert "in.ndjson:5: not valid JSON" in err
     assert _codes(files, "good") == expected
+
+
+def test_one_of_our_issues_nested_too_deep_is_reported_not_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, _ = _run(tmp_path / "first", _ndjson(tmp_path / "a.ndjson", _good()), capsys)
+    issue = first["DetectedIssue.ndjson"][0]
+    text = json.dumps({**issue, "note": 0}).replace(
+        '"note": 0', '"note": ' + "[" * 1000 + "1" + "]" * 1000
+    )
+    withdrawn = [r for r in _good() if r["resourceType"] != "Observation"]  # the ANC is gone
+    source = _ndjson(tmp_path / "b.ndjson", withdrawn, [text.encode()])
+    _, err = _run(tmp_path, source, capsys)
+    assert "b.ndjson:3: DetectedIssue: DetectedIssue.*: nested deeper than 64 levels" in err

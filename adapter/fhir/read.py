@@ -32,11 +32,15 @@ from adapter.fhir.values import (
     read_datetime,
     read_decimal,
     read_whole_number,
+    too_deep,
 )
 
 JSON = Mapping[str, Any]
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 DECISION_IDENTIFIER_SYSTEM = "https://rems-adapter.github.io/fhir/sid/decision"
+#: One of our DetectedIssues read back is written again when withdrawn: deeper nesting than this
+#: (no DetectedIssue needs more than a dozen levels) is reported, never echoed.
+MAX_ECHOED_DEPTH = 64
 
 
 #: A resource cannot be read; ``path`` is the FHIR path of the offending element.
@@ -554,6 +558,8 @@ class Reader:
         identifier = decision_identifier(resource)
         if identifier is None:
             return None
+        if too_deep(resource, MAX_ECHOED_DEPTH):  # it is written back when withdrawn
+            raise FhirInputError("DetectedIssue.*", f"nested deeper than {MAX_ECHOED_DEPTH} levels")
         finding = next(
             (
                 coding.get("code")
