@@ -37,15 +37,16 @@ from adapter.core.reference import (
     MedicationCodes,
     ReferenceData,
 )
+from adapter.errors import ConfigurationError
 
 FINDING_CODESYSTEM_FILE = "CodeSystem-finding.json"
 
 
-class MappingError(ValueError):
+class MappingError(ConfigurationError, ValueError):
     """A mappings file is missing, unreadable or inconsistent."""
 
     def __init__(self, file: str, entry: str, message: str) -> None:
-        super().__init__(f"{file}: {entry}: {message}")
+        super().__init__(message, where=f"{file}: {entry}")
         self.file = file
         self.entry = entry
 

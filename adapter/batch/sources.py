@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from adapter.errors import UnreadableInputError
+
 try:  # the fastest parser available; the standard library otherwise
     import orjson
 
@@ -36,7 +38,7 @@ _WIDE_BOMS = (
 )
 
 
-class UnreadableInput(OSError):
+class UnreadableInput(UnreadableInputError, OSError):
     """A source path that does not exist or cannot be read."""
 
 

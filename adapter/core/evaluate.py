@@ -137,7 +137,7 @@ def patient_status(
             ben_baseline=timeline.ben_baseline,
         )
     recommendation = latest.recommendation
-    band = protocol.rules(timeline.population).band_for(float(latest.anc.value_per_ul))
+    band = protocol.rules(timeline.population).band_for(latest.anc.value_per_ul)
     if on_therapy and recommendation in ("may-initiate", "do-not-initiate"):
         # Therapy started after this result was assessed as a baseline.
         recommendation = "interrupt" if band.interrupts else "continue"

@@ -96,7 +96,11 @@ class Finding:
 
 
 def cells(value: Decimal) -> str:
-    return f"{int(value.to_integral_value()):,}"
+    """A cell count as a pharmacist reads it, exactly as decided: 1,499.85 stays 1,499.85 (a
+    rounded 1,500 would read as normal while the decision was mild neutropenia)."""
+    if value == value.to_integral_value():
+        return f"{int(value):,}"
+    return format(value.normalize(), ",f")
 
 
 def _anc_phrase(anc: Anc, tz: tzinfo) -> str:

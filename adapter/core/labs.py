@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import MAX_PREC, Decimal, localcontext
 
 from adapter.core.model import (
     CORRECTION_STATUSES,
@@ -25,6 +25,21 @@ from adapter.core.model import (
 from adapter.core.protocol import Sanity, UnitTable, fold_unit
 
 _HUNDRED = Decimal(100)
+
+
+def exact_product(*factors: Decimal | int) -> Decimal:
+    """The exact product: Decimal arithmetic rounds to 28 digits by default, and no value is
+    rounded before it is categorised (clinical-rules section 1)."""
+    with localcontext(prec=MAX_PREC):
+        result = Decimal(1)
+        for factor in factors:
+            result *= factor
+        return result
+
+
+def exact_sum(*terms: Decimal) -> Decimal:
+    with localcontext(prec=MAX_PREC):
+        return sum(terms, Decimal(0))
 
 
 @dataclass(frozen=True)
@@ -79,7 +94,7 @@ def scale_count(lab: LabObservation, units: UnitTable, sanity: Sanity) -> _Scale
             None,
             f"{lab.value} {_unit_label(lab)} only makes sense in thousands per uL",
         )
-    per_ul = lab.value * factor
+    per_ul = exact_product(lab.value, factor)
     if not sanity.min_per_ul <= per_ul <= sanity.max_per_ul:
         return _Scaled(
             None,
@@ -185,10 +200,15 @@ def _derive(
             return unevaluable(f"differential unit '{_unit_label(lab)}' is not percent")
         if not Decimal(0) <= lab.value <= _HUNDRED:
             return unevaluable(f"differential {lab.value}% is outside 0..100")
-        percent += lab.value
+        percent = exact_sum(percent, lab.value)
     if percent > _HUNDRED:
         return unevaluable(f"neutrophil and band percentages add up to {percent}%")
-    value = (scaled.per_ul * percent / _HUNDRED).quantize(Decimal(1))
+    # Exact, never rounded: a derived 999.9 is moderate. A whole number is written without a
+    # fractional part, as before, so that the identifiers of findings on it do not change.
+    with localcontext(prec=MAX_PREC):
+        value = exact_product(scaled.per_ul, percent).scaleb(-2)
+        if value == value.to_integral_value():
+            value = value.quantize(Decimal(1))
     if not sanity.min_per_ul <= value <= sanity.max_per_ul:
         return unevaluable(f"{value} cells/uL is outside {sanity.min_per_ul}..{sanity.max_per_ul}")
     return Anc(

@@ -194,7 +194,7 @@ class _Replay:
         elif self.population == "ben":
             self.baseline = self.final_baseline
         on = local_date(anc.collected, self.site_tz)
-        band = rules.band_for(float(value))
+        band = rules.band_for(value)
         excursion = state.excursion
         weekly_until = state.weekly_until
         if weekly_until is not None and on >= weekly_until:

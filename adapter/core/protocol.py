@@ -7,6 +7,7 @@ Every threshold and interval the core uses lives in ``mappings/protocol.toml``; 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal, get_args
 
 Population = Literal["general", "ben"]
@@ -58,7 +59,8 @@ class PopulationRules:
     weekly_after_recovery_weeks: int
     baseline_default: int | None  # BEN only
 
-    def band_for(self, value_per_ul: float) -> Band:
+    def band_for(self, value_per_ul: Decimal) -> Band:
+        """The band of an exact value (never rounded: 999.9 is below 1000)."""
         for band in self.bands:
             if value_per_ul >= band.min:
                 return band

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from adapter.errors import ConfigurationError, UpstreamError
+
 
 @dataclass(frozen=True)
 class OutcomeIssue:
@@ -61,11 +63,11 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-class EhrConfigurationError(ValueError):
+class EhrConfigurationError(ConfigurationError, ValueError):
     """A client setting is unusable (bad key for the algorithm, bad base URL...)."""
 
 
-class FhirError(Exception):
+class FhirError(UpstreamError):
     """Base of every failure talking to the EHR FHIR server."""
 
     def __init__(
@@ -83,6 +85,7 @@ class FhirError(Exception):
         self.issues: tuple[OutcomeIssue, ...] = tuple(issues)
         self.message = message
         super().__init__(self._render())
+        self.message = message  # the base keeps the rendered line in str(); this stays bare
 
     def _render(self) -> str:
         status = f" -> HTTP {self.status}" if self.status is not None else ""

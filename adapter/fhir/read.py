@@ -142,6 +142,9 @@ def _interned(text: str | None) -> str | None:
 
 def _decimal(raw: object, path: str) -> Decimal:
     # Messages never quote the value: these errors reach logs, and values belong to a person.
+    # The one place a FHIR number becomes a core value: exactly, as a Decimal (a JSON parser's
+    # float is taken by its shortest repr, i.e. the digits the source wrote). No rounding. The
+    # reading itself (types, grammar, finite, bounded) is adapter.fhir.values'.
     return read_decimal(raw, path)
 
 

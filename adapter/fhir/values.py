@@ -19,8 +19,8 @@ thing:
   ``1e999999`` or a thousand-digit integer is an input problem in microseconds, never a hang or an
   ``OverflowError`` later. Clinical bounds (the longest days' supply) are data in ``mappings/``.
 
-Pure: no I/O. Errors are :class:`ValueError` subclasses naming the FHIR path; they never quote the
-value (it may belong to a person).
+Pure: no I/O. Errors are :class:`ValueProblem` (in the one error tree) naming the FHIR path;
+they never quote the value (it may belong to a person).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
+
+from adapter.errors import UnprocessableError
 
 Precision = Literal["year", "month", "day", "time"]
 
@@ -67,13 +69,15 @@ Kind = Literal["date", "dateTime", "instant"]
 _PATTERNS = {"date": _DATE_RE, "dateTime": _DATETIME_RE, "instant": _INSTANT_RE}
 
 
-class ValueProblem(ValueError):
-    """A FHIR value cannot be read; ``path`` is the FHIR path of the offending element."""
+class ValueProblem(UnprocessableError, ValueError):
+    """A FHIR value cannot be read; ``path`` is the FHIR path of the offending element.
+
+    In batch and watch it is an input problem (reported, the rest decided); a service answering
+    a pushed resource maps it (kind `unprocessable`) to 422 with the path as `expression`."""
 
     def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
+        super().__init__(message, where=path, expression=(path,))
         self.path = path
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,8 @@ def read_decimal(
         except InvalidOperation as error:  # pragma: no cover - the grammar was matched
             raise ValueProblem(path, "expected a number") from error
     else:
-        value = Decimal(str(raw)) if isinstance(raw, float) else raw
+        # A parser's float by its shortest repr: the digits the source wrote, no rounding.
+        value = Decimal(repr(raw)) if isinstance(raw, float) else raw
     if not value.is_finite():
         raise ValueProblem(path, "expected a finite number")
     if value.adjusted() >= 18 or not -MAX_MAGNITUDE < value < MAX_MAGNITUDE:

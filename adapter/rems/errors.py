@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from adapter.errors import ConfigurationError, InternalError, UpstreamError
 
-class RemsConfigurationError(ValueError):
+
+class RemsConfigurationError(ConfigurationError, ValueError):
     """A client setting is unusable (base URL, timeouts, retry bounds)."""
 
 
-class RemsRequestInvalid(ValueError):
+class RemsRequestInvalid(InternalError, ValueError):
     """What the adapter was about to send breaks the REMS contract (profiles/rems); nothing was
     sent. `problems` are schema paths and keywords, never values."""
 
@@ -23,16 +25,16 @@ class RemsRequestInvalid(ValueError):
         super().__init__(f"request breaks {schema}: {'; '.join(self.problems)}")
 
 
-class RemsError(Exception):
+class RemsError(UpstreamError):
     """Base of every failure talking to the REMS service."""
 
     def __init__(self, message: str, *, method: str, path: str, status: int | None = None) -> None:
         self.method = method
         self.path = path
         self.status = status
-        self.message = message
         shown = f" -> HTTP {status}" if status is not None else ""
         super().__init__(f"{method} {path}{shown}: {message}")
+        self.message = message
 
 
 class RemsTransientError(RemsError):
@@ -59,8 +61,9 @@ class RemsTimeoutError(RemsTransientError):
 
 
 class RemsRejection(RemsError):
-    """The service refused the request (4xx) with an error body: `kind` is its `error` field
-    (e.g. psf-rejected, enrollment-rejected, conflict) and `reasons` every reason code."""
+    """The service refused the request (4xx) with an error body: `rems_error` is its `error`
+    field (e.g. psf-rejected, enrollment-rejected, conflict) and `reasons` every reason code.
+    (`kind` is the adapter's error kind, `upstream`, as for every RemsError.)"""
 
     def __init__(
         self,
@@ -72,7 +75,7 @@ class RemsRejection(RemsError):
         path: str,
         status: int,
     ) -> None:
-        self.kind = kind
+        self.rems_error = kind
         self.reasons = tuple(reasons)
         super().__init__(
             f"{message} ({kind}: {', '.join(self.reasons)})",

@@ -12,13 +12,15 @@ from types import MappingProxyType
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adapter.errors import ConfigurationError
+
 FREQUENCIES = ("three-times-weekly", "weekly", "every-2-weeks", "monthly")
 DEFAULT_RULES_RESOURCE = "rems-program.toml"
 
 DischargeMode = Literal["fixed", "monitoring-frequency"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError, ValueError):
     """The program file is missing a value or holds a wrong one; the message names file and key."""
 
 

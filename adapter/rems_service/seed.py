@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from adapter.errors import UnreadableInputError
 from adapter.rems import contract
 
 from . import registry
@@ -22,7 +23,7 @@ _SECTIONS = (
 )
 
 
-class SeedError(ValueError):
+class SeedError(UnreadableInputError, ValueError):
     """The seed file cannot be read or an entry is refused; the message names file and entry."""
 
 

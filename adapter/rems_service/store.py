@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from adapter.errors import StateError
+
 SCHEMA_VERSION = 1
 
 _DDL = """
@@ -92,7 +94,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
 """
 
 
-class StoreError(RuntimeError):
+class StoreError(StateError, RuntimeError):
     """The database cannot be opened or has an unknown layout."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adapter.errors import ConfigurationError
 from adapter.fhir.values import ValueProblem, read_clock
 
 ENV_TOKEN = "REMS_ADAPTER_FHIR_TOKEN"
@@ -25,11 +26,11 @@ AUTH_KINDS = ("none", "bearer", "smart")
 ALGORITHMS = ("ES384", "RS384")
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError, ValueError):
     """A setting is missing or unusable; ``key`` is its dotted name in the TOML file."""
 
     def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
+        super().__init__(message, where=key)
         self.key = key
 
 

@@ -190,7 +190,7 @@ def test_4xx_reason_codes_become_a_rejection_without_retry(client: RemsClient) -
     with pytest.raises(RemsRejection) as caught:
         client.submit_psf(psf_form(), AS_OF)
 
-    assert caught.value.kind == "psf-rejected"
+    assert caught.value.rems_error == "psf-rejected"
     assert caught.value.reasons == ("rationale-required", "signer-not-permitted")
     assert caught.value.status == 422 and len(responses.calls) == 1
 
