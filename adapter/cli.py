@@ -35,6 +35,7 @@ from adapter.errors import (
     as_adapter_error,
 )
 from adapter.mappings_loader import load_reference_data
+from adapter.fhir.values import ValueProblem, read_clock
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
 from adapter.settings import FLAGS, Loaded, load_settings, render
@@ -61,15 +62,9 @@ def parse_as_of(raw: str | None, site_tz: tzinfo) -> datetime:
     if raw is None:
         return datetime.now(UTC).replace(microsecond=0)
     try:
-        if len(raw) == 10:
-            day = datetime.fromisoformat(raw).date()
-            return datetime.combine(day, time(23, 59, 59), site_tz)
-        moment = datetime.fromisoformat(raw)
-    except ValueError as error:
-        raise UsageError(
-            f"'{raw}' is not an ISO 8601 date or date-time", where="--as-of"
-        ) from error
-    return moment if moment.tzinfo else moment.replace(tzinfo=site_tz)
+        return read_clock(raw, site_tz)  # the one reading, shared with watch
+    except ValueProblem as error:
+        raise UsageError(error.message, where="--as-of") from error
 
 
 def site_zone(loaded: Loaded) -> tzinfo:

@@ -397,6 +397,7 @@ def _dispense(f: _File) -> DispenseCodes:
         if code not in SETTINGS:
             f.fail(f"category.codes.{code}", f"must be one of {', '.join(SETTINGS)}")
     status = f.table("status")
+    limits = f.table("limits")
     return DispenseCodes(
         default_setting=cast(Setting, default),
         category_systems=frozenset(f.strings(category.get("systems"), "category.systems")),
@@ -405,6 +406,7 @@ def _dispense(f: _File) -> DispenseCodes:
         awaiting_decision=frozenset(
             f.strings(status.get("awaiting_decision"), "status.awaiting_decision")
         ),
+        max_days_supply=f.integer(limits, "max_days_supply", "limits", minimum=1),
     )
 
 

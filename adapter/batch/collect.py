@@ -26,6 +26,15 @@ from adapter.core.model import (
 from adapter.fhir.read import FhirInputError, Reader, ReportTimes, collection_time
 
 
+class _Reported(Exception):
+    """A lab result read with a problem to report: kept (unevaluable) and reported."""
+
+    def __init__(self, lab: LabObservation | None, error: FhirInputError) -> None:
+        super().__init__(str(error))
+        self.lab = lab
+        self.error = error
+
+
 def _rank(resource: dict[str, Any], arrival: int) -> tuple[int, str, int]:
     meta = resource.get("meta")
     if not isinstance(meta, dict):
@@ -79,11 +88,17 @@ class Collector:
             return  # unknown or irrelevant resource types are ignored
         try:
             handler(self, resource)
+        except _Reported as reported:
+            self.problems.append(InputProblem(located.location, f"{kind}: {reported.error}"))
+            if reported.lab is not None:
+                self.labs[reported.lab.patient].append(reported.lab)
         except FhirInputError as error:
             self.problems.append(InputProblem(located.location, f"{kind}: {error}"))
 
     def _observation(self, resource: dict[str, Any]) -> None:
-        lab = self.reader.observation(resource, arrival=self.resources_read)
+        lab, unreadable = self.reader.read_observation(resource, arrival=self.resources_read)
+        if unreadable is not None:  # reported, and still decided (as unevaluable)
+            raise _Reported(lab, unreadable)
         if lab is not None:
             self.labs[lab.patient].append(lab)
 

@@ -7,7 +7,7 @@ at all is an :class:`UnreadableInput` error: the run cannot be trusted to be com
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +26,16 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _DecodeError = json.JSONDecodeError
 
 SUFFIXES = (".ndjson", ".jsonl", ".json")
+#: A Bundle inside a Bundle is read, down to this many levels; deeper ones are reported.
+MAX_BUNDLE_DEPTH = 4
+_UTF8_BOM = b"\xef\xbb\xbf"
+# Longest first: the UTF-32 LE mark starts with the UTF-16 LE one.
+_WIDE_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
 
 
 class UnreadableInput(UnreadableInputError, OSError):
@@ -77,6 +87,18 @@ def read_sources(paths: Sequence[str], problems: list[InputProblem]) -> Iterator
             yield from _json(path, problems)
 
 
+def _wide(head: bytes) -> str | None:
+    """The codec of a UTF-16 / UTF-32 file, known by its byte order mark; None otherwise."""
+    return next((codec for bom, codec in _WIDE_BOMS if head.startswith(bom)), None)
+
+
+def _to_utf8(raw: bytes, codec: str) -> bytes | None:
+    try:
+        return raw.decode(codec).encode("utf-8")
+    except (UnicodeError, ValueError):
+        return None
+
+
 def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
     # The per-line work is kept minimal (no location string, no copy of the line): this loop
     # runs once for every resource of a Bulk Data export.
@@ -86,23 +108,39 @@ def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
         raise UnreadableInput(f"{path}: {error.strerror}") from error
     name = str(path)
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line or line.isspace():  # blank lines are allowed, as in line.strip()
-                continue
-            try:
-                resource = _loads(line)
-            except _DecodeError:
-                problems.append(InputProblem(f"{name}:{number}", "not valid JSON"))
-                continue
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-                problems.append(
-                    InputProblem(f"{name}:{number}", "not a FHIR resource (no resourceType)")
-                )
-                continue
-            if resource["resourceType"] == "Bundle":
-                yield from _bundle(f"{name}:{number}", resource, problems)
-            else:
-                yield Located(name, resource, number)
+        try:
+            codec = _wide(handle.read(4))
+            handle.seek(0)
+            lines: Iterable[bytes] = handle
+            if codec is not None:  # UTF-16/32 with a byte order mark: read as text
+                converted = _to_utf8(handle.read(), codec)
+                if converted is None:
+                    problems.append(InputProblem(f"{name}:1", f"not valid {codec.upper()}"))
+                    return
+                lines = converted.splitlines()
+            for number, line in enumerate(lines, start=1):
+                if not line or line.isspace():  # blank lines are allowed, as in line.strip()
+                    continue
+                if line.startswith(_UTF8_BOM):  # files concatenated with their marks
+                    line = line[3:]
+                try:
+                    resource = _loads(line)
+                except _DecodeError:
+                    problems.append(InputProblem(f"{name}:{number}", "not valid JSON"))
+                    continue
+                if not isinstance(resource, dict) or not isinstance(
+                    resource.get("resourceType"), str
+                ):
+                    problems.append(
+                        InputProblem(f"{name}:{number}", "not a FHIR resource (no resourceType)")
+                    )
+                    continue
+                if resource["resourceType"] == "Bundle":
+                    yield from _bundle(f"{name}:{number}", resource, problems)
+                else:
+                    yield Located(name, resource, number)
+        except OSError as error:
+            raise UnreadableInput(f"{path}: {error.strerror}") from error
 
 
 def _json(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
@@ -110,6 +148,15 @@ def _json(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
         raw = path.read_bytes()
     except OSError as error:
         raise UnreadableInput(f"{path}: {error.strerror}") from error
+    codec = _wide(raw[:4])
+    if codec is not None:
+        converted = _to_utf8(raw, codec)
+        if converted is None:
+            problems.append(InputProblem(f"{path}:1", f"not valid {codec.upper()}"))
+            return
+        raw = converted
+    elif raw.startswith(_UTF8_BOM):
+        raw = raw[3:]
     try:
         document = _loads(raw)
     except _DecodeError as error:
@@ -125,14 +172,22 @@ def _json(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
         yield Located(f"{path}:1", document)
 
 
-def _bundle(where: str, bundle: dict[str, Any], problems: list[InputProblem]) -> Iterator[Located]:
-    entries = bundle.get("entry") or []
+def _bundle(
+    where: str,
+    bundle: dict[str, Any],
+    problems: list[InputProblem],
+    path: str = "Bundle",
+    depth: int = 1,
+) -> Iterator[Located]:
+    entries = bundle.get("entry")
+    if entries is None:
+        return
     if not isinstance(entries, list):
-        problems.append(InputProblem(where, "Bundle.entry is not a list"))
+        problems.append(InputProblem(f"{where}#{path}.entry", "expected a list"))
         return
     local_ids = _local_ids(entries)
     for index, entry in enumerate(entries):
-        location = f"{where}#Bundle.entry[{index}]"
+        location = f"{where}#{path}.entry[{index}]"
         if not isinstance(entry, dict):
             problems.append(InputProblem(location, "Bundle.entry is not an object"))
             continue
@@ -144,6 +199,15 @@ def _bundle(where: str, bundle: dict[str, Any], problems: list[InputProblem]) ->
             continue
         if local_ids:
             resource = _resolve_local(resource, local_ids)
+        if resource["resourceType"] == "Bundle":  # a Bundle in a Bundle: read its entries
+            if depth >= MAX_BUNDLE_DEPTH:
+                problems.append(
+                    InputProblem(location, f"a Bundle nested deeper than {MAX_BUNDLE_DEPTH} levels")
+                )
+                continue
+            inner = f"{path}.entry[{index}].resource"
+            yield from _bundle(where, resource, problems, inner, depth + 1)
+            continue
         yield Located(location, resource)
 
 
@@ -156,19 +220,32 @@ def _local_ids(entries: list[Any]) -> dict[str, str]:
         full_url = entry.get("fullUrl")
         resource = entry["resource"]
         if isinstance(full_url, str) and full_url.startswith("urn:"):
-            local = resource.get("id") or full_url.rsplit(":", 1)[-1]
+            own = resource.get("id")
+            local = own if isinstance(own, str) and own else full_url.rsplit(":", 1)[-1]
             found[full_url] = f"{resource.get('resourceType')}/{local}"
-            resource.setdefault("id", local)
+            if own is None:
+                resource["id"] = local
     return found
 
 
 def _resolve_local(node: Any, local_ids: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        resolved = {key: _resolve_local(value, local_ids) for key, value in node.items()}
-        if isinstance(ref, str) and ref in local_ids:
-            resolved["reference"] = local_ids[ref]
-        return resolved
-    if isinstance(node, list):
-        return [_resolve_local(item, local_ids) for item in node]
-    return node
+    """A copy of `node` with local references resolved. Iterative: a resource may nest as deep as
+    the JSON parser allows (1024 levels) without exhausting Python's stack."""
+    root = [node]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        value = container[key]
+        if isinstance(value, dict):
+            copy = dict(value)
+            ref = copy.get("reference")
+            if isinstance(ref, str) and ref in local_ids:
+                copy["reference"] = local_ids[ref]
+            stack.extend((copy, k) for k, v in copy.items() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            copy = list(value)  # type: ignore[assignment]
+            stack.extend((copy, i) for i, v in enumerate(copy) if isinstance(v, dict | list))
+        else:
+            continue
+        container[key] = copy
+    return root[0]

@@ -27,6 +27,8 @@ class DispenseCodes:
     category_codes: frozenset[str]
     completed: frozenset[str]
     awaiting_decision: frozenset[str]
+    #: The longest days' supply a dispense can mean; a longer one is reported, not read.
+    max_days_supply: int = 366
 
 
 @dataclass(frozen=True)

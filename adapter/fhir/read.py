@@ -25,33 +25,31 @@ from adapter.core.model import (
 )
 from adapter.core.protocol import Setting
 from adapter.core.reference import ReferenceData
+from adapter.fhir.values import (
+    ValueProblem,
+    as_list,
+    as_string,
+    read_datetime,
+    read_decimal,
+    read_whole_number,
+    too_deep,
+)
 
 JSON = Mapping[str, Any]
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 DECISION_IDENTIFIER_SYSTEM = "https://rems-adapter.github.io/fhir/sid/decision"
+#: One of our DetectedIssues read back is written again when withdrawn: deeper nesting than this
+#: (no DetectedIssue needs more than a dozen levels) is reported, never echoed.
+MAX_ECHOED_DEPTH = 64
 
 
-class FhirInputError(ValueError):
-    """A resource cannot be read; ``path`` is the FHIR path of the offending element."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
+#: A resource cannot be read; ``path`` is the FHIR path of the offending element.
+FhirInputError = ValueProblem
 
 
 def parse_datetime(raw: object, path: str, site_tz: tzinfo) -> datetime:
     """A FHIR dateTime/instant as an aware datetime; a date alone is midnight at the site."""
-    if not isinstance(raw, str) or not raw:
-        raise FhirInputError(path, "expected a dateTime string")
-    try:
-        if len(raw) == 10:
-            return datetime.combine(datetime.fromisoformat(raw).date(), time(), site_tz)
-        if len(raw) < 10:
-            raise FhirInputError(path, "not precise to the day")
-        moment = datetime.fromisoformat(raw)
-    except ValueError as error:
-        raise FhirInputError(path, "not a FHIR dateTime") from error
-    return moment if moment.tzinfo else moment.replace(tzinfo=site_tz)
+    return read_datetime(raw, path, site_tz)
 
 
 def reference(node: object) -> str | None:
@@ -73,7 +71,9 @@ def decision_identifier(resource: Mapping[str, Any]) -> str | None:
     identifier = next(
         (
             item.get("value")
-            for item in resource.get("identifier") or []
+            for item in as_list(
+                resource.get("identifier"), f"{resource.get('resourceType')}.identifier"
+            )
             if isinstance(item, Mapping) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
         ),
         None,
@@ -81,13 +81,29 @@ def decision_identifier(resource: Mapping[str, Any]) -> str | None:
     return identifier if isinstance(identifier, str) else None
 
 
-def _codings(concept: object) -> list[JSON]:
+def _code(coding: JSON, key: str, path: str) -> str | None:
+    """A coding's `system` / `code`: a string or absent; anything else is reported."""
+    value = coding.get(key)
+    if value is None or type(value) is str:
+        return value
+    raise FhirInputError(f"{path}.{key}", f"expected a string, got a {type(value).__name__}")
+
+
+def _codings(concept: object, path: str = "coding") -> list[JSON]:
+    """The codings of a CodeableConcept whose `system` and `code` are strings (or absent);
+    a coding with another kind of value there is reported with its path."""
     # `isinstance(x, dict)` first: parsed JSON is always a dict, and the Mapping ABC check is
     # several times slower; this runs for every Observation of a large export.
     if isinstance(concept, (dict, Mapping)):
         codings = concept.get("coding")
         if isinstance(codings, list):
-            return [c for c in codings if isinstance(c, (dict, Mapping))]
+            found = []
+            for index, c in enumerate(codings):
+                if isinstance(c, (dict, Mapping)):
+                    _code(c, "system", f"{path}.coding[{index}]")
+                    _code(c, "code", f"{path}.coding[{index}]")
+                    found.append(c)
+            return found
     return []
 
 
@@ -98,7 +114,10 @@ def _concepts(node: object) -> list[object]:
 def _version(resource: JSON) -> tuple[str, str]:
     meta = resource.get("meta")
     if isinstance(meta, Mapping):
-        return str(meta.get("versionId") or ""), str(meta.get("lastUpdated") or "")
+        kind = resource.get("resourceType")
+        version = as_string(meta.get("versionId"), f"{kind}.meta.versionId")
+        updated = as_string(meta.get("lastUpdated"), f"{kind}.meta.lastUpdated")
+        return version or "", updated or ""
     return "", ""
 
 
@@ -123,21 +142,10 @@ def _interned(text: str | None) -> str | None:
 
 def _decimal(raw: object, path: str) -> Decimal:
     # Messages never quote the value: these errors reach logs, and values belong to a person.
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str | Decimal):
-        raise FhirInputError(path, f"expected a number, got a {type(raw).__name__}")
-    try:
-        # The one place a FHIR number becomes a core value: exactly, as a Decimal (a JSON parser's
-        # float is taken by its shortest repr, i.e. the digits the source wrote). No rounding.
-        value = (
-            raw
-            if isinstance(raw, Decimal)
-            else Decimal(repr(raw) if isinstance(raw, float) else raw)
-        )
-    except InvalidOperation as error:
-        raise FhirInputError(path, "expected a number") from error
-    if not value.is_finite():
-        raise FhirInputError(path, "expected a finite number")
-    return value
+    # The one place a FHIR number becomes a core value: exactly, as a Decimal (a JSON parser's
+    # float is taken by its shortest repr, i.e. the digits the source wrote). No rounding. The
+    # reading itself (types, grammar, finite, bounded) is adapter.fhir.values'.
+    return read_decimal(raw, path)
 
 
 @dataclass(frozen=True)
@@ -224,12 +232,16 @@ class Reader:
         codings = concept.get("coding") if type(concept) is dict else None
         if type(codings) is not list:  # the plain JSON shape skips the general reader
             codings = _codings(concept)
-        for coding in codings:
+        for index, coding in enumerate(codings):
             if not isinstance(coding, (dict, Mapping)):
                 continue
+            code = coding.get("code")
+            if type(code) is not str:
+                _code(coding, "code", f"Observation.code.coding[{index}]")
+                continue  # absent
             if coding.get("system") not in (system, None):
                 continue
-            role = roles.get(coding.get("code"))  # type: ignore[arg-type]
+            role = roles.get(code)
             if role == "anc":
                 return role
             if found is None:
@@ -238,27 +250,70 @@ class Reader:
 
     def observation(self, resource: JSON, arrival: int) -> LabObservation | None:
         """A lab result the ANC rules use, or None for anything else (vitals, other labs)."""
+        return self.read_observation(resource, arrival)[0]
+
+    def read_observation(
+        self, resource: JSON, arrival: int
+    ) -> tuple[LabObservation | None, FhirInputError | None]:
+        """(the lab result the ANC rules use or None, the reading problem to report or None).
+
+        An ANC-related result (its code, id and patient known) whose other elements cannot be
+        read is still returned, with the problem, so that it is reported *and* decided as
+        unevaluable; one whose code, id or patient cannot be read raises: it has nowhere to go.
+        """
         # Cheap shape checks of what every Observation must have, so that an invalid one is
         # reported rather than silently taken for "not an ANC".
         if not isinstance(resource.get("code"), (dict, Mapping)):  # dict first: fast path
             raise FhirInputError("Observation.code", "expected a CodeableConcept")
-        if not isinstance(resource.get("status"), str):
-            raise FhirInputError("Observation.status", "expected a code")
         role = self.lab_role(resource)
         if role is None or role == "not-anc":
-            return None
+            if not isinstance(resource.get("status"), str):
+                raise FhirInputError("Observation.status", "expected a code")
+            return None, None
         ref = _id_ref(resource)
         patient = _subject(resource, "subject")
+        try:
+            return self._lab(resource, arrival, role, ref, patient)
+        except FhirInputError as error:
+            status = resource.get("status")
+            try:
+                version, updated = _version(resource)
+            except FhirInputError:
+                version, updated = "", ""
+            unreadable = LabObservation(
+                ref=ref,
+                patient=intern(patient),
+                role=role,
+                # A status that cannot be read cannot hold the result back or withdraw it:
+                # the result is decided as unevaluable, never silently dropped.
+                status=intern(status) if isinstance(status, str) else "final",
+                collected=None,
+                value=None,
+                unit_code=None,
+                unit_system=None,
+                unit_text=None,
+                version=intern(version),
+                last_updated=updated,
+                arrival=arrival,
+                problem=str(error),
+            )
+            return unreadable, error
+
+    def _lab(
+        self, resource: JSON, arrival: int, role: LabRole, ref: str, patient: str
+    ) -> tuple[LabObservation, FhirInputError | None]:
         version, updated = _version(resource)
         status = resource.get("status")
         if not isinstance(status, str):
-            raise FhirInputError("Observation.status", "missing")
+            raise FhirInputError("Observation.status", "expected a code")
         problem: str | None = None
+        reported: FhirInputError | None = None
         collected: datetime | None = None
         try:
             collected = self._collected(resource)
         except FhirInputError as error:
             problem = str(error)
+            reported = error
         # No effective time at all: the collection time may come from the DiagnosticReport that
         # lists this result, or its Specimen (see `collection_time`); the collector fills it in.
         period = resource.get("effectivePeriod")
@@ -274,17 +329,28 @@ class Reader:
                 quantity.get("system") if isinstance(quantity.get("system"), str) else None
             )
             unit_text = quantity.get("unit") if isinstance(quantity.get("unit"), str) else None
-            if quantity.get("comparator"):
+            comparator = quantity.get("comparator")
+            if comparator:
+                bound = quantity.get("value")
+                shown = (
+                    f" ('{comparator}{bound}')"
+                    if isinstance(comparator, str)
+                    and len(comparator) <= 2
+                    and isinstance(bound, int | float)
+                    else ""
+                )
                 problem = problem or (
-                    f"Observation.valueQuantity.comparator: reported as a bound "
-                    f"('{quantity.get('comparator')}{quantity.get('value')}'), not a value"
+                    f"Observation.valueQuantity.comparator: reported as a bound{shown}, not a value"
                 )
             elif "value" in quantity:
                 try:
                     value = _decimal(quantity.get("value"), "Observation.valueQuantity.value")
                 except FhirInputError as error:
                     problem = problem or str(error)
-        else:
+                    reported = reported or error
+        elif quantity is not None:
+            raise FhirInputError("Observation.valueQuantity", "expected a Quantity")
+        if quantity is None:
             kinds = [key for key in resource if key.startswith("value")]
             if kinds:
                 problem = problem or f"Observation.{kinds[0]}: not a Quantity"
@@ -317,7 +383,7 @@ class Reader:
             arrival=arrival,
             problem=problem,
             collected_raw=raw if isinstance(raw, str) and collected is not None else "",
-        )
+        ), reported
 
     def _collected(self, resource: JSON) -> datetime | None:
         if "effectiveDateTime" in resource:
@@ -379,16 +445,23 @@ class Reader:
     @staticmethod
     def _identifiers(resource: JSON) -> tuple[str, ...]:
         out = []
-        for item in resource.get("identifier") or []:
+        for index, item in enumerate(as_list(resource.get("identifier"), "Observation.identifier")):
             if isinstance(item, Mapping) and item.get("value"):
-                out.append(f"{item.get('system') or ''}|{item['value']}")
+                where = f"Observation.identifier[{index}]"
+                system = as_string(item.get("system"), f"{where}.system")
+                value = as_string(item["value"], f"{where}.value")
+                out.append(f"{system or ''}|{value}")
         return tuple(sorted(out))
 
     @staticmethod
     def _replaces(resource: JSON) -> tuple[str, ...]:
         out = []
-        for ext in resource.get("extension") or []:
-            if isinstance(ext, Mapping) and str(ext.get("url", "")).endswith("/replaces"):
+        for ext in as_list(resource.get("extension"), "Observation.extension"):
+            if (
+                isinstance(ext, Mapping)
+                and isinstance(ext.get("url"), str)
+                and ext["url"].endswith("/replaces")
+            ):
                 ref = reference(ext.get("valueReference"))
                 if ref:
                     out.append(ref)
@@ -398,10 +471,10 @@ class Reader:
 
     def is_clozapine_concept(self, concept: object) -> bool:
         codes = self.reference_data.clozapine
-        for coding in _codings(concept):
+        for coding in _codings(concept, "medication"):
             if (coding.get("system"), coding.get("code")) in codes.codes:
                 return True
-        texts = [concept.get("text")] if isinstance(concept, Mapping) else []
+        texts: list[object] = [concept.get("text")] if isinstance(concept, Mapping) else []
         texts += [coding.get("display") for coding in _codings(concept)]
         return any(
             isinstance(text, str) and any(word in text.lower() for word in codes.words)
@@ -420,7 +493,7 @@ class Reader:
         if ref is None:
             return False, None
         if ref.startswith("#"):
-            for contained in resource.get("contained") or []:
+            for contained in as_list(resource.get("contained"), "contained"):
                 if isinstance(contained, Mapping) and contained.get("id") == ref[1:]:
                     return self.medication_is_clozapine(contained), None
             return False, None
@@ -440,12 +513,18 @@ class Reader:
 
     def _days_supply(self, resource: JSON) -> int | None:
         quantity = resource.get("daysSupply")
-        if not isinstance(quantity, Mapping) or quantity.get("value") is None:
+        if quantity is None:
             return None
-        value = _decimal(quantity.get("value"), "MedicationDispense.daysSupply.value")
-        if value < 0:
-            raise FhirInputError("MedicationDispense.daysSupply.value", "must not be negative")
-        return int(value.to_integral_value(rounding="ROUND_CEILING"))
+        if not isinstance(quantity, Mapping):
+            raise FhirInputError("MedicationDispense.daysSupply", "expected a Quantity")
+        if quantity.get("value") is None:
+            return None
+        return read_whole_number(
+            quantity.get("value"),
+            "MedicationDispense.daysSupply.value",
+            minimum=0,
+            maximum=self.reference_data.dispense.max_days_supply,
+        )
 
     def dispense(self, resource: JSON) -> Supply | PendingDispense | None:
         """A clozapine supply handed over, a dispense awaiting a decision, or None."""
@@ -461,7 +540,7 @@ class Reader:
         setting = self.setting(resource)
         performers = tuple(
             actor
-            for item in resource.get("performer") or []
+            for item in as_list(resource.get("performer"), "MedicationDispense.performer")
             if isinstance(item, Mapping) and (actor := reference(item.get("actor")))
         )
         if status in codes.completed:
@@ -482,7 +561,10 @@ class Reader:
                 break
         prescriptions = [
             prescription
-            for item in resource.get("authorizingPrescription") or []
+            for item in as_list(
+                resource.get("authorizingPrescription"),
+                "MedicationDispense.authorizingPrescription",
+            )
             if (prescription := reference(item))
         ]
         version, _ = _version(resource)
@@ -509,7 +591,7 @@ class Reader:
         """(patient, 'ben' | 'hospice') for an active designation Condition or Flag."""
         codes = self.reference_data.designations
         kind: str | None = None
-        for coding in _codings(resource.get("code")):
+        for coding in _codings(resource.get("code"), f"{resource['resourceType']}.code"):
             key = (coding.get("system"), coding.get("code"))
             if key in codes.ben:
                 kind = "ben"
@@ -526,8 +608,16 @@ class Reader:
             ):
                 return None
         else:
-            clinical = {c.get("code") for c in _codings(resource.get("clinicalStatus"))}
-            verification = {c.get("code") for c in _codings(resource.get("verificationStatus"))}
+            clinical = {
+                c.get("code")
+                for c in _codings(resource.get("clinicalStatus"), "Condition.clinicalStatus")
+            }
+            verification = {
+                c.get("code")
+                for c in _codings(
+                    resource.get("verificationStatus"), "Condition.verificationStatus"
+                )
+            }
             if clinical and not clinical & {"active", "recurrence", "relapse"}:
                 return None
             if verification & {"refuted", "entered-in-error"}:
@@ -537,6 +627,14 @@ class Reader:
             if not self._within(onset, abatement, clock, "Condition.onsetDateTime"):
                 return None
         return _subject(resource, "subject"), kind
+
+    def designation_coded(self, resource: JSON) -> bool:
+        """Whether a Condition or Flag carries a designation code (whatever its status)."""
+        codes = self.reference_data.designations
+        return any(
+            (coding.get("system"), coding.get("code")) in codes.ben | codes.hospice
+            for coding in _codings(resource.get("code"), f"{resource.get('resourceType')}.code")
+        )
 
     def _within(self, start: object, end: object, clock: datetime, path: str) -> bool:
         if start and parse_datetime(start, path, self.site_tz) > clock:
@@ -550,10 +648,12 @@ class Reader:
         identifier = decision_identifier(resource)
         if identifier is None:
             return None
+        if too_deep(resource, MAX_ECHOED_DEPTH):  # it is written back when withdrawn
+            raise FhirInputError("DetectedIssue.*", f"nested deeper than {MAX_ECHOED_DEPTH} levels")
         finding = next(
             (
                 coding.get("code")
-                for coding in _codings(resource.get("code"))
+                for coding in _codings(resource.get("code"), "DetectedIssue.code")
                 if coding.get("system") == self.reference_data.finding_system
             ),
             None,
@@ -567,19 +667,26 @@ class Reader:
             )
         evidence: list[str] = []
         reasons: list[str] = []
-        for item in resource.get("evidence") or []:
+        for index, item in enumerate(as_list(resource.get("evidence"), "DetectedIssue.evidence")):
             if not isinstance(item, Mapping):
                 continue
-            evidence += [ref for detail in item.get("detail") or [] if (ref := reference(detail))]
+            where = f"DetectedIssue.evidence[{index}]"
+            evidence += [
+                ref
+                for detail in as_list(item.get("detail"), f"{where}.detail")
+                if (ref := reference(detail))
+            ]
             for concept in _concepts(item.get("code")):
                 reasons += [
                     str(c.get("code"))
-                    for c in _codings(concept)
+                    for c in _codings(concept, f"{where}.code")
                     if c.get("system") == self.reference_data.finding_system
                 ]
         mitigations = tuple(
             self._mitigation(item, index)
-            for index, item in enumerate(resource.get("mitigation") or [])
+            for index, item in enumerate(
+                as_list(resource.get("mitigation"), "DetectedIssue.mitigation")
+            )
             if isinstance(item, Mapping)
         )
         return PriorIssue(
@@ -587,11 +694,13 @@ class Reader:
             identifier=identifier,
             patient=_subject(resource, "patient"),
             finding=finding,
-            status=str(resource.get("status") or ""),
+            status=as_string(resource.get("status"), "DetectedIssue.status") or "",
             identified=identified,
             evidence=tuple(evidence),
             implicated=tuple(
-                ref for item in resource.get("implicated") or [] if (ref := reference(item))
+                ref
+                for item in as_list(resource.get("implicated"), "DetectedIssue.implicated")
+                if (ref := reference(item))
             ),
             mitigations=tuple(m for m in mitigations if m is not None),
             reasons=tuple(reasons),
@@ -609,7 +718,7 @@ class Reader:
         action = item.get("action")
         codes = tuple(
             str(c.get("code"))
-            for c in _codings(action)
+            for c in _codings(action, f"DetectedIssue.mitigation[{index}].action")
             if c.get("system") in (V3_ACT_CODE, None) and c.get("code")
         )
         text = ""

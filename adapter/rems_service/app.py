@@ -20,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,11 @@ def _reject_json_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+#: How far a request's `asOf` may be from the service clock and still be tolerated (and ignored)
+#: when ``[api] accept_as_of`` is off: a client's clock, not a time travel.
+AS_OF_TOLERANCE = timedelta(minutes=5)
+
+
 class RemsHttp:
     """Runs each request through the same pipeline; the operations hold the rules."""
 
@@ -99,16 +104,32 @@ class RemsHttp:
         self.insecure_admin = insecure_admin
 
     # ---- pieces of the pipeline
-    def now(self) -> datetime:
+    def requested_as_of(self) -> datetime | None:
+        """The request's `asOf`, parsed (checked before any transaction starts)."""
         as_of = request.args.get("asOf")
         if as_of is None:
-            return require_aware(self.clock(), "the REMS service clock")
-        if not self.rules.accept_as_of:
-            raise _invalid(Reason.AS_OF_NOT_ALLOWED, "this service does not accept asOf")
+            return None
         try:
             return parse_instant(as_of)
         except ValueError as exc:
             raise _invalid(Reason.AS_OF_INVALID, "asOf must be an RFC 3339 date-time") from exc
+
+    def now(self, as_of: datetime | None) -> datetime:
+        """The instant a request is evaluated at. Called *inside* the request's transaction, so
+        that every decision is dated after every decision committed before it (also by another
+        process on the same database): the override count and the new override are one step.
+
+        `asOf` is a test feature (``[api] accept_as_of``, off by default): without it the
+        service's own clock decides; an `asOf` within :data:`AS_OF_TOLERANCE` of that clock (a
+        client sending its run's clock) is ignored, a farther one refused."""
+        clock = require_aware(self.clock(), "the REMS service clock")
+        if as_of is None:
+            return clock
+        if self.rules.accept_as_of:
+            return as_of
+        if abs(as_of - clock) <= AS_OF_TOLERANCE:
+            return clock
+        raise _invalid(Reason.AS_OF_NOT_ALLOWED, "this service does not accept asOf")
 
     def check_admin(self) -> None:
         if self.admin_token is None:
@@ -196,13 +217,17 @@ class RemsHttp:
                 self.check_admin()
             body = self.json_body(schema)
             key = self.idempotency_key()
-            now = self.now()
+            as_of = self.requested_as_of()
         except _Refused as refused:
             return _respond(self.checked(refused.outcome))
         fingerprint = hashlib.sha256(
             json.dumps([body, request.args.get("asOf")], sort_keys=True).encode()
         ).hexdigest()
-        with self.store.write() as conn:
+        with self.store.write() as conn:  # BEGIN IMMEDIATE: one writer at a time
+            try:
+                now = self.now(as_of)
+            except _Refused as refused:
+                return _respond(self.checked(refused.outcome))
             if key is not None:
                 replay = _stored_response(conn, key, endpoint, fingerprint)
                 if replay is not None:
@@ -226,7 +251,7 @@ class RemsHttp:
 
     def patient_status(self, rems_id: str) -> Response:
         try:
-            now = self.now()
+            now = self.now(self.requested_as_of())
         except _Refused as refused:
             return _respond(self.checked(refused.outcome))
         if not _REMS_ID.match(rems_id):

@@ -7,18 +7,21 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+from adapter.fhir.values import LATEST as VALUES_LATEST
+from adapter.fhir.values import ValueProblem, read_moment
+
 Clock = Callable[[], datetime]
 """Returns the current instant, timezone-aware. Injected so tests control time."""
 
 # RFC 3339 demands an explicit offset; a naive timestamp would be read in an unknown zone.
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$", re.IGNORECASE
 )
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Instants outside this range are refused: no REMS record predates it, and instants near year 1
 # or 9999 overflow when moved between time zones.
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+LATEST = VALUES_LATEST  # the reader's own upper bound
 
 
 def system_clock() -> datetime:
@@ -26,13 +29,16 @@ def system_clock() -> datetime:
 
 
 def parse_instant(text: str) -> datetime:
-    """Parse an RFC 3339 date-time with offset; ValueError names the problem."""
+    """Parse an RFC 3339 date-time with offset; ValueError names the problem.
+
+    The reading is the adapter's one reader of instants (:mod:`adapter.fhir.values`), within
+    this service's own range."""
     if not _RFC3339.fullmatch(text):
         raise ValueError("not an RFC 3339 date-time with offset")
     try:
-        instant = datetime.fromisoformat(text.upper().replace("Z", "+00:00")).astimezone(UTC)
-    except OverflowError as exc:
-        raise ValueError("date-time out of range") from exc
+        instant = read_moment(text.upper(), "date-time", UTC, "instant").start.astimezone(UTC)
+    except ValueProblem as exc:
+        raise ValueError(exc.message) from exc
     if not EARLIEST <= instant < LATEST:
         raise ValueError(f"date-time outside {EARLIEST.year}..{LATEST.year - 1}")
     return instant

@@ -31,11 +31,12 @@ from adapter.ehr import (
     Timeouts,
     Transport,
 )
+from adapter.errors import EXIT_UPSTREAM
 from adapter.mappings_loader import load_reference_data
 from adapter.settings import Loaded
 from adapter.watch.config import ConfigError, FhirSettings, watch_config
-from adapter.watch.state import StateStore
-from adapter.watch.watcher import Watcher
+from adapter.watch.state import StateError, StateStore
+from adapter.watch.watcher import Watcher, where
 from adapter.watch.writeback import ensure_author_device
 
 log = logging.getLogger("adapter.watch")
@@ -184,6 +185,14 @@ def run(args: argparse.Namespace, loaded: Loaded) -> int:
                 log.error("rems-adapter: EHR request failed: %s", error)
                 if args.once:
                     return error.exit_code
+            except StateError as error:
+                log.error("rems-adapter: %s", error)
+                return EXIT_UPSTREAM  # the state cannot be trusted: stop, never skip work silently
+            except Exception as error:
+                # The type and place only: a message could quote a value from a resource.
+                log.error("watch cycle failed: %s; trying again next cycle", where(error))
+                if args.once:
+                    return EXIT_UPSTREAM
             if args.once or stop.event.wait(config.watch.interval_seconds):
                 return 0
     finally:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time, tzinfo
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from adapter.errors import ConfigurationError
+from adapter.fhir.values import ValueProblem, read_clock
 from adapter.settings import Loaded, SettingsError, load_settings, read_config_file
 
 ENV_TOKEN = "REMS_ADAPTER_FHIR_TOKEN"
@@ -102,12 +104,9 @@ def zone(name: str, key: str) -> tzinfo:
 def parse_as_of(raw: str, site_tz: tzinfo, key: str = "--as-of") -> datetime:
     """The evaluation clock. A date alone means the end of that day at the site."""
     try:
-        if len(raw) == 10:
-            return datetime.combine(datetime.fromisoformat(raw).date(), time(23, 59, 59), site_tz)
-        moment = datetime.fromisoformat(raw)
-    except ValueError as error:
-        raise ConfigError(key, f"{raw!r} is not an ISO 8601 date or date-time") from error
-    return moment if moment.tzinfo else moment.replace(tzinfo=site_tz)
+        return read_clock(raw, site_tz)  # the one reading, shared with `run`
+    except ValueProblem as error:
+        raise ConfigError(key, f"{error.message}") from error
 
 
 def _patient_ref(value: object, key: str) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from adapter.fhir.values import read_instant_or_none
+
 SCHEMA_VERSION = "1"
 
 _SCHEMA = """
@@ -53,15 +55,18 @@ def version_of(resource: dict[str, Any]) -> tuple[str, str]:
     meta = resource.get("meta")
     if not isinstance(meta, dict):
         return "", ""
-    return str(meta.get("versionId") or ""), str(meta.get("lastUpdated") or "")
+    return _text(meta.get("versionId")), _text(meta.get("lastUpdated"))
+
+
+def _text(value: object) -> str:
+    # Only primitives: str() of a nested value could quote a person's data or exhaust the stack.
+    if isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
 
 
 def instant_of(raw: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else None
+    return read_instant_or_none(raw)
 
 
 def is_newer(candidate: tuple[str, str], held: tuple[str, str]) -> bool:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import orjson
 
 from adapter.batch.collect import Collector
 from adapter.batch.sources import Located
@@ -21,6 +24,7 @@ from adapter.core.reference import ReferenceData
 from adapter.ehr import FhirClient, FhirNotFoundError
 from adapter.fhir.read import (
     DECISION_IDENTIFIER_SYSTEM,
+    FhirInputError,
     Reader,
     decision_identifier,
     reference,
@@ -28,7 +32,7 @@ from adapter.fhir.read import (
 from adapter.fhir.write import detected_issue, withdrawn_issue
 from adapter.watch.config import EvaluationSettings, WatchSettings
 from adapter.watch.queries import Query, later, poll_from, watch_queries
-from adapter.watch.state import StateStore, is_newer, version_of
+from adapter.watch.state import StateStore, instant_of, is_newer, version_of
 from adapter.watch.writeback import Write, Written, send
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,10 @@ class CycleReport:
     conflicts: int = 0
     write_errors: int = 0
     input_problems: int = 0
+    #: resources that could not be read or kept (reported; their patient is still decided)
+    quarantined: int = 0
+    #: patients whose decision failed unexpectedly: contained, logged, decided again next cycle
+    patient_errors: int = 0
     complete: bool = True
     seconds: float = 0.0
     per_query: dict[str, int] = field(default_factory=dict)
@@ -64,7 +72,9 @@ class CycleReport:
             f"{self.patients_decided} patients decided; {self.issues_created} DetectedIssues "
             f"created ({self.issues_existing} already on the server), {self.withdrawn} withdrawn, "
             f"{self.dispenses_linked} dispenses linked; {self.conflicts} conflicts, "
-            f"{self.write_errors} write errors, {self.input_problems} input problems; "
+            f"{self.write_errors} write errors, {self.input_problems} input problems, "
+            f"{self.quarantined} resources quarantined, {self.patient_errors} patients failed "
+            f"(retried next cycle); "
             f"{self.seconds:.2f}s" + ("" if self.complete else " (stopped early; more to do)")
         )
 
@@ -75,20 +85,44 @@ Resources = list[dict[str, Any]]
 def _matches_and_includes(bundle: dict[str, Any]) -> tuple[Resources, Resources]:
     matches: list[dict[str, Any]] = []
     included: list[dict[str, Any]] = []
-    for entry in bundle.get("entry") or []:
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
             continue
-        mode = (entry.get("search") or {}).get("mode", "match")
+        search = entry.get("search")
+        mode = search.get("mode", "match") if isinstance(search, dict) else "match"
         (included if mode == "include" else matches).append(resource)
     return matches, included
 
 
 def _has_next(bundle: dict[str, Any]) -> bool:
+    links = bundle.get("link")
     return any(
         isinstance(link, dict) and link.get("relation") == "next"
-        for link in bundle.get("link") or []
+        for link in (links if isinstance(links, list) else [])
     )
+
+
+def where(error: BaseException) -> str:
+    """An unexpected error as its type and innermost place: never its message, which may quote
+    a value from a resource."""
+    frames = traceback.extract_tb(error.__traceback__)
+    place = f" at {frames[-1].name} ({frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})"
+    return type(error).__name__ + (place if frames else "")
+
+
+def _storable(resource: dict[str, Any]) -> dict[str, Any]:
+    """The top-level elements of `resource` the state file can hold (a value nested deeper than
+    the serialiser allows is dropped; what the rules needed from it is then unreadable)."""
+    kept: dict[str, Any] = {}
+    for key, value in resource.items():
+        try:
+            orjson.dumps(value)
+        except TypeError:
+            continue
+        kept[key] = value
+    return kept
 
 
 class Watcher:
@@ -210,11 +244,11 @@ class Watcher:
         newest = watermark
         with self.store.step():
             for resource in included:
-                self._take(resource, touched, report)
+                self._take_safely(resource, touched, report)
             for resource in matches:
-                self._take(resource, touched, report)
+                self._take_safely(resource, touched, report)
                 raw = version_of(resource)[1]
-                if raw and later(raw, newest):
+                if raw and instant_of(raw) is not None and later(raw, newest):
                     newest = raw
             if newest is not None and newest != watermark:
                 self.store.set_watermark(query.key, newest)
@@ -246,6 +280,37 @@ class Watcher:
             self._medications[ref] = self.reader.medication_is_clozapine(medication)
             with self.store.step():
                 self.store.upsert(medication, None)
+
+    def _take_safely(
+        self, resource: dict[str, Any], touched: set[str], report: CycleReport
+    ) -> None:
+        """Keep one polled resource; one that cannot be read or kept is quarantined (counted,
+        logged by type and FHIR path, its patient still decided) and never stops the page."""
+        try:
+            self._take(resource, touched, report)
+        except Exception as error:
+            report.quarantined += 1
+            kind = resource.get("resourceType")
+            what = str(error) if isinstance(error, FhirInputError) else where(error)
+            log.warning("quarantined a %s: %s", kind if isinstance(kind, str) else "?", what)
+            self._quarantine(resource, touched)
+
+    def _quarantine(self, resource: dict[str, Any], touched: set[str]) -> None:
+        """Hold what can be held of it under its patient: deciding the patient then reports it
+        again and, for an ANC result, writes `anc-unevaluable`."""
+        kind, rid = resource.get("resourceType"), resource.get("id")
+        element = "patient" if kind == "DetectedIssue" else "subject"
+        patient = reference(resource.get(element))
+        if not isinstance(kind, str) or not isinstance(rid, str) or not rid:
+            return
+        if patient is None or not patient.startswith("Patient/"):
+            return
+        try:
+            self.store.upsert(_storable(resource), patient, None)
+        except Exception as error:
+            log.warning("could not hold a quarantined %s: %s", kind, where(error))
+            return
+        touched.add(patient)
 
     def _take(self, resource: dict[str, Any], touched: set[str], report: CycleReport) -> None:
         kind, rid = resource.get("resourceType"), resource.get("id")
@@ -289,12 +354,7 @@ class Watcher:
             flag, ref = self.reader.medication_of(resource)
             relevant = flag if flag is not None else self._medications.get(ref or "", False)
         elif kind in ("Condition", "Flag"):
-            codes = self.data.designations.ben | self.data.designations.hospice
-            relevant = any(
-                (coding.get("system"), coding.get("code")) in codes
-                for coding in (resource.get("code") or {}).get("coding") or []
-                if isinstance(coding, dict)
-            )
+            relevant = self.reader.designation_coded(resource)
         elif kind == "DetectedIssue":
             identifier = decision_identifier(resource)
             if identifier is None:
@@ -328,14 +388,26 @@ class Watcher:
             chunk = patients[start : start + PATIENTS_PER_STEP]
             writes: list[Write] = []
             rechecks: dict[str, Any] = {}
+            failed: set[str] = set()
             for patient in chunk:
-                evaluation, collector = self._evaluate(patient, context, report)
-                report.patients_decided += 1
-                if evaluation is None:
-                    rechecks[patient] = None
+                try:
+                    evaluation, collector = self._evaluate(patient, context, report)
+                    if evaluation is None:
+                        rechecks[patient] = None
+                        report.patients_decided += 1
+                        continue
+                    planned = self._writes(evaluation, collector, clock, writes)
+                    recheck = self._recheck(evaluation)
+                except Exception as error:
+                    # Logged without the patient or any value; the patient stays marked and is
+                    # decided again next cycle (a fix to the data or the adapter then takes).
+                    report.patient_errors += 1
+                    failed.add(patient)
+                    log.error("deciding a patient failed: %s; retried next cycle", where(error))
                     continue
-                writes += self._writes(evaluation, collector, clock, writes)
-                rechecks[patient] = self._recheck(evaluation)
+                report.patients_decided += 1
+                writes += planned
+                rechecks[patient] = recheck
             written = send(
                 self.client,
                 writes,
@@ -367,7 +439,7 @@ class Watcher:
                 # A refused decision is not dropped: its patient is decided again next cycle,
                 # after the poll has brought whatever changed on the server (a 412).
                 refused = {result.write.patient for result in written if not result.ok}
-                self.store.clear_dirty([p for p in chunk if p not in refused])
+                self.store.clear_dirty([p for p in chunk if p not in refused | failed])
 
     def _evaluate(
         self, patient: str, context: Context, report: CycleReport
@@ -491,4 +563,4 @@ class Watcher:
         return held is not None
 
 
-__all__ = ["CycleReport", "Watcher"]
+__all__ = ["CycleReport", "Watcher", "where"]

@@ -12,6 +12,7 @@ import pytest
 
 from adapter.rems_service import BackgroundServer, make_app
 from tests.rems_backend.kit import seed_document
+from tests.rems_service.conftest import TEST_RULES
 
 
 @dataclass(frozen=True)
@@ -30,5 +31,5 @@ def rems(tmp_path: Path) -> Iterator[Service]:
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps(seed_document()), encoding="utf-8")
     db = tmp_path / "rems.sqlite"
-    with BackgroundServer(make_app(db, seed, clock=_service_clock)) as url:
+    with BackgroundServer(make_app(db, seed, clock=_service_clock, rules=TEST_RULES)) as url:
         yield Service(url, db)

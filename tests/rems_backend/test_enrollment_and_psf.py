@@ -9,6 +9,7 @@ import pytest
 
 from tests.rems_backend.conftest import Service
 from tests.rems_backend.kit import PRESCRIBER_NPI, World, enroll_directly, rows, run
+from tests.rems_service.conftest import TEST_RULES
 
 T = datetime(2021, 12, 31, 12, 0, tzinfo=UTC)
 
@@ -207,7 +208,7 @@ def test_unseeded_service_answers_not_certified_and_not_enrolled(tmp_path: Path)
     world = World()
     world.anc(T - timedelta(days=2), 2100)
     dispense = world.dispense(T - timedelta(hours=1), status="preparation")
-    with BackgroundServer(make_app(tmp_path / "empty.sqlite")) as url:
+    with BackgroundServer(make_app(tmp_path / "empty.sqlite", rules=TEST_RULES)) as url:
         out = run(world, tmp_path, T, url)
     assert out.form()["state"] == "rejected"
     [rejected] = out.findings("psf-rejected")

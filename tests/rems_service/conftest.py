@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,10 @@ import pytest
 import requests
 
 from adapter.rems_service import BackgroundServer, make_app
+from adapter.rems_service.config import load_rules
+
+#: The program rules with `asOf` accepted: a test-only setting (off by default).
+TEST_RULES = replace(load_rules(), accept_as_of=True)
 
 PRESCRIBER_NPI = "1234567893"  # valid NPI check digit
 OTHER_PRESCRIBER_NPI = "1245319599"
@@ -194,6 +198,6 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def rems(db_path: Path, seed_path: Path, clock: FakeClock) -> Iterator[RemsClient]:
     with BackgroundServer(
-        make_app(db_path, seed_path, clock=clock, insecure_admin=True)
+        make_app(db_path, seed_path, clock=clock, insecure_admin=True, rules=TEST_RULES)
     ) as base_url:
         yield RemsClient(base_url, clock)

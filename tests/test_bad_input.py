@@ -1,0 +1,238 @@
+"""Bad input through batch mode: every resource is decided or reported (file and line, FHIR
+path), one bad resource costs one finding, and nothing crashes (issue: bad input)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapter.cli import main
+from tests.test_batch_inputs import _anc, _dispense
+
+AS_OF = "2026-02-10T12:00:00Z"
+
+
+def _good(patient: str = "good") -> list[dict]:
+    ref = f"Patient/{patient}"
+    return [
+        _anc(f"{patient}-anc", ref, "2026-02-09T08:00:00Z", 1.2),
+        _dispense(f"{patient}-d1", ref, "completed", "2026-01-05T10:00:00Z", days=35),
+        _dispense(f"{patient}-d2", ref, "preparation", "2026-02-10T09:00:00Z"),
+    ]
+
+
+def _run(tmp_path: Path, source: Path, capsys: pytest.CaptureFixture[str]) -> tuple[dict, str]:
+    out = tmp_path / "out"
+    code = main(["run", "--source", str(source), "--out", str(out), "--as-of", AS_OF])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    files = {
+        name: [json.loads(line) for line in (out / name).read_text().splitlines()]
+        for name in ("DetectedIssue.ndjson", "status.ndjson", "authorizations.ndjson")
+    }
+    return files, err
+
+
+def _ndjson(path: Path, resources: list[object], raw: list[bytes] = ()) -> Path:
+    lines = [json.dumps(r).encode() for r in resources] + list(raw)
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _codes(files: dict, patient: str) -> list[str]:
+    return sorted(
+        i["code"]["coding"][-1]["code"]
+        for i in files["DetectedIssue.ndjson"]
+        if i["patient"]["reference"] == f"Patient/{patient}"
+    )
+
+
+def _baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    files, _ = _run(tmp_path / "base", _ndjson(tmp_path / "base.ndjson", _good()), capsys)
+    return _codes(files, "good")
+
+
+BAD_DISPENSES = [
+    ({"value": 1e9}, "MedicationDispense.daysSupply.value: must be at most 366"),
+    ({"value": "1e999999"}, "MedicationDispense.daysSupply.value: out of range"),
+    ({"value": 10**30}, "MedicationDispense.daysSupply.value: out of range"),
+    ({"value": -1}, "MedicationDispense.daysSupply.value: must be at least 0"),
+    ({"value": [7]}, "MedicationDispense.daysSupply.value: expected a number, got a list"),
+    ("7", "MedicationDispense.daysSupply: expected a Quantity"),
+]
+
+
+@pytest.mark.parametrize(("days", "message"), BAD_DISPENSES)
+def test_absurd_days_supply_is_reported_and_the_rest_decided(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], days: object, message: str
+) -> None:
+    expected = _baseline(tmp_path, capsys)
+    bad = _dispense("bad-d", "Patient/bad", "completed", "2026-01-05T10:00:00Z")
+    bad["daysSupply"] = days
+    source = _ndjson(tmp_path / "in.ndjson", [*_good(), bad])
+    files, err = _run(tmp_path, source, capsys)
+    assert f"in.ndjson:4: MedicationDispense: {message}" in err
+    assert _codes(files, "good") == expected
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+        "2016-12-31T23:59:60Z",
+        "2026-02-30",
+        "2026-02",
+        {"start": "2026"},
+        ["2026-02-09"],
+    ],
+)
+def test_an_anc_that_cannot_be_read_is_reported_and_unevaluable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], when: object
+) -> None:
+    expected = _baseline(tmp_path, capsys)
+    bad = _anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 1.0)
+    bad["effectiveDateTime"] = when
+    source = _ndjson(tmp_path / "in.ndjson", [*_good(), bad])
+    files, err = _run(tmp_path, source, capsys)
+    assert "in.ndjson:4: Observation: Observation.effectiveDateTime:" in err
+    assert _codes(files, "bad") == ["anc-unevaluable"]
+    assert _codes(files, "good") == expected
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "path"),
+    [
+        ("identifier", "abc", "Observation.identifier: expected a list"),
+        ("extension", {"url": 1}, "Observation.extension: expected a list"),
+        ("valueQuantity", {"value": "1e999999", "code": "10*3/uL"}, "valueQuantity.value"),
+        ("valueQuantity", {"value": float("inf")}, "valueQuantity.value"),
+        ("valueQuantity", "1.2", "Observation.valueQuantity: expected a Quantity"),
+        ("status", {"code": "final"}, "Observation.status: expected a code"),
+        ("meta", {"versionId": [1]}, "Observation.meta.versionId: expected a string"),
+    ],
+)
+def test_wrong_types_in_an_anc_are_reported_with_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], element: str, value: object, path: str
+) -> None:
+    bad = _anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 1.0)
+    bad[element] = value
+    text = json.dumps(bad, allow_nan=True).replace("Infinity", "1e999")
+    source = _ndjson(tmp_path / "in.ndjson", _good(), [text.encode()])
+    files, err = _run(tmp_path, source, capsys)
+    assert "in.ndjson:4" in err
+    if "1e999" not in text:  # orjson itself refuses an infinite number: not valid JSON
+        assert path in err
+        assert _codes(files, "bad") == ["anc-unevaluable"]
+    assert _codes(files, "good")
+
+
+def test_a_code_that_is_not_a_string_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 1.0)
+    bad["code"]["coding"].insert(0, {"system": "http://loinc.org", "code": {"x": 1}})
+    source = _ndjson(tmp_path / "in.ndjson", [*_good(), bad])
+    _, err = _run(tmp_path, source, capsys)
+    assert "in.ndjson:4: Observation: Observation.code.coding[0].code: expected a string" in err
+
+
+def test_deep_nesting_at_the_parser_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = _baseline(tmp_path, capsys)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"}},
+            *[{"resource": r} for r in _good()],
+            {"resource": {**_anc("deep", "Patient/deep", "2026-02-09T08:00:00Z", 1), "note": 0}},
+        ],
+    }
+    # 1024 levels in all: the deepest the JSON parser accepts (written by hand: the standard
+    # library's encoder would itself run out of stack).
+    text = json.dumps(bundle).replace(
+        '"note": 0', '"note": ' + "[" * 1016 + '{"reference": "urn:uuid:p"}' + "]" * 1016
+    )
+    source = tmp_path / "in.json"
+    source.write_text(text)
+    files, _ = _run(tmp_path, source, capsys)
+    assert _codes(files, "good") == expected
+
+
+def test_a_bundle_inside_a_bundle_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = _baseline(tmp_path, capsys)
+    inner = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in _good()],
+    }
+    outer = {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": inner}]}
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps(outer))
+    files, _ = _run(tmp_path, source, capsys)
+    assert _codes(files, "good") == expected
+
+
+def test_bundles_nested_too_deep_are_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node: dict = {"resourceType": "Bundle", "entry": [{"resource": r} for r in _good()]}
+    for _ in range(5):
+        node = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": node}]}
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps(node))
+    _, err = _run(tmp_path, source, capsys)
+    assert "a Bundle nested deeper than 4 levels" in err
+    assert "#Bundle.entry[0].resource.entry[0].resource.entry[0].resource.entry[0]" in err
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-32"])
+@pytest.mark.parametrize("suffix", [".ndjson", ".json"])
+def test_byte_order_marks_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], codec: str, suffix: str
+) -> None:
+    expected = _baseline(tmp_path, capsys)
+    if suffix == ".ndjson":
+        text = "\n".join(json.dumps(r) for r in _good()) + "\n"
+    else:
+        text = json.dumps({"resourceType": "Bundle", "entry": [{"resource": r} for r in _good()]})
+    source = tmp_path / f"in{suffix}"
+    source.write_bytes(text.encode(codec))
+    files, err = _run(tmp_path, source, capsys)
+    assert "input problem" not in err
+    assert _codes(files, "good") == expected
+
+
+def test_invalid_utf8_and_truncation_cost_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expected = _baseline(tmp_path, capsys)
+    bad = json.dumps(_anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 1.0)).encode()
+    source = _ndjson(
+        tmp_path / "in.ndjson", _good(), [bad[:40] + b"\xff\xfe" + bad[40:], bad[: len(bad) // 2]]
+    )
+    files, err = _run(tmp_path, source, capsys)
+    assert "in.ndjson:4: not valid JSON" in err
+    assert "in.ndjson:5: not valid JSON" in err
+    assert _codes(files, "good") == expected
+
+
+def test_one_of_our_issues_nested_too_deep_is_reported_not_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, _ = _run(tmp_path / "first", _ndjson(tmp_path / "a.ndjson", _good()), capsys)
+    issue = first["DetectedIssue.ndjson"][0]
+    text = json.dumps({**issue, "note": 0}).replace(
+        '"note": 0', '"note": ' + "[" * 1000 + "1" + "]" * 1000
+    )
+    withdrawn = [r for r in _good() if r["resourceType"] != "Observation"]  # the ANC is gone
+    source = _ndjson(tmp_path / "b.ndjson", withdrawn, [text.encode()])
+    _, err = _run(tmp_path, source, capsys)
+    assert "b.ndjson:3: DetectedIssue: DetectedIssue.*: nested deeper than 64 levels" in err
