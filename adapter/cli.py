@@ -17,7 +17,7 @@ import sys
 import time as monotonic_time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, time, tzinfo
+from datetime import UTC, datetime, tzinfo
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from adapter.errors import (
     UsageError,
     as_adapter_error,
 )
-from adapter.mappings_loader import load_reference_data
 from adapter.fhir.values import ValueProblem, read_clock
+from adapter.mappings_loader import load_reference_data
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
 from adapter.settings import FLAGS, Loaded, load_settings, render

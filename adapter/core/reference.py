@@ -28,7 +28,7 @@ class DispenseCodes:
     completed: frozenset[str]
     awaiting_decision: frozenset[str]
     #: The longest days' supply a dispense can mean; a longer one is reported, not read.
-    max_days_supply: int = 366
+    max_days_supply: int
 
 
 @dataclass(frozen=True)

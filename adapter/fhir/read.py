@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, time, tzinfo
-from decimal import Decimal, InvalidOperation
+from datetime import datetime, tzinfo
+from decimal import Decimal
 from functools import cached_property
 from sys import intern
 from typing import Any

@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from adapter.errors import ConfigurationError
 from adapter.fhir.values import ValueProblem, read_clock
 from adapter.settings import Loaded, SettingsError, load_settings, read_config_file
 

@@ -20,7 +20,7 @@ PROGRAM = (Path(__file__).parent.parent.parent / "mappings" / "rems-program.toml
         ("psf_window_days = 37", "psf_window_days = -1", "[psf.psf_window_days] must be a whole"),
         ("psf_window_days = 37", "psf_window_days = 3.5", "[psf.psf_window_days] must be a whole"),
         ("rationale_anc_below_ben = 500", "rationale_anc_below_ben = -5", "must be a number >= 0"),
-        ("accept_as_of = true", "accept_as_of = 1", "[api.accept_as_of] must be true or false"),
+        ("accept_as_of = false", "accept_as_of = 1", "[api.accept_as_of] must be true or false"),
         ('time_zone = "UTC"', 'time_zone = "Mars/Base"', "[clock.time_zone] must be an IANA"),
         ('\nmode = "fixed"', '\nmode = "loose"', "[discharge.mode] must be one of"),
         ('limit_applies_to = ["outpatient"]', 'limit_applies_to = ["all"]', "inpatient"),

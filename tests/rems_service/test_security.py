@@ -126,7 +126,7 @@ def test_the_access_log_names_routes_not_patients(
 ) -> None:
     _, client = _client(db_path)
     with caplog.at_level(logging.INFO, logger="adapter.rems_service.access"):
-        client.get("/patients/RP12345678?asOf=2026-01-01T00:00:00Z")
+        client.get("/patients/RP12345678")
         client.post("/patients/enrollments", json=enrollment_body(FakeClock().now))
     lines = [r.getMessage() for r in caplog.records if r.name == "adapter.rems_service.access"]
     assert len(lines) == 2

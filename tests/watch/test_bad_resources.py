@@ -81,7 +81,12 @@ def test_absurd_resources_cost_one_finding_never_the_cycle(
         "final": ["anc-mild-neutropenia", "dispense-authorized"]
     }
     assert by_status(watch_server, patient_of(ids, good[1])) == {
-        "final": ["anc-moderate-neutropenia", "dispense-not-authorized"]
+        # below 1000 the month's PSF needs the prescriber's rationale (issue 8 item 4)
+        "final": [
+            "anc-moderate-neutropenia",
+            "dispense-not-authorized",
+            "psf-prescriber-action-required",
+        ]
     }
     # the patient with the absurd supply is decided on the rest of the history
     assert "anc-mild-neutropenia" in by_status(watch_server, supplied)["final"]
@@ -127,7 +132,12 @@ def test_one_patient_failing_is_contained_and_retried(
     harness.close()
     assert retried.patient_errors == 0 and retried.patients_decided == 1
     assert by_status(watch_server, victim) == {
-        "final": ["anc-moderate-neutropenia", "dispense-not-authorized"]
+        # below 1000 the month's PSF needs the prescriber's rationale (issue 8 item 4)
+        "final": [
+            "anc-moderate-neutropenia",
+            "dispense-not-authorized",
+            "psf-prescriber-action-required",
+        ]
     }
 
 
