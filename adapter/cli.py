@@ -52,6 +52,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "demo": ("evaluation", "demo", "log"),
     "rems-server": ("rems_server", "log"),
     "watch": ("fhir", "watch", "evaluation", "log"),
+    "backfill": ("fhir", "backfill", "evaluation", "rems", "log"),
 }
 
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -221,6 +222,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     watch_cli.add_parser(commands, **sub)
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="batch mode over a FHIR Bulk Data $export of the EHR (optionally write back)",
+        description="Run a FHIR Bulk Data $export on the EHR (what the rules need only), follow "
+        "it to its end, download the NDJSON files, decide them in batch mode (the outputs of "
+        "'run') and, with --write-back, write the DetectedIssues to the EHR as watch does. "
+        "Ctrl-C cancels a running export on the server. EHR settings and secrets as for watch.",
+        **sub,
+    )
+    _setting(backfill, "fhir.base_url", "EHR FHIR R4 base URL (fhir.base_url)", metavar="URL")
+    backfill.add_argument("--out", required=True, type=Path, help="output folder (as for run)")
+    backfill.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
+    export = backfill.add_argument_group("the export")
+    _setting(
+        export,
+        "backfill.since",
+        "only resources changed since this instant (_since; a date means its start)",
+        metavar="INSTANT",
+    )
+    _setting(
+        export,
+        "backfill.level",
+        "system (default), patient, or group (with --group)",
+        choices=("system", "patient", "group"),
+    )
+    _setting(export, "backfill.group", "export the members of this Group", metavar="ID")
+    _setting(
+        export,
+        "backfill.work_dir",
+        "keep the downloaded files in this folder (default: a temporary one, removed)",
+        metavar="DIR",
+    )
+    export.add_argument(
+        "--write-back",
+        dest="backfill.write_back",
+        action="store_const",
+        const=True,
+        default=None,
+        help="write the DetectedIssues to the EHR (as watch does)",
+    )
+    _rems_options(backfill)
+    _evaluation_options(backfill)
     return parser
 
 
@@ -485,11 +529,46 @@ def watch_command(args: argparse.Namespace, loaded: Loaded) -> int:
     return watch_cli.run(args, loaded)
 
 
+# ------------------------------------------------------------------ backfill
+
+
+def backfill_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.backfill.command import backfill_options, run_backfill
+
+    started = monotonic_time.monotonic()
+    site_tz = site_zone(loaded)
+    evaluation = loaded.settings.evaluation
+    data = load_reference_data(Path(evaluation.mappings) if evaluation.mappings else None)
+    rems = rems_settings(loaded)
+    options = backfill_options(loaded, data, site_tz, identities=rems is not None)
+    settings = BatchSettings(
+        sources=(),
+        out=args.out,
+        as_of=parse_as_of(args.as_of, site_tz),
+        site_tz=site_tz,
+        derive_anc=evaluation.derive_anc,
+        rems=rems,
+    )
+    output_folder(args.out, "--out")
+    progress = _progress(loaded)
+    try:
+        result = run_backfill(loaded, options, settings, data, progress)
+    finally:
+        progress.done()
+    if result.batch is not None:
+        report_problems(result.batch.problems, args.out)
+        for note in result.batch.notes:
+            log.warning("REMS: %s", note)
+    _say(loaded, result.summary(args.out, monotonic_time.monotonic() - started))
+    return 0
+
+
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "run": run_command,
     "demo": demo_command,
     "rems-server": rems_server_command,
     "watch": watch_command,
+    "backfill": backfill_command,
 }
 
 

@@ -1,0 +1,288 @@
+"""The composition root of ``rems-adapter backfill``: export, download, decide, (write back).
+
+    rems-adapter backfill --fhir-base URL --out DIR [--since INSTANT] [--group ID | --level L]
+                          [--as-of DATETIME] [--work-dir DIR] [--write-back]
+
+1. a Bulk Data ``$export`` (adapter.ehr.bulk) of what batch mode reads (adapter.backfill.plan),
+   followed to its manifest; Ctrl-C or SIGTERM while it runs cancels it on the server (DELETE);
+2. every output file streamed to a working folder (a temporary one unless ``--work-dir``);
+3. batch mode (adapter.batch.run) over that folder: the same outputs as ``run``;
+4. with ``--write-back``, the DetectedIssues written to the EHR as ``watch`` writes them
+   (adapter.watch.writeback).
+
+Errors propagate to the CLI guard (adapter.cli.main): one line and the exit code of their kind.
+Logs name counts, sizes, resource types and URL paths, never patient data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import tzinfo
+from pathlib import Path
+from types import FrameType
+
+from adapter.backfill.plan import Scope, export_request, read_since
+from adapter.batch.run import BatchResult, BatchSettings, Progress, plural, run_batch
+from adapter.core.reference import ReferenceData
+from adapter.ehr import FhirClient
+from adapter.ehr.bulk import (
+    BulkClient,
+    BulkExportCancelled,
+    BulkExportTimedOut,
+    Downloaded,
+    ExportRequest,
+    Manifest,
+    PollPolicy,
+    Status,
+    outcome_issues,
+)
+from adapter.ehr.errors import OutcomeIssue, redact_url
+from adapter.errors import UsageError
+from adapter.settings import Loaded
+from adapter.watch.cli import build_client
+from adapter.watch.config import _fhir as fhir_settings
+
+log = logging.getLogger("adapter.backfill")
+
+#: Files this command writes into a working folder (a rerun replaces them, and only them).
+_OURS = re.compile(r"(\d{4}-[A-Za-z]+\.ndjson|manifest\.json)")
+EXPORT_FOLDER = "export"
+ERRORS_FOLDER = "errors"
+
+
+@dataclass(frozen=True)
+class BackfillOptions:
+    request: ExportRequest
+    poll: PollPolicy
+    work_dir: Path | None
+    write_back: bool
+
+
+def backfill_options(
+    loaded: Loaded, data: ReferenceData, site_tz: tzinfo, *, identities: bool
+) -> BackfillOptions:
+    """The checked options from the effective settings (types and bounds in adapter.settings;
+    what needs several keys here)."""
+    settings = loaded.settings.backfill
+    group = settings.group
+    level = settings.level
+    if group is not None:
+        group = group.removeprefix("Group/")
+        if not group or "/" in group or "?" in group or len(group) > 64:
+            raise loaded.error("backfill.group", f"{settings.group!r} is not a Group id")
+        if level == "patient":
+            raise loaded.error("backfill.level", "'patient' does not go with a Group")
+        level = "group"
+    elif level == "group":
+        raise loaded.error("backfill.level", "'group' needs a Group id (--group)")
+    since = None
+    if settings.since is not None:
+        try:
+            since = read_since(settings.since, site_tz)
+        except ValueError as error:
+            raise loaded.error("backfill.since", str(error)) from error
+    work_dir = Path(settings.work_dir) if settings.work_dir else None
+    if work_dir is not None and work_dir.exists() and not work_dir.is_dir():
+        raise loaded.error("backfill.work_dir", f"{work_dir} exists and is not a folder")
+    poll = PollPolicy(
+        interval=settings.poll_interval_seconds,
+        min_interval=min(0.5, settings.poll_interval_seconds),
+        max_interval=max(settings.max_poll_interval_seconds, settings.poll_interval_seconds),
+        max_polls=settings.max_polls,
+        max_wait_seconds=settings.max_wait_seconds,
+    )
+    return BackfillOptions(
+        request=export_request(data, Scope(level, group), since, identities=identities),
+        poll=poll,
+        work_dir=work_dir,
+        write_back=settings.write_back,
+    )
+
+
+@dataclass
+class BackfillResult:
+    manifest: Manifest
+    files: list[Downloaded] = field(default_factory=list)
+    server_issues: tuple[OutcomeIssue, ...] = ()
+    status_requests: int = 0
+    export_seconds: float = 0.0
+    batch: BatchResult | None = None
+    batch_seconds: float = 0.0
+    kept_in: Path | None = None
+
+    def summary(self, out: Path, seconds: float) -> str:
+        exported = sum(f.lines for f in self.files)
+        megabytes = sum(f.bytes for f in self.files) / 1e6
+        lines = [
+            f"Exported {plural(exported, 'resource')} in {plural(len(self.files), 'file')} "
+            f"({megabytes:.1f} MB; the export took {self.export_seconds:.1f} s, "
+            f"{plural(self.status_requests, 'status request')}).",
+        ]
+        if self.server_issues:
+            lines.append(
+                f"The server reported {plural(len(self.server_issues), 'issue')} "
+                "with the export (on stderr)."
+            )
+        if self.kept_in is not None:
+            lines.append(f"Exported files kept in {self.kept_in}")
+        if self.batch is not None:
+            lines.append(self.batch.summary(out, self.batch_seconds))
+        lines.append(f"Backfill done in {seconds:.1f} s.")
+        return "\n".join(lines)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops the command like Ctrl-C does (KeyboardInterrupt), so that a running
+    export is cancelled on the server and temporary files are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _working_folder(work_dir: Path | None) -> tuple[Path, Callable[[], None]]:
+    if work_dir is None:
+        temporary = tempfile.TemporaryDirectory(prefix="rems-adapter-backfill-")
+        return Path(temporary.name), temporary.cleanup
+    try:
+        for sub in ("", EXPORT_FOLDER, ERRORS_FOLDER):
+            (work_dir / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(
+            f"cannot create {work_dir}: {error.strerror}", where="--work-dir"
+        ) from error
+    for sub in ("", EXPORT_FOLDER, ERRORS_FOLDER):
+        for stale in (work_dir / sub).iterdir():
+            if stale.is_file() and _OURS.fullmatch(stale.name):
+                stale.unlink()  # a rerun replaces what an earlier one downloaded
+    return work_dir, lambda: None
+
+
+class _StatusLog:
+    """The export's progress: logged when X-Progress changes (INFO), each poll at DEBUG."""
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self.polls = 0
+
+    def __call__(self, status: Status) -> None:
+        self.polls = status.polls
+        shown = status.progress or "in progress"
+        level = logging.INFO if shown != self.last else logging.DEBUG
+        log.log(level, "export running: %s (%.0f s)", shown, status.elapsed)
+        self.last = shown
+
+
+def run_backfill(
+    loaded: Loaded,
+    options: BackfillOptions,
+    batch: BatchSettings,
+    data: ReferenceData,
+    progress: Progress | None = None,
+    *,
+    client: FhirClient | None = None,
+) -> BackfillResult:
+    client = client or build_client(fhir_settings(loaded))
+    try:
+        with _sigterm_interrupts():
+            return _run(client, options, batch, data, progress)
+    finally:
+        client.close()
+
+
+def _run(
+    client: FhirClient,
+    options: BackfillOptions,
+    batch: BatchSettings,
+    data: ReferenceData,
+    progress: Progress | None,
+) -> BackfillResult:
+    bulk = BulkClient(client)
+    started = time.monotonic()
+    status_url = bulk.kick_off(options.request)
+    status = _StatusLog()
+    try:
+        manifest = bulk.wait(status_url, options.poll, on_status=status)
+    except (KeyboardInterrupt, BulkExportCancelled):
+        log.warning("interrupted: cancelling the export on the server")
+        bulk.cancel(status_url)
+        raise KeyboardInterrupt from None
+    except BulkExportTimedOut:
+        bulk.cancel(status_url)
+        raise
+    result = BackfillResult(
+        manifest=manifest,
+        status_requests=status.polls + 1,
+        export_seconds=time.monotonic() - started,
+    )
+    folder, cleanup = _working_folder(options.work_dir)
+    try:
+        (folder / "manifest.json").write_text(
+            json.dumps(dict(manifest.raw), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        export_dir = folder / EXPORT_FOLDER
+        export_dir.mkdir(exist_ok=True)
+        result.files = _download(bulk, manifest, export_dir, "output")
+        result.server_issues = _server_issues(bulk, manifest, folder / ERRORS_FOLDER)
+        # The files are ours now: tell the server it may remove them (best effort).
+        bulk.cancel(status_url, done=True)
+        decided = time.monotonic()
+        result.batch = run_batch(replace(batch, sources=(str(export_dir),)), data, progress)
+        result.batch_seconds = time.monotonic() - decided
+        if options.work_dir is not None:
+            result.kept_in = folder
+        return result
+    finally:
+        cleanup()
+
+
+def _download(bulk: BulkClient, manifest: Manifest, folder: Path, what: str) -> list[Downloaded]:
+    files = manifest.output if what == "output" else manifest.error
+    out = []
+    for index, item in enumerate(files, 1):
+        path = folder / f"{index:04d}-{item.type}.ndjson"
+        done = bulk.download(item, path, requires_access_token=manifest.requires_access_token)
+        log.info(
+            "downloaded %s file %d of %d (%s, %.1f MB) from %s",
+            item.type,
+            index,
+            len(files),
+            plural(done.lines, "line"),
+            done.bytes / 1e6,
+            redact_url(item.url),
+        )
+        out.append(done)
+    return out
+
+
+def _server_issues(bulk: BulkClient, manifest: Manifest, folder: Path) -> tuple[OutcomeIssue, ...]:
+    """The OperationOutcomes of the manifest's `error` files, logged by severity and code (the
+    servers' free text may quote resources: it stays in the files)."""
+    if not manifest.error:
+        return ()
+    folder.mkdir(exist_ok=True)
+    issues: list[OutcomeIssue] = []
+    for done in _download(bulk, manifest, folder, "error"):
+        with done.path.open("rb") as handle:
+            issues.extend(outcome_issues(handle.readlines()))
+    for issue in issues:
+        log.warning("the server reported with the export: %s", issue.describe())
+    return tuple(issues)
