@@ -452,7 +452,11 @@ class BulkClient:
                         lines += 1
                 os.replace(temporary, path)
                 return Downloaded(file, path, size, lines)
-            except (requests.ConnectionError, requests.Timeout) as error:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,
+            ) as error:
                 temporary.unlink(missing_ok=True)
                 if attempt == attempts:
                     raise FhirTransientError(
