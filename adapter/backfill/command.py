@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import signal
 import tempfile
 import threading
@@ -53,8 +52,6 @@ from adapter.watch.config import _fhir as fhir_settings
 
 log = logging.getLogger("adapter.backfill")
 
-#: Files this command writes into a working folder (a rerun replaces them, and only them).
-_OURS = re.compile(r"(\d{4}-[A-Za-z]+\.ndjson|manifest\.json)")
 EXPORT_FOLDER = "export"
 ERRORS_FOLDER = "errors"
 
@@ -169,10 +166,13 @@ def _working_folder(work_dir: Path | None) -> tuple[Path, Callable[[], None]]:
         raise UsageError(
             f"cannot create {work_dir}: {error.strerror}", where="--work-dir"
         ) from error
-    for sub in ("", EXPORT_FOLDER, ERRORS_FOLDER):
+    # export/ and errors/ are this command's: emptied, so that batch mode reads this export
+    # only; at the top, only the manifest is replaced (a rerun replaces, never appends)
+    for sub in (EXPORT_FOLDER, ERRORS_FOLDER):
         for stale in (work_dir / sub).iterdir():
-            if stale.is_file() and _OURS.fullmatch(stale.name):
-                stale.unlink()  # a rerun replaces what an earlier one downloaded
+            if stale.is_file() and stale.name.endswith((".ndjson", ".json", ".jsonl", ".part")):
+                stale.unlink()
+    (work_dir / "manifest.json").unlink(missing_ok=True)
     return work_dir, lambda: None
 
 
