@@ -38,7 +38,7 @@ from adapter.ehr import FhirClient, SmartBackendServices, Transport
 from adapter.mappings_loader import load_reference_data
 from adapter.settings import load_settings
 from tests.conftest import SmartKey
-from tests.fhir_server import SekmetServer, SmartClientRegistration, start_sekmet
+from tests.fhir_server import SekmetServer, SmartClientRegistration, ensure_sekmet, start_sekmet
 
 pytestmark = pytest.mark.integration
 
@@ -385,6 +385,43 @@ def test_smart_backend_services_with_files_requiring_the_token(
         assert_same_decisions(tmp_path / "out", run)
         assert lines(tmp_path / "out" / "status.ndjson")
         assert "Traceback" not in capsys.readouterr().err
+    finally:
+        server.stop()
+
+
+class BearerSekmet(SekmetServer):
+    """sekmet with static bearer tokens only (its `server_auth.types = ["bearer"]`)."""
+
+    token: str = "static-backfill-token"
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "server_auth": {"types": ["bearer"], "tokens": [self.token]}}
+
+
+def test_a_static_bearer_token_goes_with_the_kick_off_status_and_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = BearerSekmet(python=ensure_sekmet(), workdir=tmp_path / "sekmet").start()
+    try:
+        subset = [r for r in demo_resources() if _owner(r) in {"demo-23", "demo-24"}]
+        load(server, subset, token=BearerSekmet.token)
+        assert requests.get(f"{server.base_url}/Patient", timeout=10).status_code == 401
+        monkeypatch.setenv("REMS_ADAPTER_FHIR_AUTH", "bearer")
+        work = tmp_path / "work"
+
+        monkeypatch.setenv("REMS_ADAPTER_FHIR_TOKEN", "wrong-token")
+        assert (
+            backfill(server, tmp_path / "refused") == 5
+        )  # 401 at the kick-off: no token, no export
+
+        monkeypatch.setenv("REMS_ADAPTER_FHIR_TOKEN", BearerSekmet.token)
+        assert backfill(server, tmp_path / "out", "--work-dir", str(work)) == 0
+        assert json.loads((work / "manifest.json").read_text())["requiresAccessToken"] is True
+        source = tmp_path / "subset.ndjson"
+        source.write_text("".join(json.dumps(r) + "\n" for r in subset))
+        run = tmp_path / "run"
+        assert main(["run", "--source", str(source), "--out", str(run), "--as-of", AS_OF]) == 0
+        assert_same_decisions(tmp_path / "out", run)
     finally:
         server.stop()
 
