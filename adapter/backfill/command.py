@@ -29,7 +29,15 @@ from datetime import tzinfo
 from pathlib import Path
 from types import FrameType
 
-from adapter.backfill.plan import Scope, export_request, read_since
+import orjson
+
+from adapter.backfill.plan import (
+    Scope,
+    decisions_request,
+    export_request,
+    group_members,
+    read_since,
+)
 from adapter.batch.run import BatchResult, BatchSettings, Progress, plural, run_batch
 from adapter.core.reference import ReferenceData
 from adapter.ehr import FhirClient
@@ -46,6 +54,7 @@ from adapter.ehr.bulk import (
 )
 from adapter.ehr.errors import OutcomeIssue, redact_url
 from adapter.errors import UsageError
+from adapter.fhir.read import reference
 from adapter.settings import Loaded
 from adapter.watch.cli import build_client
 from adapter.watch.config import _fhir as fhir_settings
@@ -244,6 +253,10 @@ def _run(
         result.server_issues = _server_issues(bulk, manifest, folder / ERRORS_FOLDER)
         # The files are ours now: tell the server it may remove them (best effort).
         bulk.cancel(status_url, done=True)
+        if options.request.level != "system" and not any(
+            f.type == "DetectedIssue" for f in manifest.output
+        ):
+            result.files += _our_decisions(client, bulk, options, export_dir, len(result.files))
         decided = time.monotonic()
         result.batch = run_batch(replace(batch, sources=(str(export_dir),)), data, progress)
         result.batch_seconds = time.monotonic() - decided
@@ -254,11 +267,13 @@ def _run(
         cleanup()
 
 
-def _download(bulk: BulkClient, manifest: Manifest, folder: Path, what: str) -> list[Downloaded]:
+def _download(
+    bulk: BulkClient, manifest: Manifest, folder: Path, what: str, start: int = 0
+) -> list[Downloaded]:
     files = manifest.output if what == "output" else manifest.error
     out = []
     for index, item in enumerate(files, 1):
-        path = folder / f"{index:04d}-{item.type}.ndjson"
+        path = folder / f"{start + index:04d}-{item.type}.ndjson"
         done = bulk.download(item, path, requires_access_token=manifest.requires_access_token)
         log.info(
             "downloaded %s file %d of %d (%s, %.1f MB) from %s",
@@ -271,6 +286,58 @@ def _download(bulk: BulkClient, manifest: Manifest, folder: Path, what: str) -> 
         )
         out.append(done)
     return out
+
+
+def _our_decisions(
+    client: FhirClient,
+    bulk: BulkClient,
+    options: BackfillOptions,
+    folder: Path,
+    already: int,
+) -> list[Downloaded]:
+    """Our DetectedIssues from a system-level export (plan.decisions_request), kept for the
+    exported patients only (a Group's members)."""
+    log.info(
+        "the %s export held no DetectedIssue: exporting ours at the system level (earlier "
+        "decisions and the mitigations people added)",
+        options.request.level,
+    )
+    status_url = bulk.kick_off(decisions_request(options.request.since))
+    try:
+        manifest = bulk.wait(status_url, options.poll, on_status=_StatusLog())
+    except (KeyboardInterrupt, BulkExportCancelled):
+        bulk.cancel(status_url)
+        raise KeyboardInterrupt from None
+    except BulkExportTimedOut:
+        bulk.cancel(status_url)
+        raise
+    members = None
+    if options.request.group is not None:
+        members = group_members(client.read("Group", options.request.group))
+    downloaded = _download(bulk, manifest, folder, "output", start=already)
+    bulk.cancel(status_url, done=True)
+    if members is None:
+        return downloaded
+    kept = []
+    for done in downloaded:
+        lines = 0
+        narrowed = done.path.with_name(f".{done.path.name}.members")
+        with done.path.open("rb") as source, narrowed.open("wb") as target:
+            for line in source:
+                if not line.strip():
+                    continue
+                try:
+                    parsed = orjson.loads(line)
+                    patient = reference(parsed.get("patient")) if isinstance(parsed, dict) else None
+                    keep = patient in members
+                except orjson.JSONDecodeError:
+                    keep = True  # malformed: kept, for batch mode to report
+                if keep:
+                    target.write(line)
+                    lines += 1
+        narrowed.replace(done.path)
+        kept.append(replace(done, lines=lines, bytes=done.path.stat().st_size))
+    return kept
 
 
 def _server_issues(bulk: BulkClient, manifest: Manifest, folder: Path) -> tuple[OutcomeIssue, ...]:

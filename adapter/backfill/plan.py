@@ -19,13 +19,15 @@ specification ORs them, some servers AND them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, tzinfo
+from typing import Any
 from urllib.parse import quote
 
 from adapter.core.reference import ReferenceData
 from adapter.ehr.bulk import ExportRequest, Level
+from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, reference
 
 #: The resource types batch mode reads (adapter.batch.collect); a test keeps them equal.
 RESOURCE_TYPES = (
@@ -76,6 +78,30 @@ def export_request(
         type_filters=type_filters(data),
         since=since,
     )
+
+
+def decisions_request(since: str | None) -> ExportRequest:
+    """A system-level export of our own DetectedIssues (the decisions already on the EHR and
+    the mitigations people added), for a Patient or Group export that held none: a server
+    without DetectedIssue `patient` search (stock sekmet-fhir) leaves them out of the Patient
+    compartment. A server that ignores the identifier filter sends every DetectedIssue; the
+    reader takes only ours."""
+    return ExportRequest(
+        level="system",
+        types=("DetectedIssue",),
+        type_filters=(f"DetectedIssue?identifier={quote(DECISION_IDENTIFIER_SYSTEM, safe='')}|",),
+        since=since,
+    )
+
+
+def group_members(group: Mapping[str, Any]) -> frozenset[str]:
+    """The Group's Patient members as "Patient/id" (inactive ones too: servers export them)."""
+    out = set()
+    for member in group.get("member") or []:
+        ref = reference(member.get("entity")) if isinstance(member, Mapping) else None
+        if ref and ref.startswith("Patient/"):
+            out.add(ref)
+    return frozenset(out)
 
 
 def read_since(raw: str, site_tz: tzinfo) -> str:

@@ -12,7 +12,9 @@ from adapter.backfill.plan import (
     IDENTITY_TYPES,
     RESOURCE_TYPES,
     Scope,
+    decisions_request,
     export_request,
+    group_members,
     read_since,
     type_filters,
 )
@@ -70,3 +72,27 @@ def test_since_is_sent_as_a_utc_instant_with_milliseconds(raw: str, zone: str, s
 def test_a_bad_since_is_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="ISO 8601"):
         read_since(raw, UTC)
+
+
+def test_our_decisions_are_asked_for_by_their_identifier_system() -> None:
+    request = decisions_request("2025-01-01T00:00:00.000Z")
+    assert request.level == "system" and request.types == ("DetectedIssue",)
+    ((kind, query),) = [q.split("?", 1) for q in request.type_filters]
+    assert kind == "DetectedIssue"
+    assert parse_qsl(query) == [("identifier", "https://rems-adapter.github.io/fhir/sid/decision|")]
+    assert request.since == "2025-01-01T00:00:00.000Z"
+
+
+def test_group_members_are_patient_references_whatever_their_form() -> None:
+    group = {
+        "resourceType": "Group",
+        "member": [
+            {"entity": {"reference": "Patient/a"}},
+            {"entity": {"reference": "https://ehr.test/fhir/Patient/b/_history/2"}},
+            {"entity": {"reference": "Patient/c"}, "inactive": True},
+            {"entity": {"reference": "Practitioner/d"}},
+            {"entity": {}},
+            "junk",
+        ],
+    }
+    assert group_members(group) == {"Patient/a", "Patient/b", "Patient/c"}
