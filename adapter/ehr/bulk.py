@@ -9,7 +9,8 @@ export flow:
   are kept on the error);
 - status ``GET {status URL}``: 202 while running (``X-Progress`` shown, ``Retry-After`` honoured
   within bounds), 200 and the manifest when done, an error status (and OperationOutcome) when
-  the export failed; polling is bounded in count and in time;
+  the export failed, unless every issue is `transient` (a polling failure, not the job's: poll
+  again); polling is bounded in count and in time;
 - ``DELETE {status URL}`` cancels (best effort: the answer is reported, never raised);
 - each output file is streamed to disk (never held in memory), with the access token only when
   the manifest says ``requiresAccessToken`` and only to the FHIR server's own origin.
@@ -315,23 +316,29 @@ class BulkClient:
                     **_error_fields(error),
                 ) from error
             except FhirServerError as error:
-                raise BulkExportFailed(
-                    "the server reports that the export failed", **_error_fields(error)
-                ) from error
-            with response:
-                if response.status_code == 200:
-                    return self._manifest(response, status_url)
-                if response.status_code != 202:
-                    raise FhirResponseError(
-                        f"unexpected status {response.status_code} from the status endpoint",
-                        method="GET",
-                        url=status_url,
-                        status=response.status_code,
+                if not (error.issues and all(i.code == "transient" for i in error.issues)):
+                    raise BulkExportFailed(
+                        "the server reports that the export failed", **_error_fields(error)
+                    ) from error
+                # Bulk Data: a polling failure that is not the job's says `transient`: poll
+                # again later (within the same bounds)
+                log.info("status request failed (%s); polling again", error)
+                progress, retry_after = None, None
+            else:
+                with response:
+                    if response.status_code == 200:
+                        return self._manifest(response, status_url)
+                    if response.status_code != 202:
+                        raise FhirResponseError(
+                            f"unexpected status {response.status_code} from the status endpoint",
+                            method="GET",
+                            url=status_url,
+                            status=response.status_code,
+                        )
+                    progress = _printable(response.headers.get("X-Progress"))
+                    retry_after = parse_retry_after(
+                        response.headers.get("Retry-After"), self.transport.clock()
                     )
-                progress = _printable(response.headers.get("X-Progress"))
-                retry_after = parse_retry_after(
-                    response.headers.get("Retry-After"), self.transport.clock()
-                )
             elapsed = self.monotonic() - started
             if on_status is not None:
                 on_status(Status(polls, elapsed, progress))

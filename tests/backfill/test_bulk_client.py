@@ -279,6 +279,15 @@ def test_a_failed_export_is_an_upstream_error_with_the_outcome(
 
 
 @responses.activate
+def test_a_transient_polling_failure_is_polled_again(fake_time: FakeTime) -> None:
+    responses.get(STATUS, status=500, json=outcome("transient", "try later"))
+    responses.get(STATUS, json=manifest())
+    result = bulk_client(fake_time).wait(STATUS, PollPolicy(interval=2.0))
+    assert result.output and len(_POLL_TIMES) == 2
+    assert _waits_between_polls() == [pytest.approx(2.0)]
+
+
+@responses.activate
 def test_an_unknown_export_says_so(fake_time: FakeTime) -> None:
     responses.get(STATUS, status=404, json=outcome("not-found"))
     with pytest.raises(BulkExportFailed, match="unknown to the server"):
