@@ -210,6 +210,25 @@ def test_byte_order_marks_are_read(
     assert _codes(files, "good") == expected
 
 
+@pytest.mark.parametrize("mark", [b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00"])
+@pytest.mark.parametrize("suffix", [".ndjson", ".json"])
+def test_a_stray_wide_mark_on_a_utf8_file_loses_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mark: bytes, suffix: str
+) -> None:
+    # Found by the fuzz run: a UTF-16 mark in front of a UTF-8 file made the whole file unreadable.
+    expected = _baseline(tmp_path, capsys)
+    if suffix == ".ndjson":
+        text = "\n".join(json.dumps(r) for r in _good()) + "\n"
+    else:
+        text = json.dumps({"resourceType": "Bundle", "entry": [{"resource": r} for r in _good()]})
+    source = tmp_path / f"in{suffix}"
+    source.write_bytes(mark + text.encode())
+    files, err = _run(tmp_path, source, capsys)
+    assert f"in{suffix}:1: a UTF-16/32" in err
+    assert "byte order mark on a UTF-8 file: read as UTF-8" in err
+    assert _codes(files, "good") == expected
+
+
 def test_invalid_utf8_and_truncation_cost_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
