@@ -78,6 +78,20 @@ def test_absurd_days_supply_is_reported_and_the_rest_decided(
     assert _codes(files, "good") == expected
 
 
+@pytest.mark.parametrize("version", ["9" * 5000, "\u00b2", "\u0663", "-1", " 2", ""])
+def test_a_version_id_that_is_not_a_count_is_opaque(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    # Found by the 100,000-case fuzz run: a 5,000-digit versionId was an internal error (exit 1).
+    expected = _baseline(tmp_path, capsys)
+    resources = _good()
+    for resource in resources:
+        resource["meta"] = {"versionId": version, "lastUpdated": "2026-02-09T09:00:00Z"}
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", resources), capsys)
+    assert "internal error" not in err
+    assert _codes(files, "good") == expected
+
+
 @pytest.mark.parametrize(
     "when",
     [
