@@ -22,6 +22,9 @@ import json
 import logging
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -339,6 +342,36 @@ def test_interrupting_a_running_export_cancels_it_on_the_server(
     assert requests.get(status_url, timeout=10).status_code == 404  # the job is gone
     assert not list((fresh_server.workdir / "data" / "bulk").glob("*/*.ndjson"))
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_on_the_command_cancels_the_export_and_exits_130(
+    demo_server: SekmetServer, tmp_path: Path
+) -> None:
+    """A real process and a real SIGINT: sekmet's job over the demo data runs for seconds (its
+    status says so), and the signal is sent as soon as the first status answer is logged."""
+    argv = [sys.executable, "-m", "adapter", "backfill", "--fhir-base", demo_server.base_url]
+    argv += ["--out", str(tmp_path / "out"), "--as-of", AS_OF]
+    process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    seen: list[str] = []
+    try:
+        for line in process.stderr:  # bounded: the process ends (timeout below)
+            seen.append(line)
+            if "export running" in line:
+                process.send_signal(signal.SIGINT)
+                break
+        code = process.wait(timeout=60)
+        seen += process.stderr.readlines()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    text = "".join(seen)
+    assert code == 130, text
+    assert "cancelling the export on the server" in text and "Traceback" not in text
+    status_url = re.search(r"status at (\S+)", text).group(1)  # type: ignore[union-attr]
+    assert requests.get(status_url, timeout=10).status_code == 404  # cancelled: gone
+    assert not (tmp_path / "out" / "status.ndjson").exists()
 
 
 # ------------------------------------------------------------------ SMART Backend Services
