@@ -31,6 +31,7 @@ from adapter.errors import (
     EXIT_CODES,
     AdapterError,
     ConfigurationError,
+    UpstreamError,
     UsageError,
     as_adapter_error,
 )
@@ -560,6 +561,12 @@ def backfill_command(args: argparse.Namespace, loaded: Loaded) -> int:
         for note in result.batch.notes:
             log.warning("REMS: %s", note)
     _say(loaded, result.summary(args.out, monotonic_time.monotonic() - started))
+    if result.written is not None and result.written.refused_count:
+        raise UpstreamError(
+            f"the EHR refused {plural(result.written.refused_count, 'DetectedIssue write')} "
+            "(the outputs are complete; run backfill --write-back again once the cause is fixed)",
+            where="--write-back",
+        )
     return 0
 
 

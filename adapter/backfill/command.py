@@ -38,6 +38,7 @@ from adapter.backfill.plan import (
     group_members,
     read_since,
 )
+from adapter.backfill.writeback import WriteBackReport, write_back
 from adapter.batch.run import BatchResult, BatchSettings, Progress, plural, run_batch
 from adapter.core.reference import ReferenceData
 from adapter.ehr import FhirClient
@@ -71,6 +72,9 @@ class BackfillOptions:
     poll: PollPolicy
     work_dir: Path | None
     write_back: bool
+    #: as watch writes: batch Bundles ([watch] use_bundles) of write_batch_size writes
+    use_bundles: bool = True
+    write_batch_size: int = 100
 
 
 def backfill_options(
@@ -111,6 +115,8 @@ def backfill_options(
         poll=poll,
         work_dir=work_dir,
         write_back=settings.write_back,
+        use_bundles=loaded.settings.watch.use_bundles,
+        write_batch_size=loaded.settings.watch.write_batch_size,
     )
 
 
@@ -124,6 +130,7 @@ class BackfillResult:
     batch: BatchResult | None = None
     batch_seconds: float = 0.0
     kept_in: Path | None = None
+    written: WriteBackReport | None = None
 
     def summary(self, out: Path, seconds: float) -> str:
         exported = sum(f.lines for f in self.files)
@@ -142,6 +149,8 @@ class BackfillResult:
             lines.append(f"Exported files kept in {self.kept_in}")
         if self.batch is not None:
             lines.append(self.batch.summary(out, self.batch_seconds))
+        if self.written is not None:
+            lines.append(self.written.summary())
         lines.append(f"Backfill done in {seconds:.1f} s.")
         return "\n".join(lines)
 
@@ -260,6 +269,18 @@ def _run(
         decided = time.monotonic()
         result.batch = run_batch(replace(batch, sources=(str(export_dir),)), data, progress)
         result.batch_seconds = time.monotonic() - decided
+        if options.write_back:
+            issues = [
+                orjson.loads(line)
+                for line in (batch.out / "DetectedIssue.ndjson").read_bytes().splitlines()
+                if line.strip()
+            ]
+            result.written = write_back(
+                client,
+                issues,
+                use_bundles=options.use_bundles,
+                batch_size=options.write_batch_size,
+            )
         if options.work_dir is not None:
             result.kept_in = folder
         return result

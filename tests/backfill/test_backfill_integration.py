@@ -279,6 +279,64 @@ def test_since_exports_only_what_changed_and_decides_it(
     assert codes == ["Patient/p-new", "Patient/p-old"]
 
 
+# ------------------------------------------------------------------ --write-back
+
+
+def server_issues(server: SekmetServer) -> dict[str, dict[str, Any]]:
+    """Every DetectedIssue on the server, by its decision identifier."""
+    out: dict[str, dict[str, Any]] = {}
+    url: str | None = f"{server.base_url}/DetectedIssue?_count=500"
+    for _ in range(100):  # bounded paging
+        if url is None:
+            break
+        page = requests.get(url, timeout=30).json()
+        for entry in page.get("entry", []):
+            issue = entry["resource"]
+            (ident,) = [i["value"] for i in issue["identifier"] if i["system"] == DECISIONS]
+            assert ident not in out, f"duplicate decision {ident}"
+            out[ident] = issue
+        url = next((x["url"] for x in page.get("link", []) if x["relation"] == "next"), None)
+    return out
+
+
+DECISIONS = "https://rems-adapter.github.io/fhir/sid/decision"
+
+
+def test_write_back_writes_every_decision_once_and_a_replay_writes_nothing(
+    fresh_server: SekmetServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    load(fresh_server, demo_resources())
+    before = server_issues(fresh_server)
+
+    assert backfill(fresh_server, tmp_path / "out", "--write-back") == 0
+
+    said = capsys.readouterr().out
+    written = lines(tmp_path / "out" / "DetectedIssue.ndjson")
+    finals = [i for i in written if i["status"] == "final"]
+    withdrawn = [i for i in written if i["status"] != "final"]
+    assert f"Written back to the EHR: {len(finals)} created, 0 already there, 2 withdrawn." in said
+    held = server_issues(fresh_server)
+    assert set(held) == set(before) | {i["identifier"][0]["value"] for i in finals}
+    for issue in finals:
+        on_server = held[issue["identifier"][0]["value"]]
+        assert without_server_meta(on_server)["meta"].get("profile") == issue["meta"]["profile"]
+        for key in ("status", "code", "severity", "patient", "detail", "author", "implicated"):
+            assert on_server.get(key) == issue.get(key), key
+    for issue in withdrawn:  # the EHR's own resources, updated with If-Match
+        on_server = held[issue["identifier"][0]["value"]]
+        assert on_server["id"] == issue["id"] and on_server["status"] == issue["status"]
+        assert int(on_server["meta"]["versionId"]) == int(issue["meta"]["versionId"]) + 1
+    assert requests.get(f"{fresh_server.base_url}/Device/rems-adapter", timeout=10).ok
+
+    # a replay (the EHR now holds the decisions) decides the same and writes nothing
+    assert backfill(fresh_server, tmp_path / "again", "--write-back") == 0
+    said = capsys.readouterr().out
+    assert f"Written back to the EHR: 0 created, {len(finals)} already there, 0 withdrawn." in said
+    assert server_issues(fresh_server) == held
+    again = lines(tmp_path / "again" / "DetectedIssue.ndjson")
+    assert [without_server_meta(i) for i in again] == [without_server_meta(i) for i in finals]
+
+
 # ------------------------------------------------------------------ exports that fail
 
 

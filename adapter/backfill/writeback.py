@@ -1,0 +1,105 @@
+"""``backfill --write-back``: the DetectedIssues of the batch outputs written to the EHR, the way
+``watch`` writes them (adapter.watch.writeback: the same writes, the same author Device created
+once, the same batch Bundles).
+
+- A ``final`` DetectedIssue is a decision: created exactly once (a conditional create on its
+  identifier), so a decision the EHR already holds (from watch, or an earlier backfill) is not
+  written again.
+- A ``cancelled`` or ``entered-in-error`` one is the EHR's own DetectedIssue (exported with the
+  rest), withdrawn: updated with ``If-Match`` on the version that was exported, so that a change
+  someone made since is never overwritten (the write is refused, counted and reported).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapter import __version__
+from adapter.ehr import FhirClient
+from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM
+from adapter.fhir.write import AUTHOR_DEVICE
+from adapter.watch.writeback import Write, ensure_author_device, send
+
+log = logging.getLogger("adapter.backfill")
+
+
+@dataclass
+class WriteBackReport:
+    created: int = 0
+    already_there: int = 0
+    withdrawn: int = 0
+    refused: Counter[int] = field(default_factory=Counter)  # HTTP status -> count
+
+    @property
+    def refused_count(self) -> int:
+        return sum(self.refused.values())
+
+    def summary(self) -> str:
+        text = (
+            f"Written back to the EHR: {self.created} created, {self.already_there} already "
+            f"there, {self.withdrawn} withdrawn"
+        )
+        if self.refused:
+            by_status = ", ".join(
+                f"HTTP {s or 'none'}: {n}" for s, n in sorted(self.refused.items())
+            )
+            text += f", {self.refused_count} refused ({by_status})"
+        return text + "."
+
+
+def _token(issue: dict[str, Any]) -> str | None:
+    for item in issue.get("identifier") or []:
+        if isinstance(item, dict) and item.get("system") == DECISION_IDENTIFIER_SYSTEM:
+            return f"{DECISION_IDENTIFIER_SYSTEM}|{item.get('value')}"
+    return None
+
+
+def plan(issues: Iterable[dict[str, Any]], author: str) -> list[Write]:
+    """One write per DetectedIssue line (see the module docstring)."""
+    out: list[Write] = []
+    for issue in issues:
+        patient = str((issue.get("patient") or {}).get("reference") or "")
+        if issue.get("status") == "final":
+            token = _token(issue)
+            if token is None:  # pragma: no cover - every decision we write carries one
+                continue
+            resource = dict(issue)
+            if author != AUTHOR_DEVICE:
+                resource["author"] = {**resource["author"], "reference": author}
+            out.append(Write(patient, resource, condition=token))
+        else:
+            version = (issue.get("meta") or {}).get("versionId")
+            out.append(Write(patient, issue, if_match=str(version) if version else None))
+    return out
+
+
+def write_back(
+    client: FhirClient,
+    issues: Sequence[dict[str, Any]],
+    *,
+    use_bundles: bool,
+    batch_size: int,
+) -> WriteBackReport:
+    if not ensure_author_device(client, __version__):
+        log.warning(
+            "the EHR refused to create %s (client-assigned ids); the DetectedIssues name it as "
+            "author all the same",
+            AUTHOR_DEVICE,
+        )
+    writes = plan(issues, AUTHOR_DEVICE)
+    report = WriteBackReport()
+    for result in send(client, writes, use_bundles=use_bundles, batch_size=batch_size):
+        if not result.ok:
+            report.refused[result.status] += 1
+        elif not result.write.is_create:
+            report.withdrawn += 1
+        elif result.status == 201:
+            report.created += 1
+        else:
+            report.already_there += 1
+    log.info("%s", report.summary())
+    return report
