@@ -35,7 +35,7 @@ from adapter.fhir.write import AUTHOR_DEVICE, detected_issue, withdrawn_issue
 from adapter.mappings_loader import MAPPING_FILES
 from adapter.watch.config import EvaluationSettings, WatchSettings
 from adapter.watch.queries import Query, later, poll_from, watch_queries
-from adapter.watch.state import StateStore, instant_of, is_newer, version_of
+from adapter.watch.state import StateError, StateStore, instant_of, is_newer, version_of
 from adapter.watch.writeback import (
     EhrFeatures,
     Write,
@@ -649,6 +649,8 @@ class Watcher:
                         continue
                     planned = self._writes(evaluation, collector, clock, writes)
                     recheck = self._recheck(evaluation)
+                except StateError:
+                    raise  # the state store itself is broken: stop (exit 5), never skip work
                 except Exception as error:
                     # Logged without the patient or any value; the patient stays marked and is
                     # decided again next cycle (a fix to the data or the adapter then takes).
