@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS decisions (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS decisions_patient ON decisions (patient);
+CREATE TABLE IF NOT EXISTS undated (
+    id TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    specimen TEXT
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     type TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -322,6 +327,22 @@ class StateStore:
 
     def decided_patients(self) -> list[str]:
         return [str(r[0]) for r in self.db.execute("SELECT DISTINCT patient FROM decisions")]
+
+    # -- results without an effective time, to be dated by their report or specimen ---------
+
+    def add_undated(self, rid: str, patient: str, specimen: str | None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO undated VALUES (?, ?, ?)", (rid, patient, specimen))
+
+    def undated(self, limit: int) -> list[tuple[str, str, str | None]]:
+        return [
+            (str(rid), str(patient), str(spec) if spec is not None else None)
+            for rid, patient, spec in self.db.execute(
+                "SELECT id, patient, specimen FROM undated ORDER BY 1 LIMIT ?", (limit,)
+            )
+        ]
+
+    def clear_undated(self, ids: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM undated WHERE id = ?", ((i,) for i in ids))
 
     # -- quarantined versions (reported once, never re-fetched into the rules) -----------------
 

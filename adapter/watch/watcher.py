@@ -23,7 +23,13 @@ from adapter.core.calendar import local_date
 from adapter.core.evaluate import Context, Evaluation, evaluate_patient
 from adapter.core.monitoring import Schedule
 from adapter.core.reference import ReferenceData
-from adapter.ehr import FhirClient, FhirError, FhirNotFoundError, FhirServerError
+from adapter.ehr import (
+    FhirClient,
+    FhirError,
+    FhirNotFoundError,
+    FhirServerError,
+    FhirTransientError,
+)
 from adapter.fhir.read import (
     DECISION_IDENTIFIER_SYSTEM,
     FhirInputError,
@@ -226,7 +232,6 @@ class Watcher:
         self.reconcile_all = reconcile_all
         self._prepared = False
         self._redecided_all = False
-        self._undated: list[tuple[str, str, str | None]] = []
 
     def prepare(self) -> None:
         """Once, before the first cycle: bind the state to this EHR and the fingerprint (another
@@ -283,7 +288,7 @@ class Watcher:
                 report.complete = False
                 break
             self._poll(query, report)
-        if self._undated:
+        if report.complete:
             self._date_undated(report)
         if report.complete:
             today = local_date(clock, self.evaluation.site_tz)
@@ -299,7 +304,11 @@ class Watcher:
             patients = self._group_members(self.settings.group)
         if not patients and self.settings.group is None:
             return list(self.queries)
-        return [query.for_patient(patient) for patient in patients for query in self.queries]
+        # DetectedIssues polled without any search parameter (the server has none for them):
+        # one global query; ours are recognised locally and carry their patient
+        shared = [q for q in self.queries if q.resource_type == "DetectedIssue" and not q.params]
+        scoped = [q for q in self.queries if q not in shared]
+        return shared + [query.for_patient(patient) for patient in patients for query in scoped]
 
     def _group_members(self, group: str) -> list[str]:
         resource = self.client.read("Group", group.removeprefix("Group/"))
@@ -465,8 +474,8 @@ class Watcher:
             if kind == "Observation" and self.reader.lab_role(resource) == "anc":
                 report.new_anc += 1
             if kind == "Observation" and patient is not None and _undated(resource):
-                specimen = reference(resource.get("specimen"))
-                self._undated.append((rid, patient, specimen))
+                # kept in the same step as the result: a crash before it is dated loses nothing
+                self.store.add_undated(rid, patient, reference(resource.get("specimen")))
         elif held is not None:
             # it was relevant and no longer is (recoded, another drug): forget it, re-decide
             previous = self.store.resource(kind, rid)
@@ -511,12 +520,14 @@ class Watcher:
         them under the patient, so the collector dates the result as batch mode does
         (adapter.fhir.read.collection_time). Bounded: UNDATED_PER_CYCLE results, one search per
         UNDATED_PER_SEARCH of them, one read per Specimen."""
-        pending, self._undated = self._undated[:UNDATED_PER_CYCLE], []
+        pending = self.store.undated(UNDATED_PER_CYCLE)
+        if not pending:
+            return
         specimens: dict[str, str] = {}
+        done: list[tuple[str, str, str | None]] = []
         for start in range(0, len(pending), UNDATED_PER_SEARCH):
             chunk = pending[start : start + UNDATED_PER_SEARCH]
             patient_of = {f"Observation/{rid}": patient for rid, patient, _ in chunk}
-            specimens.update({spec: patient for _, patient, spec in chunk if spec})
             try:
                 found = self.client.search(
                     "DiagnosticReport",
@@ -524,9 +535,17 @@ class Watcher:
                     count=100,
                     max_pages=2,
                 )
-            except FhirError as error:
+            except FhirTransientError as error:
+                # kept for the next cycle (an outage must not leave them undated for good)
                 log.warning("could not read the DiagnosticReports of undated results: %s", error)
                 continue
+            except FhirError as error:
+                # the server cannot answer this search: the results stay unevaluable
+                log.warning("cannot search the DiagnosticReports of undated results: %s", error)
+                done += chunk
+                continue
+            done += chunk
+            specimens.update({spec: patient for _, patient, spec in chunk if spec})
             with self.store.step():
                 for item in found.matches:
                     if item.get("resourceType") != "DiagnosticReport" or not item.get("id"):
@@ -557,6 +576,11 @@ class Watcher:
             with self.store.step():
                 self.store.upsert(specimen, patient)
             report.collection_context_read += 1
+        with self.store.step():
+            # looked up once; the patients were marked when the results arrived (same cycle)
+            # or are marked now, so they are decided with what was found
+            self.store.clear_undated(rid for rid, _, _ in done)
+            self.store.mark_dirty({patient for _, patient, _ in done})
 
     # ------------------------------------------------------------------ reconcile
 

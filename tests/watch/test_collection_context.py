@@ -71,10 +71,21 @@ def test_undated_results_are_dated_by_their_report_or_specimen(
     assert response.status_code == 200, response.text[:300]
     ids = created_ids(response.json(), request)
 
-    harness = Harness(stock_server, tmp_path / "state.sqlite", discover=True)
+    # a crash between the poll and the look-up loses nothing: the undated results are kept
+    # with the poll, and looked up by the next cycle
+    state = tmp_path / "state.sqlite"
+    crashed = Harness(stock_server, state, discover=True)
+    crashed.watcher._date_undated = lambda report: None  # type: ignore[method-assign]
+    crashed.watcher._decide = lambda clock, report: None  # type: ignore[method-assign]
+    crashed.cycle()
+    assert len(crashed.store.undated(10)) == 3
+    crashed.close()
+
+    harness = Harness(stock_server, state, discover=True)
     report = harness.cycle()
-    harness.close()
     assert report.collection_context_read == 2  # one report, one specimen: bounded reads
+    assert harness.store.undated(10) == []  # looked up once
+    harness.close()
 
     for history in (by_report, by_specimen):
         patient = ids[history.urns["Patient"][0]]

@@ -263,3 +263,27 @@ def test_state_records_its_ehr(tmp_path: Path) -> None:
     assert store.bind("http://127.0.0.1:1/fhir", "f1") is False
     assert store.bind("http://127.0.0.1:1/fhir", "f2") is True
     store.close()
+
+
+def test_per_patient_mode_on_a_stock_server(stock_server: SekmetServer, tmp_path: Path) -> None:
+    watched, other = mild(), mild()
+    ids = seed(stock_server, [watched, other])
+    patient = patient_of(ids, watched)
+    harness = Harness(stock_server, tmp_path / "state.sqlite", discover=True, patients=(patient,))
+    report = harness.cycle()
+    harness.close()
+    assert report.write_errors == 0
+    assert sorted(finding(i) for i in ours(stock_server, patient)) == [
+        "anc-mild-neutropenia",
+        "dispense-authorized",
+    ]
+    assert ours(stock_server, patient_of(ids, other)) == []
+
+
+def test_state_errors_are_in_the_error_tree() -> None:
+    from adapter.errors import EXIT_CONFIG, EXIT_UPSTREAM, AdapterError, Kind
+    from adapter.watch.state import ForeignStateError, StateError
+
+    assert issubclass(StateError, AdapterError) and issubclass(ForeignStateError, AdapterError)
+    assert StateError("x").kind is Kind.STATE and StateError("x").exit_code == EXIT_UPSTREAM
+    assert ForeignStateError("x").exit_code == EXIT_CONFIG
