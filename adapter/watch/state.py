@@ -162,6 +162,15 @@ class StateStore:
                         "(nothing was done)",
                         where=str(self.path),
                     )
+                if self._meta("decisions_recorded") is None:
+                    # a state file from before the decisions record: what it holds of ours is
+                    # the best record of what was decided
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO decisions SELECT identifier, patient, id, body "
+                        "FROM resources WHERE type = 'DetectedIssue' AND identifier IS NOT NULL "
+                        "AND patient IS NOT NULL"
+                    )
+                    self._set_meta("decisions_recorded", "1")
                 before = self._meta("fingerprint")
                 changed = before is not None and before != fingerprint
                 self._set_meta("fingerprint", fingerprint)

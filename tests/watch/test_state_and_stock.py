@@ -258,10 +258,15 @@ def test_deleted_or_changed_detected_issues_are_restored(
 
 def test_state_records_its_ehr(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "s.sqlite")
+    issue = {"resourceType": "DetectedIssue", "id": "ra-1", "status": "final"}
+    with store.step():  # as a state file from before the decisions record holds it
+        store.upsert(issue, "Patient/p", "1")
     assert store.bind("http://127.0.0.1:1/fhir/", "f1") is False
     assert store.base_url() == "http://127.0.0.1:1/fhir"
     assert store.bind("http://127.0.0.1:1/fhir", "f1") is False
     assert store.bind("http://127.0.0.1:1/fhir", "f2") is True
+    assert store.dirty() == ["Patient/p"]  # a changed fingerprint: every patient again
+    assert store.decisions_of(["Patient/p"]) == [("1", "Patient/p", issue)]
     store.close()
 
 
