@@ -663,7 +663,14 @@ class Watcher:
             writes: list[Write] = []
             rechecks: dict[str, Any] = {}
             failed: set[str] = set()
-            self._reconcile(chunk, report)
+            try:
+                self._reconcile(chunk, report)
+            except FhirError as error:
+                # the decisions still go ahead; the next decision of these patients (or
+                # `watch --reconcile`) tries again
+                log.warning(
+                    "reconcile failed: %s; retried when these patients are next decided", error
+                )
             for patient in chunk:
                 try:
                     evaluation, collector = self._evaluate(patient, context, report)
