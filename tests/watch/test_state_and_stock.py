@@ -292,3 +292,26 @@ def test_state_errors_are_in_the_error_tree() -> None:
     assert issubclass(StateError, AdapterError) and issubclass(ForeignStateError, AdapterError)
     assert StateError("x").kind is Kind.STATE and StateError("x").exit_code == EXIT_UPSTREAM
     assert ForeignStateError("x").exit_code == EXIT_CONFIG
+
+
+def test_reconcile_in_conditional_create_mode(watch_server: SekmetServer, tmp_path: Path) -> None:
+    history = mild()
+    ids = seed(watch_server, [history])
+    patient = patient_of(ids, history)
+    mode = EhrFeatures(CONDITIONAL, True)
+    state = tmp_path / "state.sqlite"
+    harness = Harness(watch_server, state, features=mode)
+    harness.cycle()
+    harness.close()
+    before = {i["identifier"][0]["value"]: i["id"] for i in ours(watch_server, patient)}
+    gone = sorted(before.values())[0]
+    requests.delete(f"{watch_server.base_url}/DetectedIssue/{gone}", timeout=10)
+    again = Harness(watch_server, state, features=mode, reconcile_all=True)
+    assert again.cycle().restored == 1
+    again.close()
+    after = {i["identifier"][0]["value"]: i["id"] for i in ours(watch_server, patient)}
+    assert after.keys() == before.keys()  # the same decisions, each once
+    assert gone not in after.values()  # the deleted one created again, under a new server id
+    replay = Harness(watch_server, state, features=mode, reconcile_all=True)
+    assert replay.cycle().restored == 0
+    replay.close()
