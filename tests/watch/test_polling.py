@@ -15,6 +15,7 @@ from adapter.watch.config import EvaluationSettings, WatchSettings
 from adapter.watch.queries import format_instant, later, poll_from
 from adapter.watch.state import StateStore, is_newer
 from adapter.watch.watcher import Watcher
+from adapter.watch.writeback import CONDITIONAL, EhrFeatures
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
@@ -49,6 +50,7 @@ class FakeFhir:
         self.resources = resources
         self.searches: list[dict[str, str]] = []
         self.pages = 0
+        self.base_url = "http://127.0.0.1:1/fhir"  # what the state binds to
 
     def search_pages(
         self,
@@ -105,6 +107,8 @@ def watcher(fake: FakeFhir, state: Path, **settings: Any) -> Watcher:
         load_reference_data(),
         WatchSettings(state=state, **settings),
         EvaluationSettings(as_of=T0 + timedelta(days=1)),
+        features=EhrFeatures(CONDITIONAL, True),
+        author="Device/rems-adapter",
     )
 
 
