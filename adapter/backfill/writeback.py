@@ -1,8 +1,9 @@
 """``backfill --write-back``: the DetectedIssues of the batch outputs written to the EHR, the way
-``watch`` writes them (adapter.watch.writeback: the same writes, the same author Device created
-once, the same batch Bundles).
+``watch`` writes them (adapter.watch.writeback: the same create mode read from the EHR's
+CapabilityStatement, the same author Device created once, the same batch Bundles).
 
-- A ``final`` DetectedIssue is a decision: created exactly once (a conditional create on its
+- A ``final`` DetectedIssue is a decision: created exactly once (``PUT`` under its deterministic
+  id where the server allows client-assigned ids, else a conditional create on its
   identifier), so a decision the EHR already holds (from watch, or an earlier backfill) is not
   written again.
 - A ``cancelled`` or ``entered-in-error`` one is the EHR's own DetectedIssue (exported with the
@@ -19,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapter import __version__
-from adapter.ehr import FhirClient
+from adapter.ehr import FhirClient, FhirServerError
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM
 from adapter.fhir.write import AUTHOR_DEVICE
-from adapter.watch.writeback import Write, ensure_author_device, send
+from adapter.watch.writeback import Write, ehr_features, ensure_author_device, send
 
 log = logging.getLogger("adapter.backfill")
 
@@ -44,9 +45,8 @@ class WriteBackReport:
             f"there, {self.withdrawn} withdrawn"
         )
         if self.refused:
-            by_status = ", ".join(
-                f"HTTP {s or 'none'}: {n}" for s, n in sorted(self.refused.items())
-            )
+            counts = sorted(self.refused.items())
+            by_status = ", ".join(f"HTTP {status or 'none'}: {n}" for status, n in counts)
             text += f", {self.refused_count} refused ({by_status})"
         return text + "."
 
@@ -84,15 +84,26 @@ def write_back(
     use_bundles: bool,
     batch_size: int,
 ) -> WriteBackReport:
-    if not ensure_author_device(client, __version__):
+    features = ehr_features(client.capabilities())
+    try:
+        author = ensure_author_device(client, __version__, features.create_mode)
+    except FhirServerError as error:
         log.warning(
-            "the EHR refused to create %s (client-assigned ids); the DetectedIssues name it as "
-            "author all the same",
+            "the EHR refused to create the author Device (%s); the DetectedIssues name %s all "
+            "the same",
+            error,
             AUTHOR_DEVICE,
         )
-    writes = plan(issues, AUTHOR_DEVICE)
+        author = AUTHOR_DEVICE
+    writes = plan(issues, author)
     report = WriteBackReport()
-    for result in send(client, writes, use_bundles=use_bundles, batch_size=batch_size):
+    for result in send(
+        client,
+        writes,
+        use_bundles=use_bundles,
+        batch_size=batch_size,
+        create_mode=features.create_mode,
+    ):
         if not result.ok:
             report.refused[result.status] += 1
         elif not result.write.is_create:

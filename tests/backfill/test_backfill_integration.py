@@ -1,4 +1,5 @@
-"""`rems-adapter backfill` against stock sekmet-fhir 0.1.1's `$export` on 127.0.0.1.
+"""`rems-adapter backfill` against stock sekmet-fhir 0.1.1's `$export` on 127.0.0.1 (no search
+parameters registered: `search_parameters=False`).
 
 The demo data (adapter/demo/data: 31 patients, every kind of case the demo shows) is PUT into a
 fresh server under its own ids; backfill must then decide exactly what `run` decides over the
@@ -80,7 +81,9 @@ def load(server: SekmetServer, resources: list[dict[str, Any]], token: str | Non
 
 @pytest.fixture(scope="module")
 def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServer]:
-    server = start_sekmet(workdir=tmp_path_factory.mktemp("sekmet-backfill"))
+    server = start_sekmet(
+        workdir=tmp_path_factory.mktemp("sekmet-backfill"), search_parameters=False
+    )
     try:
         load(server, demo_resources())
         group = {
@@ -98,7 +101,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetServ
 
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[SekmetServer]:
-    server = start_sekmet(workdir=tmp_path / "sekmet")
+    server = start_sekmet(workdir=tmp_path / "sekmet", search_parameters=False)
     try:
         yield server
     finally:
@@ -322,6 +325,8 @@ def test_write_back_writes_every_decision_once_and_a_replay_writes_nothing(
         assert without_server_meta(on_server)["meta"].get("profile") == issue["meta"]["profile"]
         for key in ("status", "code", "severity", "patient", "detail", "author", "implicated"):
             assert on_server.get(key) == issue.get(key), key
+        # stock sekmet allows client-assigned ids: PUT under the deterministic id (watch's mode)
+        assert on_server["id"] == issue["id"]
     for issue in withdrawn:  # the EHR's own resources, updated with If-Match
         on_server = held[issue["identifier"][0]["value"]]
         assert on_server["id"] == issue["id"] and on_server["status"] == issue["status"]
@@ -445,6 +450,7 @@ def test_smart_backend_services_with_files_requiring_the_token(
     server = start_sekmet(
         smart_clients=[SmartClientRegistration(key.client_id, key.public_jwk)],
         workdir=tmp_path / "sekmet",
+        search_parameters=False,
     )
     try:
         auth = SmartBackendServices(
@@ -492,7 +498,9 @@ class BearerSekmet(SekmetServer):
 def test_a_static_bearer_token_goes_with_the_kick_off_status_and_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = BearerSekmet(python=ensure_sekmet(), workdir=tmp_path / "sekmet").start()
+    server = BearerSekmet(
+        python=ensure_sekmet(), workdir=tmp_path / "sekmet", search_parameters=False
+    ).start()
     try:
         subset = [r for r in demo_resources() if _owner(r) in {"demo-23", "demo-24"}]
         load(server, subset, token=BearerSekmet.token)
