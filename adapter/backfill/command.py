@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import orjson
 
@@ -235,20 +236,10 @@ def _run(
 ) -> BackfillResult:
     bulk = BulkClient(client)
     started = time.monotonic()
-    status_url = bulk.kick_off(options.request)
-    status = _StatusLog()
-    try:
-        manifest = bulk.wait(status_url, options.poll, on_status=status)
-    except (KeyboardInterrupt, BulkExportCancelled):
-        log.warning("interrupted: cancelling the export on the server")
-        bulk.cancel(status_url)
-        raise KeyboardInterrupt from None
-    except BulkExportTimedOut:
-        bulk.cancel(status_url)
-        raise
+    status_url, manifest, polls = _follow(bulk, options.request, options.poll)
     result = BackfillResult(
         manifest=manifest,
-        status_requests=status.polls + 1,
+        status_requests=polls,
         export_seconds=time.monotonic() - started,
     )
     folder, cleanup = _working_folder(options.work_dir)
@@ -258,10 +249,12 @@ def _run(
         )
         export_dir = folder / EXPORT_FOLDER
         export_dir.mkdir(exist_ok=True)
-        result.files = _download(bulk, manifest, export_dir, "output")
-        result.server_issues = _server_issues(bulk, manifest, folder / ERRORS_FOLDER)
-        # The files are ours now: tell the server it may remove them (best effort).
-        bulk.cancel(status_url, done=True)
+        try:
+            result.files = _download(bulk, manifest, export_dir, "output")
+            result.server_issues = _server_issues(bulk, manifest, folder / ERRORS_FOLDER)
+        finally:
+            # The files are ours now (or no longer wanted): the server may remove them.
+            bulk.cancel(status_url, done=True)
         if options.request.level != "system" and not any(
             f.type == "DetectedIssue" for f in manifest.output
         ):
@@ -270,14 +263,9 @@ def _run(
         result.batch = run_batch(replace(batch, sources=(str(export_dir),)), data, progress)
         result.batch_seconds = time.monotonic() - decided
         if options.write_back:
-            issues = [
-                orjson.loads(line)
-                for line in (batch.out / "DetectedIssue.ndjson").read_bytes().splitlines()
-                if line.strip()
-            ]
             result.written = write_back(
                 client,
-                issues,
+                _issues(batch.out / "DetectedIssue.ndjson"),
                 use_bundles=options.use_bundles,
                 batch_size=options.write_batch_size,
             )
@@ -286,6 +274,33 @@ def _run(
         return result
     finally:
         cleanup()
+
+
+def _issues(path: Path) -> Iterator[dict[str, Any]]:
+    """The DetectedIssues batch mode wrote, one at a time (the file can be large)."""
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield orjson.loads(line)
+
+
+def _follow(
+    bulk: BulkClient, request: ExportRequest, poll: PollPolicy
+) -> tuple[str, Manifest, int]:
+    """Kick the export off and follow it to its manifest; on Ctrl-C, SIGTERM or the polling
+    bounds it is cancelled on the server. Returns (status URL, manifest, status requests)."""
+    status_url = bulk.kick_off(request)
+    status = _StatusLog()
+    try:
+        manifest = bulk.wait(status_url, poll, on_status=status)
+    except (KeyboardInterrupt, BulkExportCancelled):
+        log.warning("interrupted: cancelling the export on the server")
+        bulk.cancel(status_url)
+        raise KeyboardInterrupt from None
+    except BulkExportTimedOut:
+        bulk.cancel(status_url)
+        raise
+    return status_url, manifest, status.polls + 1
 
 
 def _download(
@@ -323,20 +338,14 @@ def _our_decisions(
         "decisions and the mitigations people added)",
         options.request.level,
     )
-    status_url = bulk.kick_off(decisions_request(options.request.since))
-    try:
-        manifest = bulk.wait(status_url, options.poll, on_status=_StatusLog())
-    except (KeyboardInterrupt, BulkExportCancelled):
-        bulk.cancel(status_url)
-        raise KeyboardInterrupt from None
-    except BulkExportTimedOut:
-        bulk.cancel(status_url)
-        raise
+    status_url, manifest, _ = _follow(bulk, decisions_request(options.request.since), options.poll)
     members = None
     if options.request.group is not None:
         members = group_members(client.read("Group", options.request.group))
-    downloaded = _download(bulk, manifest, folder, "output", start=already)
-    bulk.cancel(status_url, done=True)
+    try:
+        downloaded = _download(bulk, manifest, folder, "output", start=already)
+    finally:
+        bulk.cancel(status_url, done=True)
     if members is None:
         return downloaded
     kept = []

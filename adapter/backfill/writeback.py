@@ -23,7 +23,7 @@ from adapter import __version__
 from adapter.ehr import FhirClient, FhirServerError
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM
 from adapter.fhir.write import AUTHOR_DEVICE
-from adapter.watch.writeback import Write, ehr_features, ensure_author_device, send
+from adapter.watch.writeback import EhrFeatures, Write, ehr_features, ensure_author_device, send
 
 log = logging.getLogger("adapter.backfill")
 
@@ -77,9 +77,13 @@ def plan(issues: Iterable[dict[str, Any]], author: str) -> list[Write]:
     return out
 
 
+#: DetectedIssues planned and sent at a time (memory stays flat on a large backfill).
+CHUNK = 5000
+
+
 def write_back(
     client: FhirClient,
-    issues: Sequence[dict[str, Any]],
+    issues: Iterable[dict[str, Any]],
     *,
     use_bundles: bool,
     batch_size: int,
@@ -95,8 +99,27 @@ def write_back(
             AUTHOR_DEVICE,
         )
         author = AUTHOR_DEVICE
-    writes = plan(issues, author)
     report = WriteBackReport()
+    chunk: list[dict[str, Any]] = []
+    for issue in issues:
+        chunk.append(issue)
+        if len(chunk) >= CHUNK:
+            _write(client, plan(chunk, author), report, use_bundles, batch_size, features)
+            chunk = []
+    if chunk:
+        _write(client, plan(chunk, author), report, use_bundles, batch_size, features)
+    log.info("%s", report.summary())
+    return report
+
+
+def _write(
+    client: FhirClient,
+    writes: Sequence[Write],
+    report: WriteBackReport,
+    use_bundles: bool,
+    batch_size: int,
+    features: EhrFeatures,
+) -> None:
     for result in send(
         client,
         writes,
@@ -112,5 +135,3 @@ def write_back(
             report.created += 1
         else:
             report.already_there += 1
-    log.info("%s", report.summary())
-    return report
