@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from adapter.core.labs import numeric_version
 from adapter.errors import ConfigurationError
 from adapter.errors import StateError as _StateError
 from adapter.fhir.values import read_instant_or_none
@@ -101,8 +102,9 @@ def instant_of(raw: str) -> datetime | None:
 def is_newer(candidate: tuple[str, str], held: tuple[str, str]) -> bool:
     """Whether version `candidate` (versionId, lastUpdated) is later than `held`."""
     (cand_v, cand_t), (held_v, held_t) = candidate, held
-    if cand_v.isdigit() and held_v.isdigit():
-        return int(cand_v) > int(held_v)
+    cand_n, held_n = numeric_version(cand_v), numeric_version(held_v)
+    if cand_n is not None and held_n is not None:
+        return cand_n > held_n
     if cand_v and cand_v == held_v:
         return False
     cand_i, held_i = instant_of(cand_t), instant_of(held_t)

@@ -41,6 +41,11 @@ def test_versions_order_by_version_id_then_last_updated() -> None:
     assert not is_newer(("2", "x"), ("2", "y"))
     assert is_newer(("", "2026-01-02T00:00:00Z"), ("", "2026-01-01T00:00:00Z"))
     assert not is_newer(("", "2026-01-01T00:00:00Z"), ("", "2026-01-01T00:00:00Z"))
+    # a versionId that is no count (5,000 digits, a Unicode digit) is opaque: never an error
+    huge = "9" * 5000
+    assert is_newer((huge, "2026-01-02T00:00:00Z"), ("3", "2026-01-01T00:00:00Z"))
+    assert not is_newer((huge, "2026-01-01T00:00:00Z"), (huge, "2026-01-01T00:00:00Z"))
+    assert is_newer(("\u00b2", "2026-01-02T00:00:00Z"), ("1", "2026-01-01T00:00:00Z"))
 
 
 class FakeFhir:
