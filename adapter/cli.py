@@ -24,9 +24,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapter import __version__, logs
-from adapter.batch.rems_backend import RemsSettings
 from adapter.batch.run import PROBLEMS_FILE, BatchSettings, plural, run_batch
 from adapter.batch.sources import InputProblem
+from adapter.decide.rems import RemsSettings
 from adapter.errors import (
     EXIT_CODES,
     AdapterError,
