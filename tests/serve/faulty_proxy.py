@@ -4,6 +4,7 @@
         proxy.mode = "503"      # every request answered 503 Service Unavailable
         proxy.mode = "hang"     # every request held until the client gives up (a timeout)
         proxy.mode = "lose"     # forwarded, then the answer is lost (processed, never heard)
+        proxy.mode = "refuse"   # writes of DetectedIssues answered 422; the rest forwarded
         proxy.mode = "pass"     # forwarded unchanged
 
 Links and locations in answers are rewritten to the proxy, so paging stays on it.
@@ -43,9 +44,23 @@ class _Handler(BaseHTTPRequestHandler):
         with proxy.lock:
             proxy.requests += 1
             proxy.by_mode[mode] = proxy.by_mode.get(mode, 0) + 1
-        if mode == "503":
-            payload = b'{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"transient"}]}'
-            self.send_response(503)
+        refuse = (
+            mode == "refuse"
+            and self.command in ("PUT", "POST")
+            and self.path.split("?")[0].rstrip("/").split("/")[-2:-1] == ["DetectedIssue"]
+        ) or (
+            mode == "refuse"
+            and self.command == "POST"
+            and self.path.split("?")[0].endswith("/DetectedIssue")
+        )
+        if mode == "503" or refuse:
+            status, code = (422, "processing") if refuse else (503, "transient")
+            payload = (
+                '{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"'
+                + code
+                + '"}]}'
+            ).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/fhir+json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
