@@ -152,6 +152,7 @@ class Pipeline:
             inbox_event=self.inbox_event,
             outbox_event=self.outbox_event,
             extra=extra,
+            store=self.store,
         )
         self.runner.start()
 

@@ -205,14 +205,12 @@ class Worker:
         state = self.store.patient_state(patient) or {}
         history: list[dict[str, Any]] = []
         if not state.get("hydrated") and self.settings.hydrate and self.ehr is not None:
-            history = list(
-                patient_history(
-                    self.ehr,
-                    self.data,
-                    patient,
-                    derive_anc=self.settings.derive_anc,
-                    limits=self.settings.history,
-                )
+            history = patient_history(
+                self.ehr,
+                self.data,
+                patient,
+                derive_anc=self.settings.derive_anc,
+                limits=self.settings.history,
             )
         for resource in [*history, *arrived]:
             self._prefetch_medication(resource)
