@@ -249,6 +249,8 @@ class Worker:
             if pending:
                 # the REMS could not be reached: the dispense is `pending` (its DetectedIssue
                 # says so) and the patient is decided again after a backoff
+                if self.metrics is not None:
+                    self.metrics.upstream_error("rems")
                 delay = self._backoff(patient)
                 self.store.put_items(
                     [NewItem(f"rems-pending:{patient}:{now:.3f}", "recheck", patient, None, now)]
@@ -400,7 +402,7 @@ class Worker:
             backend = result.backend
             outcome += [f"finding {f.code} {f.identifier}" for f in result.findings]
             outcome += [f"withdraw {w.issue.ref} {w.status}" for w in result.withdrawals]
-            outcome += [f"dispense {d.dispense} {d.outcome}" for d in result.decisions]
+            outcome += [f"dispense {d.dispense.ref} {d.outcome}" for d in result.decisions]
         written = sum(1 for new in fresh if new)
         return AuditRecord(
             patient=patient,
