@@ -29,7 +29,7 @@ from adapter.core.reference import ReferenceData
 from adapter.ehr.bulk import ExportRequest, Level
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, reference
 
-#: The resource types batch mode reads (adapter.batch.collect); a test keeps them equal.
+#: The resource types batch mode reads (adapter.fhir.collect); a test keeps them equal.
 RESOURCE_TYPES = (
     "Condition",
     "DetectedIssue",

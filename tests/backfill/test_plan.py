@@ -18,7 +18,7 @@ from adapter.backfill.plan import (
     read_since,
     type_filters,
 )
-from adapter.batch import collect
+from adapter.fhir import collect
 from adapter.mappings_loader import load_reference_data
 
 DATA = load_reference_data(None)

@@ -1,4 +1,5 @@
-"""Gathers what the rules need from a stream of resources, grouped by patient.
+"""Gathers what the rules need from a stream of resources, grouped by patient (a translator:
+batch, the pipeline and watch all use it).
 
 Keeps only relevant resources (ANC-related labs, clozapine dispenses and prescriptions,
 designations, our own DetectedIssues) so that memory stays flat on large exports. Versions of the
@@ -11,9 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from adapter.batch.sources import InputProblem, Located
 from adapter.core.labs import version_rank
 from adapter.core.model import (
     Designations,
@@ -24,6 +24,28 @@ from adapter.core.model import (
     Supply,
 )
 from adapter.fhir.read import FhirInputError, Reader, ReportTimes, collection_time
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    location: str  # "file:line" or "file#entry[n]"
+    message: str  # names the FHIR path; never quotes values from the resource
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+class Located(NamedTuple):
+    """A resource and where it was read. A tuple, with the location formatted only when asked
+    for (a problem to report): one is made for every line of an export."""
+
+    where: str  # the file, or "file:line#Bundle.entry[n]"
+    resource: dict[str, Any]
+    line: int = 0  # the line in ``where``; 0 when ``where`` is already complete
+
+    @property
+    def location(self) -> str:
+        return f"{self.where}:{self.line}" if self.line else self.where
 
 
 class _Reported(Exception):
