@@ -7,9 +7,11 @@ at all is an :class:`UnreadableInput` error: the run cannot be trusted to be com
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -355,6 +357,8 @@ def _entries(
 STREAM_BYTES = 64 * 1024 * 1024
 _MISSING = object()
 _COMPLEX = object()  # a value that is an object or an array
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_U64_MAX = 2**64 - 1
 _STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
 
 
@@ -393,6 +397,11 @@ class _Scan:
     entry: str | None = None  # the first event of Bundle.entry's value
     local_ids: dict[str, str] = field(default_factory=dict)
     ids: dict[int, str] = field(default_factory=dict)  # entry index -> id to give its resource
+    #: An integer beyond 64 bits: the second pass reads numbers exactly and converts them as
+    #: orjson does (the C backend's floats would overflow).
+    wide_numbers: bool = False
+    #: A number orjson refuses (infinite as a double): the file is not valid JSON.
+    refused: bool = False
 
 
 def _scan(handle: Any) -> _Scan:
@@ -406,6 +415,13 @@ def _scan(handle: Any) -> _Scan:
     kind: object = _MISSING
     own: object = _MISSING
     for prefix, event, value in ijson.parse(handle):
+        if event == "number":
+            if type(value) is int:
+                if not _I64_MIN <= value <= _I64_MAX:
+                    scan.wide_numbers = True
+            elif math.isinf(float(value)):
+                scan.refused = True
+                return scan
         if prefix == "":
             if event == "map_key":
                 if value in top_keys or "." in value:
@@ -466,6 +482,8 @@ def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[L
             except _Fallback:
                 scan = None
             except ijson.JSONError:
+                scan = _Scan(refused=True)
+            if scan is not None and scan.refused:
                 # The line is that of the start of the buffer the error was found in.
                 problems.append(InputProblem(f"{path}:{counting.before + 1}", "not valid JSON"))
                 return
@@ -486,7 +504,10 @@ def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[L
         with path.open("rb") as raw:
             if raw.read(3) != _UTF8_BOM:
                 raw.seek(0)
-            entries = enumerate(ijson.items(raw, "entry.item", use_float=True))
+            items = ijson.items(raw, "entry.item", use_float=not scan.wide_numbers)
+            if scan.wide_numbers:
+                items = map(_as_orjson, items)
+            entries = enumerate(items)
             yield from _entries(
                 str(path),
                 _given_ids(entries, scan.ids),
@@ -498,6 +519,27 @@ def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[L
             )
     except OSError as error:
         raise UnreadableInput(f"{path}: {error.strerror}") from error
+    except ijson.JSONError:  # the first pass read it whole: not expected
+        problems.append(InputProblem(f"{path}:1", "not valid JSON"))
+
+
+def _as_orjson(node: Any) -> Any:
+    """Numbers as orjson reads them: integers within 64 bits as int, any other number as the
+    nearest float (what an exact Decimal or a wide int converts to)."""
+    root = [node]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        value = container[key]
+        if isinstance(value, dict):
+            stack.extend((value, k) for k in value)
+        elif isinstance(value, list):
+            stack.extend((value, i) for i in range(len(value)))
+        elif isinstance(value, Decimal) or (
+            type(value) is int and not _I64_MIN <= value <= _U64_MAX
+        ):
+            container[key] = float(value)
+    return root[0]
 
 
 def _given_ids(
