@@ -57,7 +57,11 @@ def _data() -> ReferenceData:
 
 def _run(source: Path, out: Path, as_of: datetime = AS_OF, **options: object) -> BatchResult:
     settings = BatchSettings(
-        sources=(str(source),), out=out, as_of=as_of, site_tz=UTC, **options  # type: ignore[arg-type]
+        sources=(str(source),),
+        out=out,
+        as_of=as_of,
+        site_tz=UTC,
+        **options,  # type: ignore[arg-type]
     )
     return run_batch(settings, _data())
 
