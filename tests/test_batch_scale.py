@@ -66,6 +66,18 @@ def _run(source: Path, out: Path, as_of: datetime = AS_OF, **options: object) ->
     return run_batch(settings, _data())
 
 
+def _counts(result: BatchResult) -> tuple[object, ...]:
+    return (
+        result.resources_read,
+        result.unresolved_medications,
+        result.on_clozapine,
+        result.overdue,
+        result.issues_written,
+        result.withdrawn,
+        result.decisions,
+    )
+
+
 def _files(out: Path) -> dict[str, bytes]:
     return {name: (out / name).read_bytes() for name in FILES}
 
@@ -99,9 +111,11 @@ def test_every_way_of_reading_writes_the_same_bytes(
     workloads: dict[str, Path], workload: str, mode: str, tmp_path: Path
 ) -> None:
     source = workloads[workload]
-    expected = _plain(source, tmp_path / "plain")
+    plain = _run(source, tmp_path / "plain", strict=True, jobs=1)
+    expected = _files(tmp_path / "plain")
     result = _run(source, tmp_path / "mode", **MODES[mode])
     assert _files(tmp_path / "mode") == expected
+    assert _counts(result) == _counts(plain)
     assert expected["DetectedIssue.ndjson"] and expected["status.ndjson"]  # decided
     assert expected["authorizations.ndjson"] or workload != "demo"
     if "strict" not in mode:

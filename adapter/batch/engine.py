@@ -19,10 +19,9 @@ import pickle
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any
 
 from adapter.batch.collect import _HANDLERS, Collector
 from adapter.batch.sources import (
@@ -112,7 +111,7 @@ class _Worker:
     reader: Reader
     clock: datetime
     prefilter: Prefilter | None
-    spill: bool
+    spill: str | None  # the folder task databases are written to; None: in memory
 
 
 _WORKER: _Worker | None = None
@@ -127,7 +126,9 @@ def prefilter_for(data: ReferenceData) -> Prefilter:
     return Prefilter.of(_HANDLERS, relevant)
 
 
-def _init(data: ReferenceData, site_tz: tzinfo, clock: datetime, strict: bool, spill: bool) -> None:
+def _init(
+    data: ReferenceData, site_tz: tzinfo, clock: datetime, strict: bool, spill: str | None
+) -> None:
     global _WORKER
     _WORKER = _Worker(Reader(data, site_tz), clock, None if strict else prefilter_for(data), spill)
 
@@ -138,7 +139,8 @@ class TaskResult:
     lines: int
     skipped: int
     collector: Collector  # without its reader (it does not travel between processes)
-    rows: Rows | None = None  # spilled: the kept results as rows, the collector keeps the rest
+    #: Spilled: the database the kept results were written to (the collector keeps the rest).
+    spilled: str | None = None
     error: str | None = None  # an unreadable input (the exception does not travel well)
 
 
@@ -160,8 +162,11 @@ def _run_task(task: Task) -> TaskResult:
             collector.add(located)
     except UnreadableInput as error:
         return TaskResult(task, 0, 0, Collector(worker.reader, worker.clock), error=str(error))
-    rows = _rows(collector, task.number) if worker.spill else None
-    return TaskResult(task, counts.lines, counts.skipped, collector, rows)
+    spilled = None
+    if worker.spill is not None:
+        spilled = str(Path(worker.spill) / f"task-{task.number}.sqlite")
+        _spill(collector, task.number, spilled)
+    return TaskResult(task, counts.lines, counts.skipped, collector, spilled)
 
 
 def _detached(result: TaskResult) -> TaskResult:
@@ -181,7 +186,7 @@ def run_tasks(
     clock: datetime,
     *,
     strict: bool,
-    spill: bool,
+    spill: str | None,
 ) -> Iterator[TaskResult]:
     """The result of every task, in task order; in worker processes when it is worth it."""
     if jobs <= 1 or len(tasks) <= 1:
@@ -241,51 +246,82 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogatepass")
 
 
-@dataclass
-class Rows:
-    """A task's kept results as rows for the store (pickled in the worker)."""
-
-    labs: list[tuple[bytes, int, bytes]] = field(default_factory=list)
-    dispenses: list[tuple[Any, ...]] = field(default_factory=list)
-    issues: list[tuple[Any, ...]] = field(default_factory=list)
-    reports: list[tuple[Any, ...]] = field(default_factory=list)
-    results: list[tuple[bytes, bytes]] = field(default_factory=list)
-    specimens: list[tuple[Any, ...]] = field(default_factory=list)
-
-
 def _dumps(value: object) -> bytes:
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _rows(collector: Collector, number: int) -> Rows:
-    """Move what is kept per patient (and per resource) out of the collector into rows."""
-    rows = Rows()
-    for patient, labs in collector.labs.items():
-        key = _bytes(patient)
-        rows.labs += [(key, lab.arrival, _dumps(lab)) for lab in labs]
-    for ref, held in collector.dispenses.items():
-        owner = _bytes(held.item.patient) if held.item is not None else None
-        clozapine = None if held.clozapine is None else int(held.clozapine)
-        ranked = _rank_columns(held.rank)
-        rows.dispenses.append(
-            (_bytes(ref), *ranked, owner, clozapine, held.medication_ref, _dumps(held))
-        )
-    for ref, (rank, issue, raw) in collector.issues.items():
-        rows.issues.append(
-            (_bytes(ref), *_rank_columns(rank), _bytes(issue.patient), _dumps((rank, issue, raw)))
-        )
-    for position, (ref, (rank, report)) in enumerate(collector.reports.items()):
-        first = (number << 32) + position
-        rows.reports.append((_bytes(ref), first, *_rank_columns(rank), _dumps((rank, report))))
-        rows.results += [(_bytes(result), _bytes(ref)) for result in report.results]
-    for ref, specimen in collector.specimens.items():
-        rows.specimens.append((_bytes(ref), *_rank_columns(specimen[0]), _dumps(specimen)))
+def _spill(collector: Collector, number: int, path: str) -> None:
+    """Move what is kept per patient (and per resource) out of the collector into a task
+    database (the parent merges it into the store, in task order)."""
+    db = _connect(path)
+    try:
+        with db:
+            db.executemany(
+                "INSERT INTO labs VALUES (?, ?, ?)",
+                (
+                    (_bytes(patient), lab.arrival, _dumps(lab))
+                    for patient, labs in collector.labs.items()
+                    for lab in labs
+                ),
+            )
+            db.executemany(
+                "INSERT INTO dispenses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        _bytes(ref),
+                        *_rank_columns(held.rank),
+                        _bytes(held.item.patient) if held.item is not None else None,
+                        None if held.clozapine is None else int(held.clozapine),
+                        None if held.medication_ref is None else _bytes(held.medication_ref),
+                        _dumps(held),
+                    )
+                    for ref, held in collector.dispenses.items()
+                ),
+            )
+            db.executemany(
+                "INSERT INTO issues VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (_bytes(ref), *_rank_columns(item[0]), _bytes(item[1].patient), _dumps(item))
+                    for ref, item in collector.issues.items()
+                ),
+            )
+            db.executemany(
+                "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (_bytes(ref), (number << 32) + position, *_rank_columns(item[0]), _dumps(item))
+                    for position, (ref, item) in enumerate(collector.reports.items())
+                ),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO report_results VALUES (?, ?)",
+                (
+                    (_bytes(result), _bytes(ref))
+                    for ref, (_, report) in collector.reports.items()
+                    for result in report.results
+                ),
+            )
+            db.executemany(
+                "INSERT INTO specimens VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    (_bytes(ref), *_rank_columns(specimen[0]), _dumps(specimen))
+                    for ref, specimen in collector.specimens.items()
+                ),
+            )
+    finally:
+        db.close()
     collector.labs.clear()
     collector.dispenses.clear()
     collector.issues.clear()
     collector.reports.clear()
     collector.specimens.clear()
-    return rows
+
+
+def _connect(path: str | Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -16384"):
+        db.execute(f"PRAGMA {pragma}")
+    db.executescript(_SCHEMA)
+    return db
 
 
 _RANK = "v_len INTEGER, v TEXT, updated BLOB, arrival INTEGER"
@@ -294,43 +330,41 @@ _NEWER = (
     "({t}.v_len, {t}.v, {t}.updated, {t}.arrival)"
 )
 _SCHEMA = f"""
-CREATE TABLE labs (patient BLOB, arrival INTEGER, lab BLOB);
-CREATE TABLE dispenses (ref BLOB PRIMARY KEY, {_RANK}, patient BLOB, clozapine INTEGER,
-    medication TEXT, held BLOB);
-CREATE TABLE issues (ref BLOB PRIMARY KEY, {_RANK}, patient BLOB, held BLOB);
-CREATE TABLE reports (ref BLOB PRIMARY KEY, first INTEGER, {_RANK}, held BLOB);
-CREATE TABLE report_results (result BLOB, report BLOB, PRIMARY KEY (result, report))
+CREATE TABLE IF NOT EXISTS labs (patient BLOB, arrival INTEGER, lab BLOB);
+CREATE TABLE IF NOT EXISTS dispenses (ref BLOB PRIMARY KEY, {_RANK}, patient BLOB,
+    clozapine INTEGER, medication BLOB, held BLOB);
+CREATE TABLE IF NOT EXISTS issues (ref BLOB PRIMARY KEY, {_RANK}, patient BLOB, held BLOB);
+CREATE TABLE IF NOT EXISTS reports (ref BLOB PRIMARY KEY, first INTEGER, {_RANK}, held BLOB);
+CREATE TABLE IF NOT EXISTS report_results (result BLOB, report BLOB, PRIMARY KEY (result, report))
     WITHOUT ROWID;
-CREATE TABLE specimens (ref BLOB PRIMARY KEY, {_RANK}, held BLOB);
+CREATE TABLE IF NOT EXISTS specimens (ref BLOB PRIMARY KEY, {_RANK}, held BLOB);
 """
 
 
-def _upsert(table: str, columns: Sequence[str], extra: str = "") -> str:
-    marks = ", ".join("?" for _ in columns)
-    update = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("ref", "first"))
+def _upsert(table: str, columns: Sequence[str]) -> str:
+    update = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "ref")
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks}) ON CONFLICT (ref) DO "
-        f"UPDATE SET {update}{extra} WHERE {_NEWER.format(t=table)}"
+        f"INSERT INTO main.{table} SELECT * FROM task.{table} WHERE true ON CONFLICT (ref) DO "
+        f"UPDATE SET {update} WHERE {_NEWER.format(t=table)}"
     )
 
 
 _RANKS = ("v_len", "v", "updated", "arrival")
-_INSERT_DISPENSE = _upsert(
-    "dispenses", ("ref", *_RANKS, "patient", "clozapine", "medication", "held")
+_MERGES = (
+    "INSERT INTO main.labs SELECT * FROM task.labs",
+    _upsert("dispenses", ("ref", *_RANKS, "patient", "clozapine", "medication", "held")),
+    _upsert("issues", ("ref", *_RANKS, "patient", "held")),
+    _upsert("specimens", ("ref", *_RANKS, "held")),
+    # A report keeps the place of its first version (the collector's dict order).
+    "INSERT INTO main.reports SELECT * FROM task.reports WHERE true ON CONFLICT (ref) DO "
+    "UPDATE SET {sets}, first = min(first, excluded.first)".format(
+        sets=", ".join(
+            f"{c} = CASE WHEN {_NEWER.format(t='reports')} THEN excluded.{c} ELSE {c} END"
+            for c in ("v_len", "v", "updated", "arrival", "held")
+        )
+    ),
+    "INSERT OR IGNORE INTO main.report_results SELECT * FROM task.report_results",
 )
-_INSERT_ISSUE = _upsert("issues", ("ref", *_RANKS, "patient", "held"))
-_INSERT_SPECIMEN = _upsert("specimens", ("ref", *_RANKS, "held"))
-# A report keeps the place of its first version (the collector's dict order), whoever wins.
-_INSERT_REPORT = (
-    "INSERT INTO reports (ref, first, v_len, v, updated, arrival, held) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET "
-    "v_len = CASE WHEN {newer} THEN excluded.v_len ELSE v_len END, "
-    "v = CASE WHEN {newer} THEN excluded.v ELSE v END, "
-    "updated = CASE WHEN {newer} THEN excluded.updated ELSE updated END, "
-    "held = CASE WHEN {newer} THEN excluded.held ELSE held END, "
-    "arrival = CASE WHEN {newer} THEN excluded.arrival ELSE arrival END, "
-    "first = min(first, excluded.first)"
-).format(newer=_NEWER.format(t="reports"))
 
 
 class Store:
@@ -339,23 +373,23 @@ class Store:
 
     def __init__(self, folder: str | None = None) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="rems-adapter-spill-", dir=folder)
-        self.db = sqlite3.connect(Path(self._folder.name) / "kept.sqlite")
-        for pragma in ("journal_mode = OFF", "synchronous = OFF", "cache_size = -16384"):
-            self.db.execute(f"PRAGMA {pragma}")
-        self.db.executescript(_SCHEMA)
+        self.folder = self._folder.name
+        self.db = _connect(Path(self.folder) / "kept.sqlite")
 
     def close(self) -> None:
         self.db.close()
         self._folder.cleanup()
 
-    def add(self, rows: Rows) -> None:
-        with self.db:
-            self.db.executemany("INSERT INTO labs VALUES (?, ?, ?)", rows.labs)
-            self.db.executemany(_INSERT_DISPENSE, rows.dispenses)
-            self.db.executemany(_INSERT_ISSUE, rows.issues)
-            self.db.executemany(_INSERT_REPORT, rows.reports)
-            self.db.executemany("INSERT OR IGNORE INTO report_results VALUES (?, ?)", rows.results)
-            self.db.executemany(_INSERT_SPECIMEN, rows.specimens)
+    def add(self, path: str) -> None:
+        """Merge a task's database (tasks in input order), then remove it."""
+        self.db.execute("ATTACH DATABASE ? AS task", (path,))
+        try:
+            with self.db:
+                for sql in _MERGES:
+                    self.db.execute(sql)
+        finally:
+            self.db.execute("DETACH DATABASE task")
+        Path(path).unlink()
 
     def index(self) -> None:
         with self.db:
@@ -365,7 +399,7 @@ class Store:
 
     def unresolved_medications(self, medications: Mapping[str, bool]) -> int:
         rows = self.db.execute("SELECT medication FROM dispenses WHERE clozapine IS NULL")
-        return sum(1 for (ref,) in rows if ref not in medications)
+        return sum(1 for (ref,) in rows if ref is None or _text(ref) not in medications)
 
     def candidates(self, requests: Iterable[str]) -> list[str]:
         """Everyone who may have inputs (a superset of the collector's; sorted)."""
@@ -499,15 +533,16 @@ def collect(
     skipped = 0
     line_bases: dict[str, int] = {}
     try:
-        for result in run_tasks(tasks, workers, data, site_tz, clock, strict=strict, spill=spill):
+        folder = store.folder if store is not None else None
+        for result in run_tasks(tasks, workers, data, site_tz, clock, strict=strict, spill=folder):
             if result.error is not None:
                 raise UnreadableInput(result.error)
             shift_lines(result, line_bases.get(result.task.path, 0))
             line_bases[result.task.path] = line_bases.get(result.task.path, 0) + result.lines
             skipped += result.skipped
             merged.merge(result.collector)
-            if store is not None and result.rows is not None:
-                store.add(result.rows)
+            if store is not None and result.spilled is not None:
+                store.add(result.spilled)
             if progress is not None:
                 progress(merged.resources_read + skipped)
         if store is not None:

@@ -8,7 +8,11 @@ reference data are loaded (before the measured part) and ``rss_peak_kib`` at the
 
 Modes:
 - ``floor DIR``: read every NDJSON line of the export and parse it with orjson, nothing else;
-- ``batch DIR OUT``: ``adapter.batch.run.run_batch`` on the export, writing the four outputs;
+- ``batch DIR OUT [strict] [JOBS]``: ``adapter.batch.run.run_batch`` on the export (or a Bundle
+  file) as ``rems-adapter run`` calls it, writing the outputs; ``strict`` parses every line;
+  JOBS worker processes (default: the machine's CPUs). Also reports the largest worker's peak
+  resident set (``children_peak_kib``);
+- ``load FILE``: orjson-parse a whole file at once (how a Bundle was read before streaming);
 - ``naive DIR STRIDE LIMIT``: every STRIDE-th resource (at most LIMIT) validated with its
   ``fhir.resources.R4B`` model (orjson parse + ``model_validate``), the naive way to read;
 - ``stages DIR``: the source reader alone, then the reader feeding the collector (cumulative);
@@ -74,26 +78,51 @@ def floor(folder: Path) -> dict[str, Any]:
     return {"seconds": seconds, "items": parsed, "rss_ready_kib": ready}
 
 
-def batch(folder: Path, out: Path) -> dict[str, Any]:
+def _children_kib() -> int:
+    """The largest peak resident set of this process's finished children (the workers), KiB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def batch(folder: Path, out: Path, strict: bool = False, jobs: int | None = None) -> dict[str, Any]:
     from adapter.batch.run import BatchSettings, run_batch
     from adapter.mappings_loader import load_reference_data
 
     data = load_reference_data()
-    settings = BatchSettings(sources=(str(folder),), out=out, as_of=AS_OF, site_tz=UTC)
+    settings = BatchSettings(
+        sources=(str(folder),),
+        out=out,
+        as_of=AS_OF,
+        site_tz=UTC,
+        strict=strict,
+        jobs=jobs,
+        retain=False,  # as `rems-adapter run`
+    )
     ready = _rss_kib()
     began = time.perf_counter()
     result = run_batch(settings, data)
     seconds = time.perf_counter() - began
-    decided = sum(len(e.decisions) for e in result.evaluations)
+    decided = len(result.decisions)
     return {
         "seconds": seconds,
         "items": result.resources_read,
+        "skipped": result.skipped,
         "rss_ready_kib": ready,
-        "patients": len(result.evaluations),
+        "children_peak_kib": _children_kib(),
+        "patients": result.on_clozapine,
         "problems": len(result.problems),
         "decisions": decided,
         "issues": result.issues_written,
     }
+
+
+def load(path: Path) -> dict[str, Any]:
+    import orjson
+
+    ready = _rss_kib()
+    began = time.perf_counter()
+    document = orjson.loads(path.read_bytes())
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "items": len(document.get("entry", [])), "rss_ready_kib": ready}
 
 
 def naive(folder: Path, stride: int, limit: int) -> dict[str, Any]:
@@ -192,11 +221,12 @@ def main(argv: list[str]) -> int:
     if mode == "floor":
         figures = floor(folder)
     elif mode == "batch":
-        if len(argv) > 2:
-            figures = batch(folder, Path(argv[2]))
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
-                figures = batch(folder, Path(out))
+        strict = "strict" in argv[2:]
+        jobs = next((int(a) for a in argv[2:] if a.isdigit()), None)
+        with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
+            figures = batch(folder, Path(out), strict, jobs)
+    elif mode == "load":
+        figures = load(folder)
     elif mode == "naive":
         figures = naive(folder, int(argv[2]), int(argv[3]))
     elif mode == "core":
