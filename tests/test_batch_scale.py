@@ -122,6 +122,27 @@ def test_every_way_of_reading_writes_the_same_bytes(
         assert result.skipped > 0  # the prefilter did skip lines
 
 
+@pytest.mark.parametrize("block", [1, 3000, 100_000])
+def test_blocks_of_any_size_skip_the_same_lines(
+    workloads: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """The prefilter decides a block of lines at a time when it can (tiny blocks: one line)."""
+    lines = DEMO.read_bytes().splitlines(keepends=True)
+    lines[40] = lines[40][:-20] + b"\n"  # malformed, but with its ANC code: not skipped
+    lines.insert(41, b"\n")
+    source = tmp_path / "demo.ndjson"
+    source.write_bytes(b"".join(lines))
+    expected = {}
+    for name, path in (("bench", workloads["bench seed 7"]), ("demo", source)):
+        _run(path, tmp_path / f"big-{name}", jobs=1)
+        expected[name] = _files(tmp_path / f"big-{name}")
+    monkeypatch.setattr(sources, "BLOCK_BYTES", block)
+    for name, path in (("bench", workloads["bench seed 7"]), ("demo", source)):
+        _run(path, tmp_path / f"small-{name}", jobs=1)
+        assert _files(tmp_path / f"small-{name}") == expected[name], name
+    assert expected["demo"]["problems.ndjson"]  # the malformed line is reported
+
+
 def test_the_prefilter_skips_most_of_a_bulk_export(
     workloads: dict[str, Path], tmp_path: Path
 ) -> None:
