@@ -130,6 +130,8 @@ def test_blocks_of_any_size_skip_the_same_lines(
     lines = DEMO.read_bytes().splitlines(keepends=True)
     lines[40] = lines[40][:-20] + b"\n"  # malformed, but with its ANC code: not skipped
     lines.insert(41, b"\n")
+    lines.insert(200, b'{"resourceType":"Encounter\n')  # no closing quote: parsed, reported
+    lines.insert(300, b'{"resourceType":"Encounter","id":"e"}\n')
     source = tmp_path / "demo.ndjson"
     source.write_bytes(b"".join(lines))
     expected = {}
@@ -140,7 +142,7 @@ def test_blocks_of_any_size_skip_the_same_lines(
     for name, path in (("bench", workloads["bench seed 7"]), ("demo", source)):
         _run(path, tmp_path / f"small-{name}", jobs=1)
         assert _files(tmp_path / f"small-{name}") == expected[name], name
-    assert expected["demo"]["problems.ndjson"]  # the malformed line is reported
+    assert len(expected["demo"]["problems.ndjson"].splitlines()) == 2  # the malformed lines
 
 
 def test_the_prefilter_skips_most_of_a_bulk_export(

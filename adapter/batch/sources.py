@@ -258,6 +258,8 @@ def _ndjson(
 
 #: Lines are prefiltered a block at a time: the checks run in C over the whole block.
 BLOCK_BYTES = 4 * 1024 * 1024
+_OBSERVATION = b'{"resourceType":"Observation",'
+_NEXT_OBSERVATION = b"\n" + _OBSERVATION
 _LINE_TYPES = re.compile(rb'\n\{"resourceType":"([^"\n]*)"')
 
 
@@ -286,16 +288,16 @@ def _blocks(
             block += handle.readline()  # to the end of the line (end falls at a line start)
         lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         kinds = None
-        if (
-            block.startswith(_TYPE_PREFIX)
-            and block.count(b'\n{"resourceType":"') == lines - 1
-            and block.count(b'"resourceType"') == lines
-            and block.find(b"\\") < 0
-        ):
-            first = block[17 : block.find(b'"', 17)]
-            found = _LINE_TYPES.findall(block)
-            if len(found) == lines - 1 and b"\n" not in first:
-                kinds = {first, *found}
+        if block.count(b'"resourceType"') == lines and block.find(b"\\") < 0:
+            # Every line holds "resourceType" once (if each starts with the prefix) and no escape.
+            if block.startswith(_OBSERVATION) and block.count(_NEXT_OBSERVATION) == lines - 1:
+                kinds = {b"Observation"}
+            elif block.startswith(_TYPE_PREFIX):
+                close = block.find(b'"', 17)
+                first = block[17:close] if close >= 0 else b"\n"  # "\n": not a type
+                found = _LINE_TYPES.findall(block)  # one per line after the first, if all match
+                if len(found) == lines - 1 and b"\n" not in first:
+                    kinds = {first, *found}
         if kinds is not None and kinds.isdisjoint(skip_types):
             counts.skipped += lines  # nothing the rules read
         elif kinds == {b"Observation"}:

@@ -216,8 +216,16 @@ def stages(folder: Path) -> dict[str, Any]:
     }
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its finished children so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str]) -> int:
     mode, folder = argv[0], Path(argv[1])
+    cpu = _cpu_s()
     if mode == "floor":
         figures = floor(folder)
     elif mode == "batch":
@@ -238,6 +246,7 @@ def main(argv: list[str]) -> int:
         return 2
     figures["mode"] = mode
     figures["rss_peak_kib"] = _rss_kib()
+    figures["cpu_s"] = _cpu_s() - cpu  # the whole measurement, loading included
     print(json.dumps(figures))
     return 0
 
