@@ -296,7 +296,8 @@ def report(
         "",
         "Throughput (floor = read + orjson.loads of every line, one process; batch = "
         "adapter.batch.run.run_batch as `rems-adapter run` calls it, on every CPU; strict = "
-        "the same with --strict; 1 job = prefilter on one process)",
+        "the same with --strict; 1 job = prefilter on one process; CPU = user + system seconds of "
+        "the measured part, workers included)",
     ]
     out += _table(
         (
@@ -311,6 +312,9 @@ def report(
             "strict cost",
             "1 job s",
             "1 job/floor",
+            "floor CPU s",
+            "batch CPU s",
+            "CPU floor/batch",
         ),
         [
             (
@@ -325,6 +329,9 @@ def report(
                 f"{r.strict['seconds'] / r.batch['seconds']:.2f}x",
                 f"{r.single['seconds']:.2f}" if r.single else "-",
                 f"{r.floor['seconds'] / r.single['seconds']:.2f}x" if r.single else "-",
+                f"{r.floor['cpu_s']:.2f}",
+                f"{r.batch['cpu_s']:.2f}",
+                f"{r.floor['cpu_s'] / r.batch['cpu_s']:.2f}x",
             )
             for r in results
         ],
