@@ -190,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     run.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
+    group = run.add_argument_group("reading at scale")
+    _setting(group, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
+    group.add_argument(
+        "--strict",
+        dest="batch.strict",
+        action="store_const",
+        const=True,
+        default=None,
+        help="parse and check every line (default: lines with no lab code or resource type "
+        "the rules read are counted, not parsed)",
+    )
     _rems_options(run)
     _evaluation_options(run)
 
@@ -438,6 +449,9 @@ def run_command(args: argparse.Namespace, loaded: Loaded) -> int:
         site_tz=site_tz,
         derive_anc=evaluation.derive_anc,
         rems=rems_settings(loaded),
+        strict=loaded.settings.batch.strict,
+        jobs=loaded.settings.batch.jobs,
+        retain=False,  # the summary needs counts only: memory stays flat on large inputs
     )
     output_folder(args.out, "--out")
     progress = _progress(loaded)
