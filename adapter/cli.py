@@ -59,7 +59,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "serve": ("fhir", "serve", "inbound", "watch", "evaluation", "rems", "log"),
     "outbox": ("serve", "log"),
     "audit": ("serve", "log"),
-    "backfill": ("fhir", "backfill", "evaluation", "rems", "log"),
+    "backfill": ("fhir", "backfill", "batch", "evaluation", "rems", "log"),
 }
 
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -192,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     run.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
+    group = run.add_argument_group("reading at scale")
+    _setting(group, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
+    group.add_argument(
+        "--strict",
+        dest="batch.strict",
+        action="store_const",
+        const=True,
+        default=None,
+        help="parse and check every line (default: lines with no lab code or resource type "
+        "the rules read are counted, not parsed)",
+    )
     _rems_options(run)
     _evaluation_options(run)
 
@@ -334,6 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
         const=True,
         default=None,
         help="write the DetectedIssues to the EHR (as watch does)",
+    )
+    scale = backfill.add_argument_group("reading at scale (as for run)")
+    _setting(scale, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
+    scale.add_argument(
+        "--strict",
+        dest="batch.strict",
+        action="store_const",
+        const=True,
+        default=None,
+        help="parse and check every line of the export",
     )
     _rems_options(backfill)
     _evaluation_options(backfill)
@@ -483,6 +504,9 @@ def run_command(args: argparse.Namespace, loaded: Loaded) -> int:
         site_tz=site_tz,
         derive_anc=evaluation.derive_anc,
         rems=rems_settings(loaded),
+        strict=loaded.settings.batch.strict,
+        jobs=loaded.settings.batch.jobs,
+        retain=False,  # the summary needs counts only: memory stays flat on large inputs
     )
     output_folder(args.out, "--out")
     progress = _progress(loaded)
@@ -682,6 +706,9 @@ def backfill_command(args: argparse.Namespace, loaded: Loaded) -> int:
         site_tz=site_tz,
         derive_anc=evaluation.derive_anc,
         rems=rems,
+        strict=loaded.settings.batch.strict,
+        jobs=loaded.settings.batch.jobs,
+        retain=False,  # the summary needs counts only: memory stays flat on large exports
     )
     output_folder(args.out, "--out")
     progress = _progress(loaded)
