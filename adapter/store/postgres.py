@@ -37,7 +37,6 @@ from adapter.store.base import (
     OUTBOX_PENDING,
     Claim,
     Effect,
-    NewEffect,
     NewItem,
     StateError,
     patient_lease,
@@ -48,6 +47,9 @@ from adapter.store.sql import _INBOX_COLUMNS, _OUTBOX_COLUMNS, SqlStore, _effect
 MIGRATION_LOCK = 0x72656D73
 #: First key of the transaction advisory locks taken while claiming a patient.
 CLAIM_LOCK_SPACE = 0x7265
+
+#: First key of the transaction advisory locks on inbox keys while several are put together.
+ITEM_LOCK_SPACE = 0x7266
 
 #: Connections per process (psycopg_pool min/max) and how long a caller waits for one (s).
 POOL_MIN = 1
@@ -251,20 +253,17 @@ class PostgresStore(SqlStore):
     # ------------------------------------------------------------------ concurrency
 
     def put_items(self, items: Sequence[NewItem]) -> list[bool]:
-        order = sorted(range(len(items)), key=lambda n: items[n].key)
-        answers = super().put_items([items[n] for n in order])
-        out = [False] * len(items)
-        for position, n in enumerate(order):
-            out[n] = answers[position]
-        return out
-
-    def put_effects(self, effects: Sequence[NewEffect], now: float) -> list[bool]:
-        order = sorted(range(len(effects)), key=lambda n: effects[n].key)
-        answers = super().put_effects([effects[n] for n in order], now)
-        out = [False] * len(effects)
-        for position, n in enumerate(order):
-            out[n] = answers[position]
-        return out
+        if len(items) < 2:
+            return super().put_items(items)
+        with self.transaction():
+            # two workers handed the same items in other orders would deadlock on the unique
+            # index; locking the keys first, in one global order, serialises them instead
+            self._x(
+                "SELECT pg_advisory_xact_lock(?, h) FROM (SELECT DISTINCT hashtext(k) AS h "
+                "FROM unnest(?::text[]) AS k) AS keys ORDER BY h",
+                (ITEM_LOCK_SPACE, [item.key for item in items]),
+            )
+            return super().put_items(items)
 
     def claim_patient(
         self, holder: str, now: float, lease_seconds: float, *, patient: str | None = None

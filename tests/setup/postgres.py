@@ -180,7 +180,11 @@ class PostgresServer:
             "C.UTF-8",
         )
         pwfile.unlink()
-        options = " ".join(
+        self._pg_ctl_start(timeout_s)
+        return self
+
+    def _options(self) -> str:
+        return " ".join(
             [
                 f"-p {self.port}",
                 "-c listen_addresses=127.0.0.1",
@@ -192,6 +196,8 @@ class PostgresServer:
                 # durability as in production: fsync and synchronous commit stay on
             ]
         )
+
+    def _pg_ctl_start(self, timeout_s: float) -> None:
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "--pgdata",
@@ -199,7 +205,7 @@ class PostgresServer:
             "--log",
             str(self.log_path),
             "--options",
-            options,
+            self._options(),
             "--wait",
             "--timeout",
             str(int(timeout_s)),
@@ -207,7 +213,11 @@ class PostgresServer:
         )
         self.running = True
         self._wait_ready(timeout_s)
-        return self
+
+    def restart(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Stop (fast: open connections are cut) and start again on the same port."""
+        self._pg_ctl_stop()
+        self._pg_ctl_start(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -239,21 +249,27 @@ class PostgresServer:
         name = dsn.rsplit("/", 1)[1]
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def _pg_ctl_stop(self) -> None:
+        try:
+            self._run(
+                str(self.bin_dir / "pg_ctl"),
+                "--pgdata",
+                str(self.data_dir),
+                "--mode",
+                "fast",
+                "--wait",
+                "stop",
+            )
+        finally:
+            self.running = False
+
     def stop(self) -> None:
-        if self.running:
-            try:
-                self._run(
-                    str(self.bin_dir / "pg_ctl"),
-                    "--pgdata",
-                    str(self.data_dir),
-                    "--mode",
-                    "fast",
-                    "--wait",
-                    "stop",
-                )
-            finally:
-                self.running = False
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Stop the server and remove its folder."""
+        try:
+            if self.running:
+                self._pg_ctl_stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def start_postgres(root: Path | None = None) -> PostgresServer:
