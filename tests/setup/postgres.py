@@ -101,6 +101,8 @@ class PostgresServer:
     port: int = 0
     password: str = field(default_factory=lambda: secrets.token_hex(16))
     running: bool = False
+    #: more server settings (name -> value), e.g. for a benchmark's pg_stat_statements
+    settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -194,6 +196,7 @@ class PostgresServer:
                 "-c timezone=UTC",
                 "-c log_timezone=UTC",
                 # durability as in production: fsync and synchronous commit stay on
+                *(f"-c {name}={value}" for name, value in self.settings.items()),
             ]
         )
 
@@ -233,11 +236,13 @@ class PostgresServer:
             time.sleep(0.2)
         raise PostgresUnavailable(f"PostgreSQL did not answer on {self.port}: {last}")
 
-    def execute(self, sql: str, database: str = "postgres") -> None:
+    def execute(self, sql: str, database: str = "postgres") -> list[tuple[object, ...]]:
+        """Run one statement as the superuser; its rows (none for a command)."""
         import psycopg
 
         with psycopg.connect(self.dsn_for(database), autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.encode())
+            cursor = conn.execute(sql.encode())
+            return cursor.fetchall() if cursor.description else []
 
     def create_database(self, prefix: str = "t") -> str:
         """A new empty database; its DSN."""
@@ -272,7 +277,9 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_postgres(root: Path | None = None) -> PostgresServer:
+def start_postgres(
+    root: Path | None = None, settings: dict[str, str] | None = None
+) -> PostgresServer:
     """Install if needed, then start a private server in `root` (a new temporary folder).
 
     The folder is made directly under the system's temporary folder: the `postgres` user must
@@ -280,7 +287,7 @@ def start_postgres(root: Path | None = None) -> PostgresServer:
     bin_dir = ensure_installed()
     folder = root or Path(tempfile.mkdtemp(prefix="rems-pg-"))
     folder.chmod(0o755)
-    server = PostgresServer(bin_dir=bin_dir, root=folder)
+    server = PostgresServer(bin_dir=bin_dir, root=folder, settings=dict(settings or {}))
     try:
         return server.start()
     except BaseException:

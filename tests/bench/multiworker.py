@@ -1,0 +1,291 @@
+"""Benchmark (not a test): several workers on one PostgreSQL state, and PostgreSQL itself.
+
+    python -m tests.bench.multiworker [--only pgbench,store,serve] [--workers 1,2,4]
+                                      [--seconds 8] [--results 400] [--patients 40]
+
+Starts its own private PostgreSQL (tests/setup/postgres.py, with pg_stat_statements) and prints:
+
+1. pgbench: single-row INSERT transactions per second (each one a durable commit) with 1, 2, 4
+   and 8 clients, and rows per second with 10 rows per transaction: the ceiling of durable
+   writes on this machine, the number every other figure is compared with.
+2. store: the pipeline's store traffic for one result, run by 1, 2 and 4 worker processes on
+   one database with no EHR at all (intake put; claim the patient; mark done, enqueue the
+   DetectedIssue write, append the audit record, keep the patient state, end the lease in one
+   transaction; claim the effect; complete it). Results per second, ratio to one worker,
+   statements and commits per result (counted by the server: pg_stat_statements and
+   pg_stat_database), commits per second against pgbench's ceiling.
+3. serve (see `serve_figures`): 1, 2 and 4 `rems-adapter serve` processes against sekmet.
+
+The machine has 2 cores shared with other jobs; run with `nice -n 10` and read the ratios
+(measured in the same run) rather than the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tests.setup.postgres import PostgresServer, start_postgres
+
+BENCH_SETTINGS = {
+    "shared_preload_libraries": "pg_stat_statements",
+    "pg_stat_statements.track": "all",
+    "pg_stat_statements.track_utility": "on",
+}
+
+# ------------------------------------------------------------------ 1. pgbench
+
+
+@dataclass(frozen=True)
+class PgbenchFigure:
+    clients: int
+    rows_per_transaction: int
+    tps: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.tps * self.rows_per_transaction
+
+
+def pgbench(server: PostgresServer, dsn: str, clients: int, rows: int, seconds: int) -> float:
+    """Transactions per second of `rows` single-row INSERTs each (pgbench, custom script)."""
+    script = server.root / f"insert-{rows}.sql"
+    body = ["\\set k random(1, 1000000000)", "BEGIN;"]
+    body += ["INSERT INTO bench_writes (k, at) VALUES (:k, now());"] * rows
+    body += ["COMMIT;"]
+    script.write_text("\n".join(body) + "\n")
+    script.chmod(0o644)
+    done = subprocess.run(
+        [
+            str(server.bin_dir / "pgbench"),
+            "--no-vacuum",
+            "--client",
+            str(clients),
+            "--jobs",
+            str(clients),
+            "--time",
+            str(seconds),
+            "--file",
+            str(script),
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        check=True,
+    )
+    match = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
+    if match is None:
+        raise RuntimeError(f"pgbench printed no tps:\n{done.stdout}\n{done.stderr}")
+    return float(match.group(1))
+
+
+def pgbench_figures(server: PostgresServer, seconds: int) -> list[PgbenchFigure]:
+    dsn = server.create_database("pgbench")
+    server.execute(
+        "CREATE TABLE bench_writes (id BIGSERIAL PRIMARY KEY, k BIGINT, at TIMESTAMPTZ)",
+        database=dsn.rsplit("/", 1)[1],
+    )
+    figures = []
+    for clients in (1, 2, 4, 8):
+        figures.append(PgbenchFigure(clients, 1, pgbench(server, dsn, clients, 1, seconds)))
+    figures.append(PgbenchFigure(4, 10, pgbench(server, dsn, 4, 10, seconds)))
+    server.drop_database(dsn)
+    return figures
+
+
+# ------------------------------------------------------------------ 2. the store alone
+
+T_BASE = 1_800_000_000.0
+
+
+def _store_worker(
+    dsn: str, index: int, workers: int, results: int, patients: int, out: Any
+) -> None:
+    """One worker process: intake its share of the results, then decide and perform until
+    the whole store is drained (claims and effects of every process's results)."""
+    from adapter.store import AuditRecord, NewEffect, NewItem
+    from adapter.store.postgres import PostgresStore
+
+    store = PostgresStore(dsn, pool_max=2)
+    holder = f"bench-{index}"
+    clock = time.time
+    mine = [n for n in range(results) if n % workers == index]
+    decided = performed = 0
+    deadline = time.monotonic() + 600
+    # intake and work interleaved, as a serve process does: a push, then whatever is due
+    pending = list(mine)
+    while time.monotonic() < deadline:
+        if pending:
+            n = pending.pop(0)
+            patient = f"Patient/p{n % patients}"
+            body = f'{{"resourceType":"Observation","id":"o{n}"}}'
+            store.put_items(
+                [NewItem(f"Observation/o{n}/_history/1", "push", patient, body, clock())]
+            )
+        claim = store.claim_patient(holder, clock(), 60)
+        if claim is not None:
+            with store.transaction():
+                store.complete_items(claim, [i.id for i in claim.items], clock())
+                store.put_effects(
+                    [
+                        NewEffect(
+                            f"issue:{i.key}", "fhir-write", claim.patient, "{}", i.received_at
+                        )
+                        for i in claim.items
+                    ],
+                    clock(),
+                )
+                store.append_audit(
+                    AuditRecord(claim.patient, clock(), "local", "0", "0", (), ("bench",))
+                )
+                store.set_patient_state(claim.patient, {"hydrated": True}, clock())
+                store.release_lease(claim.lease, holder)
+            decided += len(claim.items)
+        effects = store.claim_effects(holder, clock(), 60, 10)
+        for effect in effects:
+            store.complete_effect(effect.id, clock(), '{"id":"x"}')
+        performed += len(effects)
+        if not pending and claim is None and not effects:
+            if store.inbox_depth() == 0 and store.outbox_depth() == 0:
+                break
+    out.put((index, decided, performed, store.round_trips))
+    store.close()
+
+
+@dataclass(frozen=True)
+class StoreFigure:
+    workers: int
+    results: int
+    seconds: float
+    statements: int
+    commits: int
+
+    @property
+    def per_second(self) -> float:
+        return self.results / self.seconds
+
+    @property
+    def statements_per_result(self) -> float:
+        return self.statements / self.results
+
+    @property
+    def commits_per_result(self) -> float:
+        return self.commits / self.results
+
+
+def server_counts(server: PostgresServer, dsn: str) -> tuple[int, int]:
+    """(statements executed, transactions committed) in `dsn`'s database, by the server."""
+    database = dsn.rsplit("/", 1)[1]
+    [(statements,)] = server.execute(
+        "SELECT coalesce(sum(s.calls), 0)::bigint FROM pg_stat_statements s "
+        f"JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '{database}'"
+    )
+    server.execute("SELECT pg_stat_force_next_flush()", database=database)
+    [(commits,)] = server.execute(
+        f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{database}'"
+    )
+    return int(str(statements)), int(str(commits))
+
+
+def store_figure(server: PostgresServer, workers: int, results: int, patients: int) -> StoreFigure:
+    from adapter.store.postgres import PostgresStore
+
+    dsn = server.create_database("store")
+    PostgresStore(dsn).close()  # migrations applied before the clock starts
+    server.execute("SELECT pg_stat_statements_reset()")
+    before = server_counts(server, dsn)
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    processes = [
+        context.Process(target=_store_worker, args=(dsn, n, workers, results, patients, out))
+        for n in range(workers)
+    ]
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    reports = [out.get(timeout=900) for _ in processes]
+    seconds = time.perf_counter() - started
+    for process in processes:
+        process.join(timeout=60)
+    after = server_counts(server, dsn)
+    decided = sum(r[1] for r in reports)
+    performed = sum(r[2] for r in reports)
+    if decided != results or performed != results:
+        raise RuntimeError(f"{workers} workers: decided {decided}, performed {performed}")
+    server.drop_database(dsn)
+    return StoreFigure(workers, results, seconds, after[0] - before[0], after[1] - before[1])
+
+
+# ------------------------------------------------------------------ report
+
+
+def run(
+    sections: set[str],
+    workers: list[int],
+    seconds: int,
+    results: int,
+    patients: int,
+    say: Callable[[str], None] = print,
+) -> None:
+    server = start_postgres(settings=BENCH_SETTINGS)
+    try:
+        # created in the postgres database, pg_stat_statements counts every database's
+        server.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        version = server.execute("SHOW server_version")[0][0]
+        say(f"PostgreSQL {version}, private server on 127.0.0.1:{server.port} (fsync on)")
+        ceiling = 0.0
+        if "pgbench" in sections:
+            say("\n== pgbench: durable single-row INSERT transactions")
+            for figure in pgbench_figures(server, seconds):
+                ceiling = max(ceiling, figure.tps if figure.rows_per_transaction == 1 else 0)
+                say(
+                    f"clients {figure.clients}  rows/transaction {figure.rows_per_transaction:>2}"
+                    f"  transactions/s {figure.tps:>8.0f}  rows/s {figure.rows_per_second:>8.0f}"
+                )
+        if "store" in sections:
+            say(f"\n== store only: {results} results, {patients} patients, N worker processes")
+            base = None
+            for count in workers:
+                figure = store_figure(server, count, results, patients)
+                base = base or figure
+                commits_per_s = figure.commits / figure.seconds
+                share = f" ({commits_per_s / ceiling:.0%} of pgbench's best)" if ceiling else ""
+                say(
+                    f"workers {count}  results/s {figure.per_second:>7.1f}"
+                    f"  x{figure.per_second / base.per_second:.2f} vs 1 worker"
+                    f"  statements/result {figure.statements_per_result:5.1f}"
+                    f"  commits/result {figure.commits_per_result:4.1f}"
+                    f"  commits/s {commits_per_s:6.0f}{share}"
+                )
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="pgbench,store")
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--results", type=int, default=400)
+    parser.add_argument("--patients", type=int, default=40)
+    args = parser.parse_args(argv)
+    run(
+        set(args.only.split(",")),
+        [int(n) for n in args.workers.split(",")],
+        args.seconds,
+        args.results,
+        args.patients,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
