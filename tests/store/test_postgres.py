@@ -247,3 +247,19 @@ def test_the_store_carries_on_after_the_database_restarts():
             store.close()
     finally:
         server.stop()
+
+
+def test_the_password_can_come_from_the_environment_alone(
+    postgres_server: PostgresServer, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+):
+    without = postgres_dsn.replace(f":{postgres_server.password}@", "@")
+    assert postgres_server.password not in without
+    with pytest.raises(StateError, match="password"):
+        PostgresStore(without)  # no password anywhere: refused, clearly
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    store = PostgresStore(without)  # libpq reads PGPASSWORD
+    try:
+        store.set_watermark("q", "v")
+        assert store.watermark("q") == "v"
+    finally:
+        store.close()
