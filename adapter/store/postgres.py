@@ -56,8 +56,41 @@ POOL_MIN = 1
 POOL_MAX = 10
 POOL_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10
-#: A patient claim looks at this many candidates (oldest pending first) before giving up.
+#: A patient claim looks at this many candidates (oldest pending first) before giving up,
+#: and tries again this many times when another worker took the lease in between.
 CLAIM_CANDIDATES = 20
+CLAIM_ATTEMPTS = 5
+
+# The claim, in one statement. `candidates` is materialised in arrival order, so the advisory
+# lock is tried on one candidate at a time as LIMIT pulls them (not on all of them); the lease
+# upsert takes a free or expired lease (or renews the holder's own) and the outer query returns
+# (patient, lease name or NULL, the pending items' columns or NULLs).
+_CLAIM_TAIL = (
+    "lease AS (INSERT INTO leases (name, holder, expires_at) "
+    "SELECT 'patient:' || patient, ?, ? FROM chosen "
+    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+    "expires_at = excluded.expires_at "
+    "WHERE leases.expires_at <= ? OR leases.holder = excluded.holder RETURNING name) "
+    "SELECT c.patient, l.name, "
+    + ", ".join(f"i.{column.strip()}" for column in _INBOX_COLUMNS.split(","))
+    + " FROM chosen c LEFT JOIN lease l ON TRUE "
+    "LEFT JOIN inbox i ON l.name IS NOT NULL AND i.patient = c.patient AND i.state = ? "
+    "ORDER BY i.id"
+)
+_CLAIM = (
+    "WITH candidates AS MATERIALIZED (SELECT patient, min(id) AS first FROM ("
+    "SELECT i.patient, i.id FROM inbox i WHERE i.state = ? AND i.patient IS NOT NULL "
+    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'patient:' || i.patient "
+    f"AND l.expires_at > ?) ORDER BY i.id LIMIT {CLAIM_CANDIDATES}) AS pending "
+    "GROUP BY patient ORDER BY first), "
+    "chosen AS MATERIALIZED (SELECT patient FROM candidates "
+    f"WHERE pg_try_advisory_xact_lock({CLAIM_LOCK_SPACE}, hashtext(patient)) LIMIT 1), "
+    + _CLAIM_TAIL
+)
+_CLAIM_NAMED = (
+    "WITH chosen AS MATERIALIZED (SELECT patient FROM (SELECT ?::text AS patient) AS named "
+    f"WHERE pg_try_advisory_xact_lock({CLAIM_LOCK_SPACE}, hashtext(patient))), " + _CLAIM_TAIL
+)
 
 
 class _Rows:
@@ -268,37 +301,34 @@ class PostgresStore(SqlStore):
     def claim_patient(
         self, holder: str, now: float, lease_seconds: float, *, patient: str | None = None
     ) -> Claim | None:
-        with self.transaction():
-            if patient is None:
-                candidates = self._all(
-                    "SELECT i.patient FROM inbox i WHERE i.state = ? AND i.patient IS NOT NULL "
-                    "AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'patient:' || "
-                    "i.patient AND l.expires_at > ?) "
-                    f"ORDER BY i.id LIMIT {CLAIM_CANDIDATES}",
-                    (INBOX_PENDING, now),
-                )
-                names = list(dict.fromkeys(str(row[0]) for row in candidates))
-            else:
-                names = [patient]
-            for name in names:
-                # another worker claiming this patient right now: skip it, do not queue
-                locked = self._one(
-                    f"SELECT pg_try_advisory_xact_lock({CLAIM_LOCK_SPACE}, hashtext(?))", (name,)
-                )
-                if not (locked and locked[0]):
-                    continue
-                if not self.acquire_lease(patient_lease(name), holder, now, lease_seconds):
-                    continue
-                rows = self._all(
-                    f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE patient = ? AND state = ? "
-                    "ORDER BY id",
-                    (name, INBOX_PENDING),
-                )
-                if not rows:
-                    self.release_lease(patient_lease(name), holder)
-                    continue
-                return Claim(name, holder, now + lease_seconds, tuple(_item(r) for r in rows))
+        """One statement (one round trip, one commit): the oldest pending patients without a
+        live lease, in arrival order; the first whose advisory lock is free (a patient being
+        claimed by another worker right now is skipped, never waited for); its lease taken or
+        renewed; its pending items. Lost a race for the lease: tried again, a bounded number of
+        times."""
+        for _attempt in range(CLAIM_ATTEMPTS):
+            rows = self._all(
+                _CLAIM_NAMED if patient else _CLAIM,
+                self._claim_params(holder, now, lease_seconds, patient),
+            )
+            if not rows:
+                return None  # nothing pending, or every candidate is being claimed
+            name, leased = str(rows[0][0]), rows[0][1] is not None
+            if leased and rows[0][2] is not None:
+                items = tuple(_item(row[2:]) for row in rows)
+                return Claim(name, holder, now + lease_seconds, items)
+            if leased:  # the named patient has nothing pending: give the lease back
+                self.release_lease(patient_lease(name), holder)
+            if patient is not None:
+                return None
         return None
+
+    @staticmethod
+    def _claim_params(
+        holder: str, now: float, lease_seconds: float, patient: str | None
+    ) -> tuple[Any, ...]:
+        first = (patient,) if patient else (INBOX_PENDING, now)
+        return (*first, holder, now + lease_seconds, now, INBOX_PENDING)
 
     def claim_effects(
         self, holder: str, now: float, lease_seconds: float, limit: int

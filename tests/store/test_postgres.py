@@ -263,3 +263,24 @@ def test_the_password_can_come_from_the_environment_alone(
         assert store.watermark("q") == "v"
     finally:
         store.close()
+
+
+def test_a_claim_tries_the_advisory_lock_of_the_patient_it_takes_only(pg: PostgresStore):
+    pg.put_items([item(f"k{n}", f"Patient/{n}") for n in range(5)])
+    with pg.transaction():  # the claim's transaction-level locks stay visible until the end
+        claim = pg.claim_patient("w1", T0, 30)
+        locks = pg._all(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = ? "
+            "AND pid = pg_backend_pid()",
+            (CLAIM_LOCK_SPACE,),
+        )
+    assert claim is not None and claim.patient == "Patient/0"
+    assert locks == [(1,)]  # not one per candidate: other workers may claim the others
+
+
+def test_a_claim_is_one_round_trip_after_the_connection_check(pg: PostgresStore):
+    pg.put_items([item("a1", "Patient/A"), item("a2", "Patient/A")])
+    before = pg.round_trips
+    claim = pg.claim_patient("w1", T0, 30)
+    assert claim is not None and [i.key for i in claim.items] == ["a1", "a2"]
+    assert pg.round_trips - before == 2
