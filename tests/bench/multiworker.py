@@ -167,6 +167,7 @@ class StoreFigure:
     seconds: float
     statements: int
     commits: int
+    syncs: int
 
     @property
     def per_second(self) -> float:
@@ -181,8 +182,9 @@ class StoreFigure:
         return self.commits / self.results
 
 
-def server_counts(server: PostgresServer, dsn: str) -> tuple[int, int]:
-    """(statements executed, transactions committed) in `dsn`'s database, by the server."""
+def server_counts(server: PostgresServer, dsn: str) -> tuple[int, int, int]:
+    """(statements executed, transactions committed) in `dsn`'s database, and WAL flushes to
+    disk (fsyncs, the whole server: one per durable commit or group of commits), by the server."""
     database = dsn.rsplit("/", 1)[1]
     [(statements,)] = server.execute(
         "SELECT coalesce(sum(s.calls), 0)::bigint FROM pg_stat_statements s "
@@ -192,7 +194,8 @@ def server_counts(server: PostgresServer, dsn: str) -> tuple[int, int]:
     [(commits,)] = server.execute(
         f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{database}'"
     )
-    return int(str(statements)), int(str(commits))
+    [(syncs,)] = server.execute("SELECT wal_sync FROM pg_stat_wal")
+    return int(str(statements)), int(str(commits)), int(str(syncs))
 
 
 def store_figure(server: PostgresServer, workers: int, results: int, patients: int) -> StoreFigure:
@@ -221,7 +224,7 @@ def store_figure(server: PostgresServer, workers: int, results: int, patients: i
     if decided != results or performed != results:
         raise RuntimeError(f"{workers} workers: decided {decided}, performed {performed}")
     server.drop_database(dsn)
-    return StoreFigure(workers, results, seconds, after[0] - before[0], after[1] - before[1])
+    return StoreFigure(workers, results, seconds, *(after[n] - before[n] for n in range(3)))
 
 
 # ------------------------------------------------------------------ report
@@ -256,14 +259,15 @@ def run(
             for count in workers:
                 figure = store_figure(server, count, results, patients)
                 base = base or figure
-                commits_per_s = figure.commits / figure.seconds
-                share = f" ({commits_per_s / ceiling:.0%} of pgbench's best)" if ceiling else ""
+                syncs_per_s = figure.syncs / figure.seconds
+                share = f" ({syncs_per_s / ceiling:.0%} of pgbench's best tps)" if ceiling else ""
                 say(
                     f"workers {count}  results/s {figure.per_second:>7.1f}"
                     f"  x{figure.per_second / base.per_second:.2f} vs 1 worker"
                     f"  statements/result {figure.statements_per_result:5.1f}"
                     f"  commits/result {figure.commits_per_result:4.1f}"
-                    f"  commits/s {commits_per_s:6.0f}{share}"
+                    f"  WAL fsyncs/result {figure.syncs / figure.results:4.1f}"
+                    f"  fsyncs/s {syncs_per_s:6.0f}{share}"
                 )
     finally:
         server.stop()
