@@ -54,7 +54,8 @@ class ServeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> ServeProcess:
+    def start(self, timeout_s: float = STARTUP_TIMEOUT_S, *, wait: bool = True) -> ServeProcess:
+        """Start the process; with `wait`, until /healthz answers (bounded)."""
         self.port = free_port()
         environment = {
             key: value for key, value in os.environ.items() if not key.startswith("REMS_ADAPTER_")
@@ -76,6 +77,8 @@ class ServeProcess:
             self.process = subprocess.Popen(
                 command, env=environment, stdout=log, stderr=subprocess.STDOUT, cwd=CHECKOUT
             )
+        if not wait:
+            return self
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -149,6 +152,14 @@ class Cluster:
         self.workers.append(worker.start())
         return worker
 
+    def restart(self, worker: ServeProcess, *, wait: bool = True) -> ServeProcess:
+        """A new process in place of `worker` (same state, a new port), as a supervisor would."""
+        replacement = ServeProcess(
+            self.ehr_url, self.dsn, worker.log_path, env=dict(self.env)
+        ).start(wait=wait)
+        self.workers[self.workers.index(worker)] = replacement
+        return replacement
+
     def live(self) -> list[ServeProcess]:
         return [worker for worker in self.workers if worker.alive]
 
@@ -164,8 +175,9 @@ class Cluster:
             self._next += 1
             try:
                 answer = worker.push(resource)
-            except requests.ConnectionError as error:
+            except requests.ConnectionError as error:  # down, or still starting
                 last = type(error).__name__
+                time.sleep(0.05)
                 continue
             if answer.status_code == 202:
                 return worker
