@@ -1,4 +1,4 @@
-"""Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server`` and ``watch``.
+"""Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server``, ``watch``, ``serve``.
 
 The composition root of each command: settings come from `adapter.settings` (flag >
 environment > TOML file > default), reference data from ``mappings/``; then the service runs.
@@ -24,13 +24,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapter import __version__, logs
-from adapter.batch.rems_backend import RemsSettings
 from adapter.batch.run import PROBLEMS_FILE, BatchSettings, plural, run_batch
 from adapter.batch.sources import InputProblem
+from adapter.decide import Backend, LocalBackend
+from adapter.decide.rems import RemsDecider, RemsSettings
 from adapter.errors import (
     EXIT_CODES,
     AdapterError,
     ConfigurationError,
+    UnreadableInputError,
     UsageError,
     as_adapter_error,
 )
@@ -39,6 +41,7 @@ from adapter.mappings_loader import load_reference_data
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
 from adapter.settings import FLAGS, Loaded, load_settings, render
+from adapter.store import Store, is_postgres, open_store
 from adapter.watch import cli as watch_cli
 
 log = logging.getLogger("adapter.cli")
@@ -52,6 +55,9 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "demo": ("evaluation", "demo", "log"),
     "rems-server": ("rems_server", "log"),
     "watch": ("fhir", "watch", "evaluation", "log"),
+    "serve": ("fhir", "serve", "inbound", "watch", "evaluation", "rems", "log"),
+    "outbox": ("serve", "log"),
+    "audit": ("serve", "log"),
 }
 
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -221,6 +227,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     watch_cli.add_parser(commands, **sub)
+
+    serve = commands.add_parser(
+        "serve",
+        help="service mode: lab pushes, EHR polling, decisions written back (interfaces.md s.4)",
+        description="Run the service: HTTP endpoints for lab pushes (POST /fhir/Observation, "
+        "POST /fhir), /healthz, /readyz, /metrics; polling of the EHR (unless --no-poll); the "
+        "decision backend; the durable inbox and outbox. Secrets only from the environment: "
+        "REMS_ADAPTER_INBOUND_TOKEN (required to listen beyond loopback), "
+        "REMS_ADAPTER_FHIR_TOKEN, REMS_ADAPTER_REMS_TOKEN.",
+        **sub,
+    )
+    _setting(serve, "fhir.base_url", "EHR FHIR R4 base URL (fhir.base_url)", metavar="URL")
+    _setting(
+        serve,
+        "serve.listen",
+        "HOST:PORT of the HTTP endpoints (default 127.0.0.1:8770)",
+        metavar="HOST:PORT",
+    )
+    _setting(
+        serve,
+        "serve.state",
+        "state store: SQLite file (default rems-adapter.sqlite) or postgresql:// URL",
+        metavar="DSN",
+    )
+    _setting(
+        serve,
+        "serve.mllp",
+        "HOST:PORT of the HL7 v2 MLLP listener (off by default)",
+        metavar="HOST:PORT",
+    )
+    serve.add_argument(
+        "--no-poll",
+        dest="serve.poll",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not poll the EHR (push, notify and MLLP only)",
+    )
+    _rems_options(serve)
+    _evaluation_options(serve)
+
+    outbox = commands.add_parser(
+        "outbox",
+        help="list, show or replay the outbox's dead letters (effects serve gave up on)",
+        description="Dead letters are effects (DetectedIssue writes) the EHR refused or that "
+        "failed too often. `list` shows them, `show ID` one in full, `replay ID ...` (or "
+        "--all) queues them again for a running serve.",
+        **sub,
+    )
+    outbox.add_argument("action", nargs="?", default="list", choices=("list", "show", "replay"))
+    outbox.add_argument("ids", nargs="*", metavar="ID", help="effect ids (from `outbox list`)")
+    outbox.add_argument("--all", action="store_true", help="replay every dead letter")
+    outbox.add_argument("--pending", action="store_true", help="list the pending effects instead")
+    outbox.add_argument("--json", action="store_true", help="one JSON object a line")
+    _setting(outbox, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
+
+    audit = commands.add_parser(
+        "audit",
+        help="every decision recorded for a patient (inputs, rules, outcome, time)",
+        **sub,
+    )
+    audit.add_argument("patient", metavar="PATIENT", help="Patient id or Patient/id")
+    audit.add_argument("--json", action="store_true", help="one JSON object a line")
+    _setting(audit, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
     return parser
 
 
@@ -485,11 +555,67 @@ def watch_command(args: argparse.Namespace, loaded: Loaded) -> int:
     return watch_cli.run(args, loaded)
 
 
+# ------------------------------------------------------------------ serve
+
+
+def serve_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.serve.command import run as serve
+
+    return serve(loaded, decision_backend(loaded))
+
+
+def decision_backend(loaded: Loaded) -> Backend:
+    """The backend --rems names: local (the core) or a REMS service."""
+    settings = rems_settings(loaded)
+    if settings is None:
+        return LocalBackend()
+    mappings = loaded.settings.evaluation.mappings
+    data = load_reference_data(Path(mappings) if mappings else None)
+    return RemsDecider(settings, data.protocol, site_zone(loaded))
+
+
+def _existing_store(loaded: Loaded) -> Store:
+    dsn = loaded.settings.serve.state
+    if not is_postgres(dsn) and not Path(dsn).is_file():
+        raise UnreadableInputError(f"no state store at {dsn}", where=loaded.name("serve.state"))
+    return open_store(dsn)
+
+
+def outbox_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.serve import operator
+
+    store = _existing_store(loaded)
+    try:
+        if args.action == "list":
+            state = "pending" if args.pending else "dead"
+            return operator.outbox_list(store, sys.stdout, state=state, as_json=args.json)
+        if args.action == "show":
+            if not args.ids:
+                raise UsageError("name the effect to show (an ID from `outbox list`)", where="ID")
+            return operator.outbox_show(store, args.ids, sys.stdout)
+        return operator.outbox_replay(store, args.ids, sys.stdout, every=args.all)
+    finally:
+        store.close()
+
+
+def audit_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.serve import operator
+
+    store = _existing_store(loaded)
+    try:
+        return operator.audit(store, args.patient, sys.stdout, as_json=args.json)
+    finally:
+        store.close()
+
+
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "run": run_command,
     "demo": demo_command,
     "rems-server": rems_server_command,
     "watch": watch_command,
+    "serve": serve_command,
+    "outbox": outbox_command,
+    "audit": audit_command,
 }
 
 
