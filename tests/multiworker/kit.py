@@ -209,7 +209,15 @@ class Cluster:
         return "\n".join(f"--- {w.log_path.name}\n{w.log_tail(2000)}" for w in self.workers)
 
     def stop(self) -> list[int | None]:
-        return [worker.stop() for worker in self.workers]
+        """Stop every process; their logs join the suite's (REMS_ADAPTER_TEST_LOG_DIR), which
+        tests/serve/test_no_phi_in_logs.py scans for the seeded patients."""
+        codes = [worker.stop() for worker in self.workers]
+        keep = os.environ.get("REMS_ADAPTER_TEST_LOG_DIR")
+        if keep:
+            for path in sorted(self.folder.glob("serve-*.log")):
+                target = Path(keep) / f"multiworker-{os.getpid()}-{id(self)}-{path.name}"
+                target.write_bytes(path.read_bytes())
+        return codes
 
 
 def by_identifier(issues: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

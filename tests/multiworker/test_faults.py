@@ -15,7 +15,9 @@ import random
 
 import pytest
 
+from adapter.store.postgres import PostgresStore
 from tests.multiworker.test_shared_state import check_every_result_took_effect_once, plan
+from tests.serve.fault_run import run
 from tests.serve.kit import recent_history, seed
 
 pytestmark = pytest.mark.integration
@@ -45,3 +47,25 @@ def test_a_thousand_results_while_workers_are_killed_twenty_times(cluster, stock
     assert kills == KILLS
     group.settle(timeout_s=600)
     check_every_result_took_effect_once(stock_ehr.base_url, pushed)
+
+
+def test_the_service_fault_injection_run_on_postgresql(postgres_dsn: str, tmp_path):
+    """tests/serve/test_fault_injection.py's run, as it is, with the state on PostgreSQL."""
+    report = run(
+        results=40,
+        kills=4,
+        patients=8,
+        rng=random.Random(7),
+        workdir=tmp_path,
+        state=postgres_dsn,
+    )
+    assert report.ok, report.summary()
+    assert report.kills == 4 and report.starts == 5
+    assert report.issues_found == report.expected_issues == 40
+    assert report.duplicates == 0 and report.missing == 0
+    store = PostgresStore(postgres_dsn)  # the state really was on PostgreSQL
+    try:
+        assert store._count("SELECT count(*) FROM inbox") >= 40
+        assert store.inbox_depth() == 0 and store.outbox_depth() == 0
+    finally:
+        store.close()
