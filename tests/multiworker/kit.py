@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from adapter.store.postgres import PostgresStore
+from tests.serve.kit import FINDING_SYSTEM, all_of, lab_result
 from tests.setup.postgres import free_port
 
 #: `python -m adapter` (the same as the installed `rems-adapter`), run from the checkout.
@@ -137,6 +140,8 @@ class Cluster:
     folder: Path
     env: dict[str, str] = field(default_factory=dict)
     workers: list[ServeProcess] = field(default_factory=list)
+    #: pushes that found their worker down or failing and were sent to another
+    refused: int = 0
     _next: int = 0
 
     def start(self, count: int) -> Cluster:
@@ -177,6 +182,7 @@ class Cluster:
                 answer = worker.push(resource)
             except requests.ConnectionError as error:  # down, or still starting
                 last = type(error).__name__
+                self.refused += 1
                 time.sleep(0.05)
                 continue
             if answer.status_code == 202:
@@ -184,6 +190,7 @@ class Cluster:
             if answer.status_code < 500:
                 raise AssertionError(f"push refused: {answer.status_code} {answer.text[:300]}")
             last = f"HTTP {answer.status_code}"
+            self.refused += 1
         raise RuntimeError(f"no worker accepted the push after {attempts} attempts ({last})")
 
     def settle(self, timeout_s: float = 180.0) -> None:
@@ -228,3 +235,68 @@ def by_identifier(issues: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, 
             key = f"{identifier.get('system')}|{identifier.get('value')}"
             out.setdefault(key, []).append(issue)
     return out
+
+
+LAB_SYSTEM = "urn:oid:2.16.840.1.113883.3.999.1"
+#: general population categories (clinical-rules): >= 1500 normal, 1000-1499 mild, 500-999
+#: moderate; severe is left out so that no result interrupts the others' meaning
+EXPECTED = {
+    2300.0: None,
+    1400.0: "anc-mild-neutropenia",
+    1900.0: None,
+    1100.0: "anc-mild-neutropenia",
+    800.0: "anc-moderate-neutropenia",
+}
+ANC_CODES = {
+    "anc-mild-neutropenia",
+    "anc-moderate-neutropenia",
+    "anc-severe-neutropenia",
+    "anc-ben-neutropenia",
+    "anc-unevaluable",
+}
+
+
+def plan(patients: list[str], per_patient: int, rng: random.Random) -> list[dict[str, Any]]:
+    """Results collected hourly over the last hours, pushed in a shuffled order."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    values = list(EXPECTED)
+    results = []
+    for p, patient in enumerate(patients):
+        for k in range(per_patient):
+            when = now - timedelta(hours=per_patient - k, minutes=p)
+            value = values[(p + k) % len(values)]
+            results.append(lab_result(patient, value, when=when, accession=f"acc-{p}-{k}"))
+    rng.shuffle(results)
+    return results
+
+
+def finding_code(issue: dict[str, Any]) -> str:
+    return next(c["code"] for c in issue["code"]["coding"] if c.get("system") == FINDING_SYSTEM)
+
+
+def check_every_result_took_effect_once(base_url: str, pushed: list[dict[str, Any]]) -> None:
+    issues = all_of(base_url, "DetectedIssue")
+    twice = {key: len(found) for key, found in by_identifier(issues).items() if len(found) > 1}
+    assert twice == {}, f"decision identifiers on the server more than once: {twice}"
+    accession_of = {}
+    for observation in all_of(base_url, "Observation"):
+        for identifier in observation.get("identifier", []):
+            if identifier.get("system") == LAB_SYSTEM:
+                accession_of[f"Observation/{observation['id']}"] = identifier["value"]
+    cited: dict[str, list[str]] = {}
+    for issue in issues:
+        code = finding_code(issue)
+        if issue["status"] != "final" or code not in ANC_CODES:
+            continue
+        for evidence in issue.get("evidence", []):
+            for detail in evidence.get("detail", []):
+                accession = accession_of.get(detail.get("reference", ""))
+                if accession is not None:
+                    cited.setdefault(accession, []).append(code)
+    expected = {
+        result["identifier"][0]["value"]: [code]
+        for result in pushed
+        if (code := EXPECTED[result["valueQuantity"]["value"]]) is not None
+    }
+    assert expected, "the plan has no non-normal result"
+    assert cited == expected
