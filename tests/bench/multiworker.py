@@ -14,7 +14,10 @@ Starts its own private PostgreSQL (tests/setup/postgres.py, with pg_stat_stateme
    transaction; claim the effect; complete it). Results per second, ratio to one worker,
    statements and commits per result (counted by the server: pg_stat_statements and
    pg_stat_database), commits per second against pgbench's ceiling.
-3. serve (see `serve_figures`): 1, 2 and 4 `rems-adapter serve` processes against sekmet.
+3. serve: 1, 2 and 4 `rems-adapter serve` processes (2 worker and 2 outbox threads each) on
+   one PostgreSQL against stock sekmet-fhir: results pushed by 8 client threads, spread across
+   the processes, until every DetectedIssue is stored on the EHR; results per second, ratio to
+   one process, and the database's statements, commits and WAL fsyncs per result.
 
 The machine has 2 cores shared with other jobs; run with `nice -n 10` and read the ratios
 (measured in the same run) rather than the absolute figures.
@@ -227,6 +230,119 @@ def store_figure(server: PostgresServer, workers: int, results: int, patients: i
     return StoreFigure(workers, results, seconds, *(after[n] - before[n] for n in range(3)))
 
 
+# ------------------------------------------------------------------ 3. serve processes
+
+
+@dataclass(frozen=True)
+class ServeFigure:
+    workers: int
+    results: int
+    seconds: float
+    statements: int
+    commits: int
+    syncs: int
+    issues: int
+
+    @property
+    def per_second(self) -> float:
+        return self.results / self.seconds
+
+
+def serve_figure(
+    server: PostgresServer, ehr_url: str, folder: Any, workers: int, results: int, patients: int
+) -> ServeFigure:
+    """`workers` serve processes on a new database; `results` pushed by 8 client threads
+    spread across them; the clock runs from the first push until the shared inbox and outbox
+    are empty (every DetectedIssue stored on the EHR)."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from adapter.store.postgres import PostgresStore
+    from tests.multiworker.kit import Cluster, plan
+    from tests.serve.kit import recent_history, seed
+
+    dsn = server.create_database("serve")
+    ids = seed(ehr_url, [recent_history([2100, 2000, 1900]) for _ in range(patients)])
+    people = sorted(v for v in ids.values() if v.startswith("Patient/"))
+    pushed = plan(people, max(1, results // patients), random.Random(workers))[:results]
+    group = Cluster(ehr_url, dsn, Path(folder), env={"REMS_ADAPTER_LOG_LEVEL": "WARNING"})
+    poller = PostgresStore(dsn, pool_max=1)
+    try:
+        group.start(workers)
+        server.execute("SELECT pg_stat_statements_reset()")
+        before = server_counts(server, dsn)
+        polls = 0
+        started = time.perf_counter()
+        live = group.live()
+
+        def push(n: int) -> None:
+            live[n % len(live)].push(pushed[n]).raise_for_status()
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(push, range(len(pushed))))
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            polls += 1
+            if poller.inbox_depth() == 0 and poller.outbox_depth() == 0:
+                break
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        after = server_counts(server, dsn)
+        [(issues,)] = server.execute(
+            "SELECT count(*) FROM outbox WHERE kind LIKE '%issue%' AND state = 'done'",
+            database=dsn.rsplit("/", 1)[1],
+        )
+    finally:
+        group.stop()
+        poller.close()
+    server.drop_database(dsn)
+    statements = after[0] - before[0] - 2 * polls  # less the benchmark's own depth polls
+    return ServeFigure(
+        workers,
+        len(pushed),
+        seconds,
+        statements,
+        after[1] - before[1] - 2 * polls,
+        after[2] - before[2],
+        int(str(issues)),
+    )
+
+
+def serve_figures(
+    server: PostgresServer,
+    workers: list[int],
+    results: int,
+    patients: int,
+    say: Callable[[str], None],
+) -> None:
+    import tempfile
+
+    from tests.serve.conftest import start_stock_sekmet
+
+    ehr = start_stock_sekmet()
+    try:
+        say(
+            f"\n== serve: {results} pushed results, {patients} new patients each run, "
+            "N serve processes (2 worker + 2 outbox threads each) on one PostgreSQL, stock sekmet"
+        )
+        base = None
+        for count in workers:
+            with tempfile.TemporaryDirectory(prefix="bench-serve-") as folder:
+                figure = serve_figure(server, ehr.base_url, folder, count, results, patients)
+            base = base or figure
+            say(
+                f"workers {count}  results/s {figure.per_second:>6.1f}"
+                f"  x{figure.per_second / base.per_second:.2f} vs 1 worker"
+                f"  DB statements/result {figure.statements / figure.results:5.1f}"
+                f"  commits/result {figure.commits / figure.results:4.1f}"
+                f"  WAL fsyncs/result {figure.syncs / figure.results:4.1f}"
+                f"  (DetectedIssue writes performed: {figure.issues})"
+            )
+    finally:
+        ehr.stop()
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -269,13 +385,15 @@ def run(
                     f"  WAL fsyncs/result {figure.syncs / figure.results:4.1f}"
                     f"  fsyncs/s {syncs_per_s:6.0f}{share}"
                 )
+        if "serve" in sections:
+            serve_figures(server, workers, results, patients, say)
     finally:
         server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", default="pgbench,store")
+    parser.add_argument("--only", default="pgbench,store,serve")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--results", type=int, default=400)

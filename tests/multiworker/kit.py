@@ -259,13 +259,14 @@ ANC_CODES = {
 def plan(patients: list[str], per_patient: int, rng: random.Random) -> list[dict[str, Any]]:
     """Results collected hourly over the last hours, pushed in a shuffled order."""
     now = datetime.now(UTC).replace(microsecond=0)
+    tag = f"{rng.getrandbits(32):08x}"  # accessions unique across plans on one EHR
     values = list(EXPECTED)
     results = []
     for p, patient in enumerate(patients):
         for k in range(per_patient):
             when = now - timedelta(hours=per_patient - k, minutes=p)
             value = values[(p + k) % len(values)]
-            results.append(lab_result(patient, value, when=when, accession=f"acc-{p}-{k}"))
+            results.append(lab_result(patient, value, when=when, accession=f"acc-{tag}-{p}-{k}"))
     rng.shuffle(results)
     return results
 
