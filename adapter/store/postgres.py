@@ -13,8 +13,12 @@ Same schema and statements as SQLite (`adapter.store.sql`); what PostgreSQL adds
   a patient another is claiming instead of queueing behind it; the lease row (with its expiry)
   is what keeps the patient exclusive while it is decided, and hands it over when a worker
   dies. Outbox effects are claimed with ``FOR UPDATE SKIP LOCKED`` in one statement.
-- Inserts of several keys run in key order, so two workers given the same items in another
-  order never deadlock on the unique indexes.
+- Several inbox items put together first take transaction advisory locks on their keys, in one
+  global order, so two workers given the same items in other orders never deadlock on the
+  unique index.
+- Durability: commits wait for the WAL flush (PostgreSQL's default), except on threads that
+  called `relax_durability_for_this_thread` (workers and outbox performers, whose lost commit
+  is redone): their connections come from a second pool set to ``synchronous_commit=off``.
 
 Errors: every psycopg error is a `StateError` naming the SQLSTATE and PostgreSQL's primary
 message (never its DETAIL, which can quote a row's values) and the DSN without its password.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -158,18 +163,10 @@ class PostgresStore(SqlStore):
             raise StateError(
                 f"cannot connect to PostgreSQL: {_reason(error)}", where=self._where
             ) from error
-        self._pool = ConnectionPool(
-            dsn,
-            min_size=pool_min,
-            max_size=max(pool_min, pool_max),
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
-            timeout=POOL_TIMEOUT_S,
-            # a connection is checked (an empty query) when borrowed: after a database restart
-            # the pool replaces dead connections instead of failing one call per connection
-            check=self._check,
-            name="rems-adapter-state",
-            open=False,
-        )
+        self._pool_max = max(pool_min, pool_max)
+        self._pool = self._new_pool("rems-adapter-state", pool_min, dsn)
+        self._relaxed_pool: ConnectionPool[Any] | None = None
+        self._relaxed_lock = threading.Lock()
         try:
             try:
                 self._pool.open(wait=True, timeout=POOL_TIMEOUT_S)
@@ -185,6 +182,50 @@ class PostgresStore(SqlStore):
             lock_connection.close()
 
     # ------------------------------------------------------------------ plumbing
+
+    def _new_pool(self, name: str, size: int, dsn: str) -> ConnectionPool[Any]:
+        return ConnectionPool(
+            dsn,
+            min_size=size,
+            max_size=max(size, self._pool_max),
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+            timeout=POOL_TIMEOUT_S,
+            # a connection is checked (an empty query) when borrowed: after a database restart
+            # the pool replaces dead connections instead of failing one call per connection
+            check=self._check,
+            name=name,
+            open=False,
+        )
+
+    def relax_durability_for_this_thread(self) -> None:
+        """This thread's commits stop waiting for the WAL flush (``synchronous_commit=off``):
+        they run on a second pool whose connections are set so at connect time (no extra
+        round trip). A PostgreSQL crash (not a worker's) may lose the last such commits (the
+        WAL writer flushes them within a fraction of a second, and any durable commit flushes
+        them with its own); what is lost is redone from the inbox and the outbox."""
+        with self._relaxed_lock:
+            if self._relaxed_pool is None:
+                parts = conninfo.conninfo_to_dict(self._dsn)
+                options = f"{parts.get('options') or ''} -c synchronous_commit=off".strip()
+                pool = self._new_pool(
+                    "rems-adapter-state-relaxed",
+                    1,
+                    conninfo.make_conninfo(self._dsn, options=options),
+                )
+                try:
+                    pool.open(wait=True, timeout=POOL_TIMEOUT_S)
+                except psycopg.Error as error:
+                    pool.close()
+                    raise StateError(
+                        f"cannot open the connection pool: {_reason(error)}", where=self._where
+                    ) from error
+                self._relaxed_pool = pool
+        self._local.relaxed = True
+
+    def _pool_here(self) -> ConnectionPool[Any]:
+        if getattr(self._local, "relaxed", False) and self._relaxed_pool is not None:
+            return self._relaxed_pool
+        return self._pool
 
     @property
     def where(self) -> str:
@@ -224,7 +265,7 @@ class PostgresStore(SqlStore):
             return
         with ExitStack() as stack:
             try:
-                connection = stack.enter_context(self._pool.connection())
+                connection = stack.enter_context(self._pool_here().connection())
             except psycopg.Error as error:  # the pool's wait ran out (PoolTimeout)
                 raise StateError(
                     f"no PostgreSQL connection within {POOL_TIMEOUT_S:g}s: {_reason(error)}",
@@ -259,7 +300,7 @@ class PostgresStore(SqlStore):
             statement = self._statements[sql] = _sql(sql)
         self._tick()
         if connection is None:  # its own transaction, on a connection borrowed for it
-            with self._pool.connection() as borrowed:
+            with self._pool_here().connection() as borrowed:
                 return self._fetch(borrowed.execute(statement, tuple(params)))
         return self._fetch(connection.execute(statement, tuple(params)))
 
@@ -282,6 +323,10 @@ class PostgresStore(SqlStore):
 
     def close(self) -> None:
         self._pool.close()
+        with self._relaxed_lock:
+            if self._relaxed_pool is not None:
+                self._relaxed_pool.close()
+                self._relaxed_pool = None
 
     # ------------------------------------------------------------------ concurrency
 
@@ -333,17 +378,25 @@ class PostgresStore(SqlStore):
     def claim_effects(
         self, holder: str, now: float, lease_seconds: float, limit: int
     ) -> list[Effect]:
+        """One statement: due effects, oldest first, at most one per patient and never behind
+        an earlier pending effect of the same patient, locked with SKIP LOCKED (an effect
+        another worker is claiming or finishing is passed over, never waited for) and leased
+        to `holder`; `reclaimed` when an earlier holder's lease ran out on it."""
         rows = self._all(
-            "UPDATE outbox SET holder = ?, lease_until = ? WHERE id IN ("
-            "SELECT o.id FROM outbox o WHERE o.state = ? AND o.next_at <= ? "
+            "WITH picked AS (SELECT o.id, o.holder AS previous FROM outbox o "
+            "WHERE o.state = ? AND o.next_at <= ? "
             "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
             "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.patient = o.patient "
             "AND p.state = ? AND p.id < o.id) "
             "ORDER BY o.id LIMIT ? FOR UPDATE OF o SKIP LOCKED) "
-            f"RETURNING {_OUTBOX_COLUMNS}",
-            (holder, now + lease_seconds, OUTBOX_PENDING, now, now, OUTBOX_PENDING, limit),
+            "UPDATE outbox SET holder = ?, lease_until = ? FROM picked "
+            "WHERE outbox.id = picked.id RETURNING "
+            + ", ".join(f"outbox.{column.strip()}" for column in _OUTBOX_COLUMNS.split(","))
+            + ", picked.previous",
+            (OUTBOX_PENDING, now, now, OUTBOX_PENDING, limit, holder, now + lease_seconds),
         )
-        return sorted((_effect(row) for row in rows), key=lambda effect: effect.id)
+        claimed = [replace(_effect(row[:-1]), reclaimed=row[-1] is not None) for row in rows]
+        return sorted(claimed, key=lambda effect: effect.id)
 
 
 def _reason(error: BaseException) -> str:

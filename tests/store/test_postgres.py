@@ -284,3 +284,23 @@ def test_a_claim_is_one_round_trip_after_the_connection_check(pg: PostgresStore)
     claim = pg.claim_patient("w1", T0, 30)
     assert claim is not None and [i.key for i in claim.items] == ["a1", "a2"]
     assert pg.round_trips - before == 2
+
+
+def test_a_relaxed_thread_commits_without_waiting_for_the_flush_and_others_still_wait(
+    pg: PostgresStore,
+):
+    seen: dict[str, object] = {}
+
+    def relaxed() -> None:
+        pg.relax_durability_for_this_thread()
+        seen["relaxed"] = pg._one("SHOW synchronous_commit")
+        with pg.transaction():
+            seen["relaxed_in_transaction"] = pg._one("SHOW synchronous_commit")
+            pg.set_watermark("from-relaxed", "1")
+
+    thread = threading.Thread(target=relaxed)
+    thread.start()
+    thread.join(timeout=60)
+    assert seen == {"relaxed": ("off",), "relaxed_in_transaction": ("off",)}
+    assert pg._one("SHOW synchronous_commit") == ("on",)  # this thread: durable commits
+    assert pg.watermark("from-relaxed") == "1"  # and it sees what the other committed
