@@ -9,15 +9,17 @@ Starts its own private PostgreSQL (tests/setup/postgres.py, with pg_stat_stateme
    and 8 clients, and rows per second with 10 rows per transaction: the ceiling of durable
    writes on this machine, the number every other figure is compared with.
 2. store: the pipeline's store traffic for one result, run by 1, 2 and 4 worker processes on
-   one database with no EHR at all (intake put; claim the patient; mark done, enqueue the
-   DetectedIssue write, append the audit record, keep the patient state, end the lease in one
-   transaction; claim the effect; complete it). Results per second, ratio to one worker,
-   statements and commits per result (counted by the server: pg_stat_statements and
-   pg_stat_database), commits per second against pgbench's ceiling.
+   one database with no EHR at all (intake put, durable; then, relaxed as the pipeline's
+   workers are: claim the patient; mark done, enqueue the DetectedIssue write, append the
+   audit record, keep the patient state, end the lease in one transaction; claim the effect;
+   complete it). Results per second, ratio to one worker, statements, commits and WAL fsyncs
+   per result (counted by the server: pg_stat_statements, pg_stat_database, pg_stat_wal).
 3. serve: 1, 2 and 4 `rems-adapter serve` processes (2 worker and 2 outbox threads each) on
    one PostgreSQL against stock sekmet-fhir: results pushed by 8 client threads, spread across
    the processes, until every DetectedIssue is stored on the EHR; results per second, ratio to
-   one process, and the database's statements, commits and WAL fsyncs per result.
+   one process, the database's statements, commits and WAL fsyncs per result, and the CPU
+   each part used per result (serve processes, the EHR, PostgreSQL: /proc), which on 2 cores
+   bounds the rate.
 
 The machine has 2 cores shared with other jobs; run with `nice -n 10` and read the ratios
 (measured in the same run) rather than the absolute figures.
@@ -33,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tests.setup.postgres import PostgresServer, start_postgres
@@ -117,7 +120,9 @@ def _store_worker(
     from adapter.store import AuditRecord, NewEffect, NewItem
     from adapter.store.postgres import PostgresStore
 
-    store = PostgresStore(dsn, pool_max=2)
+    intake = PostgresStore(dsn, pool_max=1)  # durable: a 202 is answered after it
+    store = PostgresStore(dsn, pool_max=2)  # deciding and performing: a lost commit is redone
+    store.relax_durability_for_this_thread()
     holder = f"bench-{index}"
     clock = time.time
     mine = [n for n in range(results) if n % workers == index]
@@ -130,7 +135,7 @@ def _store_worker(
             n = pending.pop(0)
             patient = f"Patient/p{n % patients}"
             body = f'{{"resourceType":"Observation","id":"o{n}"}}'
-            store.put_items(
+            intake.put_items(
                 [NewItem(f"Observation/o{n}/_history/1", "push", patient, body, clock())]
             )
         claim = store.claim_patient(holder, clock(), 60)
@@ -159,8 +164,9 @@ def _store_worker(
         if not pending and claim is None and not effects:
             if store.inbox_depth() == 0 and store.outbox_depth() == 0:
                 break
-    out.put((index, decided, performed, store.round_trips))
+    out.put((index, decided, performed, store.round_trips + intake.round_trips))
     store.close()
+    intake.close()
 
 
 @dataclass(frozen=True)
@@ -230,6 +236,41 @@ def store_figure(server: PostgresServer, workers: int, results: int, patients: i
     return StoreFigure(workers, results, seconds, *(after[n] - before[n] for n in range(3)))
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds each live process has used so far (/proc/PID/stat)."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone
+        out[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a postmaster's backends)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two samples (a process born in between counts whole)."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
 # ------------------------------------------------------------------ 3. serve processes
 
 
@@ -242,14 +283,26 @@ class ServeFigure:
     commits: int
     syncs: int
     issues: int
+    #: CPU seconds used during the run by the serve processes, the EHR and PostgreSQL
+    cpu_serve: float = 0.0
+    cpu_ehr: float = 0.0
+    cpu_postgres: float = 0.0
 
     @property
     def per_second(self) -> float:
         return self.results / self.seconds
 
+    def cpu_ms(self, seconds: float) -> float:
+        return 1000 * seconds / self.results
+
 
 def serve_figure(
-    server: PostgresServer, ehr_url: str, folder: Any, workers: int, results: int, patients: int
+    server: PostgresServer,
+    ehr: Any,
+    folder: Any,
+    workers: int,
+    results: int,
+    patients: int,
 ) -> ServeFigure:
     """`workers` serve processes on a new database; `results` pushed by 8 client threads
     spread across them; the clock runs from the first push until the shared inbox and outbox
@@ -262,6 +315,7 @@ def serve_figure(
     from tests.multiworker.kit import Cluster, plan
     from tests.serve.kit import recent_history, seed
 
+    ehr_url = ehr.base_url
     dsn = server.create_database("serve")
     ids = seed(ehr_url, [recent_history([2100, 2000, 1900]) for _ in range(patients)])
     people = sorted(v for v in ids.values() if v.startswith("Patient/"))
@@ -272,6 +326,21 @@ def serve_figure(
         group.start(workers)
         server.execute("SELECT pg_stat_statements_reset()")
         before = server_counts(server, dsn)
+        postmaster = int(
+            (server.data_dir / "postmaster.pid").read_text().split()[0]
+            if (server.data_dir / "postmaster.pid").exists()
+            else 0
+        )
+
+        def sample() -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+            serving = [w.process.pid for w in group.workers if w.process is not None]
+            return (
+                cpu_seconds(serving),
+                cpu_seconds([ehr.process.pid]),
+                cpu_seconds(children(postmaster)),
+            )
+
+        cpu_before = sample()
         polls = 0
         started = time.perf_counter()
         live = group.live()
@@ -288,6 +357,7 @@ def serve_figure(
                 break
             time.sleep(0.05)
         seconds = time.perf_counter() - started
+        cpu_after = sample()
         after = server_counts(server, dsn)
         [(issues,)] = server.execute(
             "SELECT count(*) FROM outbox WHERE kind LIKE '%issue%' AND state = 'done'",
@@ -306,6 +376,7 @@ def serve_figure(
         after[1] - before[1] - 2 * polls,
         after[2] - before[2],
         int(str(issues)),
+        *(used(cpu_before[n], cpu_after[n]) for n in range(3)),
     )
 
 
@@ -329,7 +400,7 @@ def serve_figures(
         base = None
         for count in workers:
             with tempfile.TemporaryDirectory(prefix="bench-serve-") as folder:
-                figure = serve_figure(server, ehr.base_url, folder, count, results, patients)
+                figure = serve_figure(server, ehr, folder, count, results, patients)
             base = base or figure
             say(
                 f"workers {count}  results/s {figure.per_second:>6.1f}"
@@ -338,6 +409,13 @@ def serve_figures(
                 f"  commits/result {figure.commits / figure.results:4.1f}"
                 f"  WAL fsyncs/result {figure.syncs / figure.results:4.1f}"
                 f"  (DetectedIssue writes performed: {figure.issues})"
+            )
+            total = figure.cpu_serve + figure.cpu_ehr + figure.cpu_postgres
+            say(
+                f"           CPU ms/result: serve {figure.cpu_ms(figure.cpu_serve):5.1f}"
+                f"  EHR (sekmet) {figure.cpu_ms(figure.cpu_ehr):5.1f}"
+                f"  PostgreSQL {figure.cpu_ms(figure.cpu_postgres):5.1f}"
+                f"  -> at most {2 * figure.results / total:5.1f} results/s on 2 cores"
             )
     finally:
         ehr.stop()

@@ -44,12 +44,13 @@ FAST_ENV = {
 
 @dataclass
 class ServeProcess:
-    """One `rems-adapter serve --no-poll` on a free port of 127.0.0.1."""
+    """One `rems-adapter serve` on a free port of 127.0.0.1 (`--no-poll` unless `poll`)."""
 
     ehr_url: str
     state: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    poll: bool = False
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -74,7 +75,7 @@ class ServeProcess:
             f"127.0.0.1:{self.port}",
             "--state",
             self.state,
-            "--no-poll",
+            *([] if self.poll else ["--no-poll"]),
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
