@@ -285,7 +285,9 @@ def start_postgres(
     The folder is made directly under the system's temporary folder: the `postgres` user must
     be able to reach it, which pytest's per-user temporary folders (mode 0700) do not allow."""
     bin_dir = ensure_installed()
-    folder = root or Path(tempfile.mkdtemp(prefix="rems-pg-"))
+    # as root, under /tmp itself: a TMPDIR inside root's home is out of the postgres user's reach
+    parent = "/tmp" if _as_root() and Path("/tmp").is_dir() else None
+    folder = root or Path(tempfile.mkdtemp(prefix="rems-pg-", dir=parent))
     folder.chmod(0o755)
     server = PostgresServer(bin_dir=bin_dir, root=folder, settings=dict(settings or {}))
     try:
