@@ -4,15 +4,16 @@ Same schema and statements as SQLite (`adapter.store.sql`); what PostgreSQL adds
 
 - Connection pooling (psycopg_pool): the threads of one process share a few connections; a
   transaction holds one connection from ``BEGIN`` to ``COMMIT``, a statement outside a
-  transaction borrows one for itself (autocommit). Commits are durable when they return
-  (PostgreSQL's ``synchronous_commit`` default; the adapter never lowers it).
+  transaction borrows one for itself (autocommit). A borrowed connection is checked first, so
+  a database restart costs no failed call.
 - Migrations under a session advisory lock (`MIGRATION_LOCK`): workers that start together
   apply each migration once, the others wait and then see it applied.
-- Per-patient claims without blocking: a worker takes a transaction-level advisory lock on the
-  patient (``pg_try_advisory_xact_lock``) before taking its lease, so concurrent claimers skip
-  a patient another is claiming instead of queueing behind it; the lease row (with its expiry)
-  is what keeps the patient exclusive while it is decided, and hands it over when a worker
-  dies. Outbox effects are claimed with ``FOR UPDATE SKIP LOCKED`` in one statement.
+- Per-patient claims without blocking, in one statement: the oldest pending patients without
+  a live lease; the first whose transaction-level advisory lock is free
+  (``pg_try_advisory_xact_lock``: a patient another worker is claiming right now is skipped,
+  never queued behind); its lease taken; its pending items. The lease row (with its expiry) is
+  what keeps the patient exclusive while it is decided, and hands it over when a worker dies.
+  Outbox effects are claimed with ``FOR UPDATE SKIP LOCKED``, also in one statement.
 - Several inbox items put together first take transaction advisory locks on their keys, in one
   global order, so two workers given the same items in other orders never deadlock on the
   unique index.
