@@ -177,6 +177,8 @@ class StoreFigure:
     statements: int
     commits: int
     syncs: int
+    #: counted by the stores themselves: statements, BEGIN/COMMIT and connection checks
+    round_trips: int = 0
 
     @property
     def per_second(self) -> float:
@@ -233,7 +235,13 @@ def store_figure(server: PostgresServer, workers: int, results: int, patients: i
     if decided != results or performed != results:
         raise RuntimeError(f"{workers} workers: decided {decided}, performed {performed}")
     server.drop_database(dsn)
-    return StoreFigure(workers, results, seconds, *(after[n] - before[n] for n in range(3)))
+    return StoreFigure(
+        workers,
+        results,
+        seconds,
+        *(after[n] - before[n] for n in range(3)),
+        round_trips=sum(r[3] for r in reports),
+    )
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -458,6 +466,7 @@ def run(
                 say(
                     f"workers {count}  results/s {figure.per_second:>7.1f}"
                     f"  x{figure.per_second / base.per_second:.2f} vs 1 worker"
+                    f"  round trips/result {figure.round_trips / figure.results:5.1f}"
                     f"  statements/result {figure.statements_per_result:5.1f}"
                     f"  commits/result {figure.commits_per_result:4.1f}"
                     f"  WAL fsyncs/result {figure.syncs / figure.results:4.1f}"

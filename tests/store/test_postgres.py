@@ -223,28 +223,44 @@ def test_items_put_together_keep_their_order_and_overlapping_puts_never_deadlock
             store.close()
 
 
-def test_round_trips_are_counted(pg: PostgresStore):
-    before = pg.round_trips
-    pg.set_watermark("q", "1")  # a borrowed connection's check, then the statement
-    assert pg.round_trips - before == 2
-    before = pg.round_trips
-    with pg.transaction():
-        pg.set_watermark("q", "2")
-        pg.set_watermark("r", "3")
-    assert pg.round_trips - before == 5  # check, BEGIN, two statements, COMMIT
+def test_round_trips_are_counted_and_a_busy_connection_is_not_checked(postgres_dsn: str):
+    # one connection each, already used (migrations): counts are exact
+    busy = PostgresStore(postgres_dsn, pool_max=1, check_idle_s=3600)  # never checked
+    always = PostgresStore(postgres_dsn, pool_max=1, check_idle_s=0)  # always checked
+    try:
+        for store, check in ((busy, 0), (always, 1)):
+            before = store.round_trips
+            store.set_watermark("q", "1")
+            assert store.round_trips - before == check + 1
+            before = store.round_trips
+            with store.transaction():
+                store.set_watermark("q", "2")
+                store.set_watermark("r", "3")
+            assert store.round_trips - before == check + 4  # BEGIN, two statements, COMMIT
+    finally:
+        busy.close()
+        always.close()
 
 
-def test_the_store_carries_on_after_the_database_restarts():
+def test_after_a_database_restart_idle_connections_are_replaced_and_busy_ones_fail_once():
     server = start_postgres()
     try:
-        store = PostgresStore(server.dsn)
+        checked = PostgresStore(server.dsn, check_idle_s=0)
+        busy = PostgresStore(server.dsn, check_idle_s=3600)
         try:
-            store.put_items([item("before")])
+            checked.put_items([item("before")])
+            busy.set_watermark("q", "before")
             server.restart()
-            store.put_items([item("after")])  # dead pooled connections are replaced
-            assert store.item("before") is not None and store.item("after") is not None
+            checked.put_items([item("after")])  # a dead connection is replaced, no call fails
+            assert checked.item("before") is not None and checked.item("after") is not None
+            with pytest.raises(StateError) as caught:
+                busy.set_watermark("q", "lost")  # its connection was in use just now
+            assert caught.value.where == busy.where
+            busy.set_watermark("q", "after")  # the pool has replaced it
+            assert busy.watermark("q") == "after"
         finally:
-            store.close()
+            checked.close()
+            busy.close()
     finally:
         server.stop()
 
@@ -278,12 +294,16 @@ def test_a_claim_tries_the_advisory_lock_of_the_patient_it_takes_only(pg: Postgr
     assert locks == [(1,)]  # not one per candidate: other workers may claim the others
 
 
-def test_a_claim_is_one_round_trip_after_the_connection_check(pg: PostgresStore):
-    pg.put_items([item("a1", "Patient/A"), item("a2", "Patient/A")])
-    before = pg.round_trips
-    claim = pg.claim_patient("w1", T0, 30)
-    assert claim is not None and [i.key for i in claim.items] == ["a1", "a2"]
-    assert pg.round_trips - before == 2
+def test_a_claim_is_one_round_trip(postgres_dsn: str):
+    store = PostgresStore(postgres_dsn, pool_max=1, check_idle_s=3600)  # no check counted
+    try:
+        store.put_items([item("a1", "Patient/A"), item("a2", "Patient/A")])
+        before = store.round_trips
+        claim = store.claim_patient("w1", T0, 30)
+        assert claim is not None and [i.key for i in claim.items] == ["a1", "a2"]
+        assert store.round_trips - before == 1
+    finally:
+        store.close()
 
 
 def test_a_relaxed_thread_commits_without_waiting_for_the_flush_and_others_still_wait(
