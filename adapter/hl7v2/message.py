@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from functools import lru_cache
 from typing import Any, Literal
 
 import hl7
@@ -85,13 +87,32 @@ class Hl7v2Error(UnprocessableError):
 
 @dataclass(frozen=True)
 class Segment:
+    """One segment; its fields are split (and their escapes decoded) when first read."""
+
     name: str
     sequence: int  # 1-based count of this segment id in the message
     position: int  # 1-based index of the segment in the message
-    fields: tuple[Field, ...]  # fields[0] is the segment id
+    raw: tuple[str, ...]  # raw[0] is the segment id; MSH-1 and MSH-2 as sent
+    separators: tuple[str, str, str, str] = ("^", "~", "\\", "&")
+    unescape: Any = None
+    _parsed: dict[int, Field] = dataclass_field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def fields(self) -> tuple[Field, ...]:
+        return tuple(self.field(number) for number in range(len(self.raw)))
 
     def field(self, number: int) -> Field:
-        return self.fields[number] if 0 <= number < len(self.fields) else ()
+        if not 0 <= number < len(self.raw):
+            return ()
+        found = self._parsed.get(number)
+        if found is None:
+            text = self.raw[number]
+            if number == 0 or (self.name == "MSH" and number <= 2):
+                found = (((text,),),)
+            else:
+                found = _field(text, self.separators, self.unescape)
+            self._parsed[number] = found
+        return found
 
     def value(self, number: int, component: int = 1, repetition: int = 1, sub: int = 1) -> str:
         """One leaf (unescaped), '' when absent."""
@@ -119,27 +140,25 @@ class Message:
         return self.segments[0]
 
 
-def _leaves(node: Any, message: Any) -> tuple[str, ...]:
-    if isinstance(node, str):
-        return (message.unescape(node) if "\\" in node else node,)
-    return tuple(message.unescape(str(item)) if "\\" in str(item) else str(item) for item in node)
+@lru_cache(maxsize=16)
+def _escapes(separator: str, encoding: str) -> Any:
+    """python-hl7's escape decoding for these encoding characters (MSH-1, MSH-2)."""
+    return hl7.parse(f"MSH{separator}{encoding}{separator}")
 
 
-def _field(node: Any, message: Any) -> Field:
-    """python-hl7 nests a plain field as [str] and a structured one as [Repetition[Component]]:
-    one shape for both."""
-    if isinstance(node, str):
-        return (((_leaves(node, message)),),)
-    repetitions: list[tuple[tuple[str, ...], ...]] = []
-    items = list(node)
-    if all(isinstance(item, str) for item in items):
-        return (tuple(_leaves(item, message) for item in items),) if items else ()
-    for repetition in items:
-        if isinstance(repetition, str):
-            repetitions.append((_leaves(repetition, message),))
-        else:
-            repetitions.append(tuple(_leaves(component, message) for component in repetition))
-    return tuple(repetitions)
+def _field(raw: str, separators: tuple[str, str, str, str], unescape: Any) -> Field:
+    """One field as repetitions of components of subcomponents, the escapes decoded."""
+    component, repetition, escape, subcomponent = separators
+    out = []
+    for rep in raw.split(repetition) if repetition in raw else (raw,):
+        components = []
+        for comp in rep.split(component) if component in rep else (rep,):
+            subs = comp.split(subcomponent) if subcomponent in comp else (comp,)
+            if escape in comp:
+                subs = [unescape(sub) if escape in sub else sub for sub in subs]
+            components.append(tuple(subs))
+        out.append(tuple(components))
+    return tuple(out)
 
 
 def decode(raw: bytes, tables: Hl7v2Tables) -> str:
@@ -172,6 +191,8 @@ def decode(raw: bytes, tables: Hl7v2Tables) -> str:
 
 def parse(text: str) -> Message:
     """Segments split on CR (LF and CR LF tolerated), checked for a leading MSH."""
+    # the whole message is stripped of surrounding whitespace, as python-hl7 does
+    text = text.strip()
     lines = [line for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if line]
     if not lines or not lines[0].startswith("MSH") or len(lines[0]) < 8:
         raise Hl7v2Error(
@@ -207,24 +228,23 @@ def parse(text: str) -> Message:
                 code=SEGMENT_SEQUENCE,
                 location=Location(name),
             )
+    separators = (encoding[0], encoding[1], encoding[2], encoding[3])
     try:
-        parsed = hl7.parse("\r".join(lines))
+        unescape = _escapes(separator, encoding).unescape
     except (HL7Exception, ValueError, IndexError) as error:
         raise Hl7v2Error(
-            f"cannot be parsed ({type(error).__name__})",
-            code=SEGMENT_SEQUENCE,
-            location=Location("MSH", 1),
+            f"MSH-2: encoding characters python-hl7 cannot use ({type(error).__name__})",
+            ack="AR",
+            code=DATA_TYPE_ERROR,
+            location=Location("MSH", 1, 2),
         ) from error
     counts: dict[str, int] = {}
     segments = []
-    for position, raw_segment in enumerate(parsed, start=1):
-        name = str(raw_segment[0])
+    for position, line in enumerate(lines, start=1):
+        name = line[:3]
         counts[name] = counts.get(name, 0) + 1
-        fields: list[Field] = [(((name,),),)]
-        for number, node in enumerate(list(raw_segment)[1:], start=1):
-            if name == "MSH" and number in (1, 2):
-                fields.append((((str(node[0]) if len(node) else "",),),))  # no unescaping
-            else:
-                fields.append(_field(node, parsed))
-        segments.append(Segment(name, counts[name], position, tuple(fields)))
+        parts = line.split(separator)
+        if name == "MSH" and position == 1:
+            parts = [name, separator, *parts[1:]]  # MSH-1 is the separator itself
+        segments.append(Segment(name, counts[name], position, tuple(parts), separators, unescape))
     return Message(tuple(segments), encoding)

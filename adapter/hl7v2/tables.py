@@ -7,6 +7,7 @@ holds the shape, so the translators stay pure.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -34,16 +35,34 @@ class Hl7v2Tables:
     coding_systems: tuple[tuple[str, str], ...]  # CWE-3 name -> URI
     local_codes: tuple[LocalCode, ...] = ()
 
+    @cached_property
+    def _status(self) -> dict[str, str]:
+        return dict(self.status)
+
+    @cached_property
+    def _systems(self) -> dict[str, str]:
+        return dict(self.coding_systems)
+
+    @cached_property
+    def _charsets(self) -> dict[str, str]:
+        return dict(self.charsets)
+
+    @cached_property
+    def _local(self) -> frozenset[str]:
+        return frozenset(row.code for row in self.local_codes)
+
     def status_of(self, code: str) -> str | None:
-        return dict(self.status).get(code)
+        return self._status.get(code)
 
     def system_uri(self, name: str) -> str | None:
-        return dict(self.coding_systems).get(name)
+        return self._systems.get(name)
 
     def codec(self, charset: str) -> str | None:
-        return dict(self.charsets).get(charset.strip().upper() if charset else "")
+        return self._charsets.get(charset.strip().upper() if charset else "")
 
     def local_loinc(self, code: str, system: str, sender: str) -> str | None:
+        if code not in self._local:
+            return None
         for row in self.local_codes:
             if row.code == code and row.system in (None, system) and row.sender in (None, sender):
                 return row.loinc

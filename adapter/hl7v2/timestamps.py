@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 _DTM = re.compile(
     r"(?P<year>\d{4})(?:(?P<month>\d{2})(?:(?P<day>\d{2})(?:(?P<hour>\d{2})(?:(?P<minute>\d{2})"
@@ -35,6 +36,7 @@ def _iso_offset(moment: datetime) -> str:
     return f"{sign}{total // 60:02d}:{total % 60:02d}"
 
 
+@lru_cache(maxsize=4096)
 def fhir_datetime(raw: str, site_tz: tzinfo) -> str:
     """A FHIR dateTime for a v2 DTM; ValueError when it is not one (the caller names the
     field)."""

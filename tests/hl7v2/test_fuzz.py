@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hl7
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.hl7v2.kit import obr, obx, oru, receiver, sample
+
+#: python-hl7 warns (deprecated `logger.warn`) on escape sequences it does not know
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 SEEDS = [
     sample("nist-lri-gu-002-cbc.hl7"),
