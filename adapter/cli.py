@@ -32,6 +32,7 @@ from adapter.errors import (
     EXIT_CODES,
     AdapterError,
     ConfigurationError,
+    UnreadableInputError,
     UsageError,
     as_adapter_error,
 )
@@ -53,7 +54,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "demo": ("evaluation", "demo", "log"),
     "rems-server": ("rems_server", "log"),
     "watch": ("fhir", "watch", "evaluation", "log"),
-    "serve": ("fhir", "serve", "inbound", "watch", "evaluation", "rems", "log"),
+    "serve": ("fhir", "serve", "inbound", "mllp", "watch", "evaluation", "rems", "log"),
+    "mllp": ("serve", "mllp", "log"),
 }
 
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -263,6 +265,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _rems_options(serve)
     _evaluation_options(serve)
+
+    mllp = commands.add_parser(
+        "mllp",
+        help="the HL7 v2 MLLP source of serve: results waiting for their patient",
+        epilog=EXIT_HELP,
+        formatter_class=parser.formatter_class,
+    )
+    actions = mllp.add_subparsers(dest="mllp_action", required=True)
+    unmatched = actions.add_parser(
+        "unmatched",
+        help="list HL7 v2 results stored and acknowledged whose patient the EHR does not "
+        "know yet (decided once it does)",
+        **sub,
+    )
+    _setting(
+        unmatched,
+        "serve.state",
+        "state store: SQLite file (default rems-adapter.sqlite) or postgresql:// URL",
+        metavar="DSN",
+    )
+    unmatched.add_argument(
+        "--format",
+        dest="mllp_format",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or json (one object a line)",
+    )
     return parser
 
 
@@ -546,12 +575,60 @@ def decision_backend(loaded: Loaded) -> Backend:
     return RemsDecider(settings, data.protocol, site_zone(loaded))
 
 
+# ------------------------------------------------------------------ mllp
+
+
+def mllp_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    import json
+
+    from adapter.pipeline.mllp_source import unmatched
+    from adapter.store import is_postgres, open_store
+
+    state = loaded.settings.serve.state
+    if not is_postgres(state) and not Path(state).is_file():
+        raise UnreadableInputError(
+            "no state store there (serve creates it)", where=loaded.name("serve.state")
+        )
+    store = open_store(state)
+    try:
+        rows = unmatched(store)
+    finally:
+        store.close()
+    for row in rows:
+        received = datetime.fromtimestamp(row.received_at, UTC).isoformat(timespec="seconds")
+        if args.mllp_format == "json":
+            print(
+                json.dumps(
+                    {
+                        "received": received,
+                        "identifier": {
+                            "system": row.identifier_system,
+                            "value": row.identifier_value,
+                        },
+                        "code": row.code,
+                        "key": row.key,
+                    }
+                )
+            )
+        else:
+            print(
+                f"{received}  {row.identifier_system}|{row.identifier_value}  {row.code}  {row.key}"
+            )
+    if args.mllp_format == "table":
+        print(
+            f"{len(rows)} result{'s' if len(rows) != 1 else ''} waiting for their patient",
+            file=sys.stderr,
+        )
+    return 0
+
+
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "run": run_command,
     "demo": demo_command,
     "rems-server": rems_server_command,
     "watch": watch_command,
     "serve": serve_command,
+    "mllp": mllp_command,
 }
 
 

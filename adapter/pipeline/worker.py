@@ -282,6 +282,10 @@ class Worker:
             token = f"{PUSHED_IDENTIFIER_SYSTEM}|{digest}"
         try:
             written = self.ehr.create_if_none_exist(body, {"identifier": token})
+            if not written.created and _superseded(written.resource, body):
+                # the same result again, changed (corrected, amended, withdrawn): a new version
+                # of the EHR's copy, so that the decisions made with the earlier one are re-made
+                return self._supersede(written.resource, body)
         except FhirServerError as error:
             if error.status is not None and 400 <= error.status < 500:
                 log.warning(
@@ -293,6 +297,15 @@ class Worker:
                 return resource
             raise
         return written.resource
+
+    def _supersede(self, held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        assert self.ehr is not None
+        meta = held.get("meta")
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        return self.ehr.update(
+            {**body, "id": held["id"]},
+            if_match_version=version if isinstance(version, str) else None,
+        )
 
     def _decide(
         self, patient: str, clock: datetime
@@ -402,6 +415,23 @@ class Worker:
         schedule = Schedule(self.data.protocol, status.hospice)
         due: date = schedule.current_until(status.next_due) + timedelta(days=1)
         return due
+
+
+#: What makes a result received again a new version of it (status, value, collection time).
+_RESULT_ELEMENTS = ("status", "dataAbsentReason", "value", "effective")
+
+
+def _superseded(held: dict[str, Any], received: dict[str, Any]) -> bool:
+    """Whether `received` changes the result the EHR holds as `held` (same identifier)."""
+
+    def result(resource: dict[str, Any]) -> dict[str, Any]:
+        return {
+            key: value
+            for key, value in resource.items()
+            if key == "status" or key.startswith(_RESULT_ELEMENTS[1:])
+        }
+
+    return result(held) != result(received)
 
 
 def _identifier_token(resource: dict[str, Any]) -> str | None:

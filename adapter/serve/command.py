@@ -193,4 +193,12 @@ def _install_signals(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
+def _register() -> None:
+    from adapter.serve.mllp import mllp_extension
+
+    EXTENSIONS.append(mllp_extension)
+
+
+_register()
+
 __all__ = ["EXTENSIONS", "loopback", "parse_listen", "run"]
