@@ -152,8 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     counts = [int(value) for value in args.connections.split(",")]
     with tempfile.TemporaryDirectory(dir=args.work) as folder:
-        print(f"{'setup':9} {'conns':>5} {'msgs':>7} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'max ms':>8}")
+        print(
+            f"{'setup':9} {'conns':>5} {'msgs':>7} {'msg/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'max ms':>8}"
+        )
         runners: list[tuple[int, Callable[[], float], Callable[[], float]]] = [
             (
                 count,
