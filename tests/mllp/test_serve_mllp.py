@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +22,13 @@ from adapter.serve.mllp import MllpExtension
 from adapter.serve.service import Service
 from adapter.store.sqlite import SqliteStore
 from adapter.watch.writeback import ensure_author_device
-from tests.hl7v2.kit import AUTHORITY, SYSTEM, TABLES, options
+from tests.hl7v2.kit import SYSTEM, TABLES, options
+from tests.mllp.e2e_kit import give_mrn, oru_now, patient_with_mrn
 from tests.mllp.kit import msa
-from tests.serve.conftest import Serve, fast_client, start_stock_sekmet
+from tests.serve.conftest import Serve, fast_client
 from tests.serve.kit import all_of, codes, issues, recent_history, seed
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def ehr() -> Iterator[Any]:
-    server = start_stock_sekmet()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class MllpServe(Serve):
@@ -96,37 +88,6 @@ def serve(ehr: Any, tmp_path: Path) -> Iterator[MllpServe]:
         started.stop()
 
 
-def _patient_with_mrn(base_url: str, mrn: str, anc: list[float]) -> str:
-    ids = seed(base_url, [recent_history(anc)])
-    patient = next(v for v in ids.values() if v.startswith("Patient/"))
-    _give_mrn(base_url, patient, mrn)
-    return patient
-
-
-def _give_mrn(base_url: str, patient: str, mrn: str) -> None:
-    resource = requests.get(f"{base_url}/{patient}", timeout=30).json()
-    resource["identifier"] = [{"system": SYSTEM, "value": mrn}]
-    answer = requests.put(f"{base_url}/{patient}", json=resource, timeout=30)
-    assert answer.status_code in (200, 201), answer.text[:300]
-
-
-def _when(hours: int = 2) -> str:
-    moment = datetime.now(UTC) - timedelta(hours=hours)
-    return moment.strftime("%Y%m%d%H%M%S+0000")
-
-
-def _oru(mrn: str, control: str, value: str, status: str = "F", filler: str = "ACC1") -> bytes:
-    collected = _when()
-    lines = [
-        f"MSH|^~\\&|LAB|NORTHLAB|REMS|PHARM|{_when(1)}||ORU^R01^ORU_R01|{control}|P|2.5.1",
-        f"PID|1||{mrn}^^^NORTH&{AUTHORITY}&ISO^MR||Doe^Jane||19800101|F",
-        f"OBR|1|P{filler}^LAB|{filler}^LAB|57021-8^CBC^LN|||{collected}",
-        f"OBX|1|NM|751-8^Neutrophils^LN||{value}|10\\S\\9/L|||||{status}|||{collected}",
-        f"SPM|1|{filler}-T1^LAB||119297000^BLD^SCT|||||||||||||{collected}",
-    ]
-    return ("\r".join(lines) + "\r").encode()
-
-
 def _open(found: list[dict[str, Any]]) -> list[str]:
     """The ANC findings still open (final); the PSF ones that come with a low ANC aside."""
     return [
@@ -137,8 +98,8 @@ def _open(found: list[dict[str, Any]]) -> list[str]:
 
 
 def test_a_low_anc_over_mllp_is_decided_and_written_back_once(serve, ehr):
-    patient = _patient_with_mrn(ehr.base_url, "MRN-E1", [2100, 2000, 1900])
-    assert serve.send(_oru("MRN-E1", "E1-1", "0.8")) == ("AA", "E1-1")
+    patient = patient_with_mrn(ehr.base_url, "MRN-E1", [2100, 2000, 1900])
+    assert serve.send(oru_now("MRN-E1", "E1-1", "0.8")) == ("AA", "E1-1")
     serve.settle()
     found = issues(ehr.base_url, patient)
     assert _open(found) == ["anc-moderate-neutropenia"]
@@ -149,7 +110,7 @@ def test_a_low_anc_over_mllp_is_decided_and_written_back_once(serve, ehr):
         got = requests.get(f"{ehr.base_url}/{kind}/{rid}", timeout=10)
         assert got.status_code == 200 and got.json()["subject"]["reference"] == patient
     # the same message sent again: acknowledged again, no second effect
-    assert serve.send(_oru("MRN-E1", "E1-1", "0.8")) == ("AA", "E1-1")
+    assert serve.send(oru_now("MRN-E1", "E1-1", "0.8")) == ("AA", "E1-1")
     serve.settle()
     assert codes(issues(ehr.base_url, patient)) == codes(found)
     metrics = requests.get(f"{serve.url}/metrics", timeout=10).text
@@ -157,12 +118,12 @@ def test_a_low_anc_over_mllp_is_decided_and_written_back_once(serve, ehr):
 
 
 def test_a_correction_changes_the_decision(serve, ehr):
-    patient = _patient_with_mrn(ehr.base_url, "MRN-E2", [2100, 2000, 1900])
-    assert serve.send(_oru("MRN-E2", "E2-1", "0.8", filler="ACC2")) == ("AA", "E2-1")
+    patient = patient_with_mrn(ehr.base_url, "MRN-E2", [2100, 2000, 1900])
+    assert serve.send(oru_now("MRN-E2", "E2-1", "0.8", filler="ACC2")) == ("AA", "E2-1")
     serve.settle()
     assert _open(issues(ehr.base_url, patient)) == ["anc-moderate-neutropenia"]
     # the lab corrects it (OBX-11 C, a new control id): the low finding is withdrawn
-    assert serve.send(_oru("MRN-E2", "E2-2", "1.8", "C", filler="ACC2")) == ("AA", "E2-2")
+    assert serve.send(oru_now("MRN-E2", "E2-2", "1.8", "C", filler="ACC2")) == ("AA", "E2-2")
     serve.settle()
     assert "anc-moderate-neutropenia" not in _open(issues(ehr.base_url, patient))
     # one Observation on the EHR, now at its corrected version
@@ -176,11 +137,11 @@ def test_a_correction_changes_the_decision(serve, ehr):
 
 
 def test_a_withdrawal_removes_the_decision(serve, ehr):
-    patient = _patient_with_mrn(ehr.base_url, "MRN-E3", [2100, 2000, 1900])
-    assert serve.send(_oru("MRN-E3", "E3-1", "0.3", filler="ACC3"))[0] == "AA"
+    patient = patient_with_mrn(ehr.base_url, "MRN-E3", [2100, 2000, 1900])
+    assert serve.send(oru_now("MRN-E3", "E3-1", "0.3", filler="ACC3"))[0] == "AA"
     serve.settle()
     assert _open(issues(ehr.base_url, patient)) == ["anc-severe-neutropenia"]
-    assert serve.send(_oru("MRN-E3", "E3-2", "", "W", filler="ACC3"))[0] == "AA"
+    assert serve.send(oru_now("MRN-E3", "E3-2", "", "W", filler="ACC3"))[0] == "AA"
     serve.settle()
     found = issues(ehr.base_url, patient)
     assert "anc-severe-neutropenia" not in _open(found)
@@ -191,7 +152,7 @@ def test_a_withdrawal_removes_the_decision(serve, ehr):
 def test_an_unknown_patient_is_parked_then_decided_once_it_appears(serve, ehr, capsys):
     ids = seed(ehr.base_url, [recent_history([2100, 2000, 1900])])
     patient = next(v for v in ids.values() if v.startswith("Patient/"))
-    assert serve.send(_oru("MRN-E4", "E4-1", "0.8", filler="ACC4")) == ("AA", "E4-1")
+    assert serve.send(oru_now("MRN-E4", "E4-1", "0.8", filler="ACC4")) == ("AA", "E4-1")
     assert serve.mllp is not None and serve.mllp.source is not None
     source = serve.mllp.source
     assert source.match_parked() == 0  # the EHR knows no Patient with that identifier
@@ -200,7 +161,7 @@ def test_an_unknown_patient_is_parked_then_decided_once_it_appears(serve, ehr, c
     assert cli.main(["mllp", "unmatched", "--state", str(serve.state)]) == 0
     assert f"{SYSTEM}|MRN-E4  751-8" in capsys.readouterr().out
     assert issues(ehr.base_url, patient) == []  # never matched by guess
-    _give_mrn(ehr.base_url, patient, "MRN-E4")  # registration catches up
+    give_mrn(ehr.base_url, patient, "MRN-E4")  # registration catches up
     serve.settle()  # the matcher's next pass (every 0.2 s here) files it
     assert _open(issues(ehr.base_url, patient)) == ["anc-moderate-neutropenia"]
     metrics = requests.get(f"{serve.url}/metrics", timeout=10).text
