@@ -274,6 +274,8 @@ class MllpSettings:
     match_interval: float = 30.0
     #: bound of one pass (parked results read)
     match_batch: int = 1000
+    #: seconds a pass waits after new parked results, so a burst is matched in one pass
+    match_delay: float = 1.0
 
 
 class MllpSource:
@@ -362,10 +364,15 @@ class MllpSource:
 
     def _match_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.settings.match_interval)
+            woken = self._wake.wait(self.settings.match_interval)
+            if woken:
+                # new parked results come in bursts: one pass for the burst, not one each
+                self._stop.wait(min(self.settings.match_delay, self.settings.match_interval))
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if self.matcher.ehr is None:
+                continue
             try:
                 self.match_parked()
             except Exception as error:  # the loop survives; logged by kind only

@@ -18,7 +18,10 @@ group commit needed), and the durable/baseline throughput ratio.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -65,7 +68,9 @@ class _Handler:
         return self.receiver.bad_frame(reason, head).ack
 
 
-def drive(address: tuple[str, int], connections: int, messages: int) -> tuple[float, list[float]]:
+def _drive_here(
+    address: tuple[str, int], connections: int, messages: int
+) -> tuple[float, list[float]]:
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(connections + 1)
@@ -96,6 +101,20 @@ def drive(address: tuple[str, int], connections: int, messages: int) -> tuple[fl
     if errors:
         raise errors[0]
     return elapsed, [value for values in latencies for value in values]
+
+
+def drive(address: tuple[str, int], connections: int, messages: int) -> tuple[float, list[float]]:
+    """The senders run in their own process (as a lab's engine would), so that they do not
+    share the listener's interpreter lock."""
+    command = [
+        sys.executable, "-m", "tests.mllp.bench", "--drive", f"{address[0]}:{address[1]}",
+        "--connections", str(connections), "--messages", str(messages),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    result = json.loads(done.stdout)
+    return float(result["elapsed"]), [float(value) for value in result["latencies"]]
 
 
 def _row(label: str, connections: int, elapsed: float, latencies: list[float], extra: str) -> float:
@@ -149,7 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=400, help="messages per connection")
     parser.add_argument("--connections", default="1,4,8,16")
     parser.add_argument("--work", type=Path, default=None, help="folder for the state files")
+    parser.add_argument("--drive", default=None, help=argparse.SUPPRESS)  # the sender process
     args = parser.parse_args(argv)
+    if args.drive:
+        host, _, port = args.drive.rpartition(":")
+        elapsed, latencies = _drive_here((host, int(port)), int(args.connections), args.messages)
+        print(json.dumps({"elapsed": elapsed, "latencies": latencies}))
+        return
     counts = [int(value) for value in args.connections.split(",")]
     with tempfile.TemporaryDirectory(dir=args.work) as folder:
         print(
