@@ -126,6 +126,8 @@ def run(
     config = watch_config(loaded, None)
     pipeline_settings, http = settings_for(loaded)
     data = load_reference_data(config.evaluation.mappings)
+    # extensions check their settings before anything is opened or contacted
+    extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
     store = open_store(serve.state)
     try:
         store.bind_ehr(config.fhir.base_url)
@@ -144,7 +146,6 @@ def run(
             device.close()
         if serve.poll:
             log.warning("the poll source is not wired into serve yet: push only")
-        extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
         service = Service(
             store,
             data,
