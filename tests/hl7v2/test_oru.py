@@ -100,6 +100,13 @@ def test_nist_cbc_maps_the_three_results_the_anc_rules_read():
         Observation.model_validate(result.observation)
 
 
+def test_nist_esr_with_a_truncation_character_is_taken_and_maps_nothing():
+    # MSH-2 "^~\&#" (v2.7 truncation character), NTE and TQ1 segments; an ESR is not read
+    message = mapped(sample("nist-lri-gu-001-esr-final.hl7"))
+    assert message.results == () and message.ignored == 1
+    assert message.header.key.endswith("|NIST-LRI-GU-001.00")
+
+
 def test_nist_sample_is_a_training_message_refused_unless_the_site_accepts_t():
     outcome, reason = refused(sample("nist-lri-gu-002-cbc.hl7"), processing_ids=frozenset({"P"}))
     assert outcome == "AR" and "MSH-11" in reason
