@@ -41,6 +41,7 @@ from adapter.mappings_loader import load_reference_data
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
 from adapter.settings import FLAGS, Loaded, load_settings, render
+from adapter.store import Store, is_postgres, open_store
 from adapter.watch import cli as watch_cli
 
 log = logging.getLogger("adapter.cli")
@@ -55,6 +56,8 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "rems-server": ("rems_server", "log"),
     "watch": ("fhir", "watch", "evaluation", "log"),
     "serve": ("fhir", "serve", "inbound", "mllp", "watch", "evaluation", "rems", "log"),
+    "outbox": ("serve", "log"),
+    "audit": ("serve", "log"),
     "mllp": ("serve", "mllp", "log"),
 }
 
@@ -266,32 +269,41 @@ def build_parser() -> argparse.ArgumentParser:
     _rems_options(serve)
     _evaluation_options(serve)
 
+    outbox = commands.add_parser(
+        "outbox",
+        help="list, show or replay the outbox's dead letters (effects serve gave up on)",
+        description="Dead letters are effects (DetectedIssue writes) the EHR refused or that "
+        "failed too often. `list` shows them, `show ID` one in full, `replay ID ...` (or "
+        "--all) queues them again for a running serve.",
+        **sub,
+    )
+    outbox.add_argument("action", nargs="?", default="list", choices=("list", "show", "replay"))
+    outbox.add_argument("ids", nargs="*", metavar="ID", help="effect ids (from `outbox list`)")
+    outbox.add_argument("--all", action="store_true", help="replay every dead letter")
+    outbox.add_argument("--pending", action="store_true", help="list the pending effects instead")
+    outbox.add_argument("--json", action="store_true", help="one JSON object a line")
+    _setting(outbox, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
+
+    audit = commands.add_parser(
+        "audit",
+        help="every decision recorded for a patient (inputs, rules, outcome, time)",
+        **sub,
+    )
+    audit.add_argument("patient", metavar="PATIENT", help="Patient id or Patient/id")
+    audit.add_argument("--json", action="store_true", help="one JSON object a line")
+    _setting(audit, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
+
     mllp = commands.add_parser(
         "mllp",
         help="the HL7 v2 MLLP source of serve: results waiting for their patient",
-        epilog=EXIT_HELP,
-        formatter_class=parser.formatter_class,
-    )
-    actions = mllp.add_subparsers(dest="mllp_action", required=True)
-    unmatched = actions.add_parser(
-        "unmatched",
-        help="list HL7 v2 results stored and acknowledged whose patient the EHR does not "
-        "know yet (decided once it does)",
+        description="`unmatched` lists HL7 v2 results stored and acknowledged whose patient "
+        "the EHR does not know yet (PID-3 under mllp.assigning_authority); they are decided "
+        "once it does.",
         **sub,
     )
-    _setting(
-        unmatched,
-        "serve.state",
-        "state store: SQLite file (default rems-adapter.sqlite) or postgresql:// URL",
-        metavar="DSN",
-    )
-    unmatched.add_argument(
-        "--format",
-        dest="mllp_format",
-        choices=("table", "json"),
-        default="table",
-        help="table (default) or json (one object a line)",
-    )
+    mllp.add_argument("action", nargs="?", default="unmatched", choices=("unmatched",))
+    mllp.add_argument("--json", action="store_true", help="one JSON object a line")
+    _setting(mllp, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
     return parser
 
 
@@ -575,46 +587,61 @@ def decision_backend(loaded: Loaded) -> Backend:
     return RemsDecider(settings, data.protocol, site_zone(loaded))
 
 
-# ------------------------------------------------------------------ mllp
+def _existing_store(loaded: Loaded) -> Store:
+    dsn = loaded.settings.serve.state
+    if not is_postgres(dsn) and not Path(dsn).is_file():
+        raise UnreadableInputError(f"no state store at {dsn}", where=loaded.name("serve.state"))
+    return open_store(dsn)
+
+
+def outbox_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.serve import operator
+
+    store = _existing_store(loaded)
+    try:
+        if args.action == "list":
+            state = "pending" if args.pending else "dead"
+            return operator.outbox_list(store, sys.stdout, state=state, as_json=args.json)
+        if args.action == "show":
+            if not args.ids:
+                raise UsageError("name the effect to show (an ID from `outbox list`)", where="ID")
+            return operator.outbox_show(store, args.ids, sys.stdout)
+        return operator.outbox_replay(store, args.ids, sys.stdout, every=args.all)
+    finally:
+        store.close()
+
+
+def audit_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.serve import operator
+
+    store = _existing_store(loaded)
+    try:
+        return operator.audit(store, args.patient, sys.stdout, as_json=args.json)
+    finally:
+        store.close()
 
 
 def mllp_command(args: argparse.Namespace, loaded: Loaded) -> int:
     import json
 
     from adapter.pipeline.mllp_source import unmatched
-    from adapter.store import is_postgres, open_store
 
-    state = loaded.settings.serve.state
-    if not is_postgres(state) and not Path(state).is_file():
-        raise UnreadableInputError(
-            "no state store there (serve creates it)", where=loaded.name("serve.state")
-        )
-    store = open_store(state)
+    store = _existing_store(loaded)
     try:
         rows = unmatched(store)
     finally:
         store.close()
     for row in rows:
         received = datetime.fromtimestamp(row.received_at, UTC).isoformat(timespec="seconds")
-        if args.mllp_format == "json":
-            print(
-                json.dumps(
-                    {
-                        "received": received,
-                        "identifier": {
-                            "system": row.identifier_system,
-                            "value": row.identifier_value,
-                        },
-                        "code": row.code,
-                        "key": row.key,
-                    }
-                )
-            )
+        if args.json:
+            identifier = {"system": row.identifier_system, "value": row.identifier_value}
+            record = {"received": received, "identifier": identifier, "code": row.code}
+            print(json.dumps({**record, "key": row.key}))
         else:
             print(
                 f"{received}  {row.identifier_system}|{row.identifier_value}  {row.code}  {row.key}"
             )
-    if args.mllp_format == "table":
+    if not args.json:
         print(
             f"{len(rows)} result{'s' if len(rows) != 1 else ''} waiting for their patient",
             file=sys.stderr,
@@ -628,6 +655,8 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "rems-server": rems_server_command,
     "watch": watch_command,
     "serve": serve_command,
+    "outbox": outbox_command,
+    "audit": audit_command,
     "mllp": mllp_command,
 }
 

@@ -141,6 +141,7 @@ class Pipeline:
             metrics=self.metrics,
             clock=self.clock,
             batch=self.settings.outbox_batch,
+            lease_seconds=self.settings.worker.lease_seconds,
         )
 
     def start(self, extra: list[Callable[[threading.Event], None]] | None = None) -> None:
@@ -151,6 +152,7 @@ class Pipeline:
             inbox_event=self.inbox_event,
             outbox_event=self.outbox_event,
             extra=extra,
+            store=self.store,
         )
         self.runner.start()
 

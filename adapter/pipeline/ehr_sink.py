@@ -76,7 +76,8 @@ class EhrSink(Sink):
         resource: dict[str, Any] = body["resource"]
         try:
             if effect.kind == ISSUE_CREATE:
-                return self._create(resource, str(body["condition"]))
+                tried = effect.attempts > 0 or effect.last_error is not None or effect.reclaimed
+                return self._create(resource, str(body["condition"]), tried)
             if effect.kind == ISSUE_UPDATE:
                 return self._update(resource, body.get("if_match"))
         except FhirConflictError as error:
@@ -86,17 +87,21 @@ class EhrSink(Sink):
             raise _retry_or_give_up(error) from error
         raise GiveUp(f"the EHR sink does not perform {effect.kind}")
 
-    def _create(self, resource: dict[str, Any], condition: str) -> Performed:
+    def _create(self, resource: dict[str, Any], condition: str, tried: bool) -> Performed:
+        """`tried`: an earlier attempt may have written it (then read first, so a replay never
+        overwrites what happened to it since). A first attempt PUTs at once: the effects of a
+        patient run in order, so nothing can have changed the DetectedIssue before it exists."""
         identifier = decision_identifier(resource)
         if self.use_put():
             rid = str(resource["id"])
-            try:
-                held = self.client.read("DetectedIssue", rid)
-                return Performed(
-                    {"id": rid, "created": False}, held, decision_identifier(held), True
-                )
-            except FhirNotFoundError:
-                pass
+            if tried:
+                try:
+                    held = self.client.read("DetectedIssue", rid)
+                    return Performed(
+                        {"id": rid, "created": False}, held, decision_identifier(held), True
+                    )
+                except FhirNotFoundError:
+                    pass
             written = self.client.update(resource)
             return Performed({"id": written.get("id"), "created": True}, written, identifier, True)
         body = {k: v for k, v in resource.items() if k != "id"}  # the server assigns it

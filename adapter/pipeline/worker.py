@@ -21,6 +21,7 @@ Logging: counts, types and places only; never a patient reference, a value or a 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -30,6 +31,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from importlib import resources as package_files
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -67,6 +70,23 @@ def where(error: BaseException) -> str:
     return type(error).__name__ + (place if frames else "")
 
 
+def mappings_version(folder: str | None) -> str:
+    """A digest of the mappings in force (bundled files, overlaid by the site's folder)."""
+    digest = hashlib.sha256()
+    bundled = package_files.files("adapter.mappings")
+    files = {
+        entry.name: entry.read_bytes()
+        for entry in bundled.iterdir()
+        if entry.name.endswith(".toml")
+    }
+    if folder:
+        for path in sorted(Path(folder).glob("*.toml")):
+            files[path.name] = path.read_bytes()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     site_tz: tzinfo = field(default_factory=lambda: ZoneInfo("UTC"))
@@ -83,7 +103,8 @@ class WorkerSettings:
     #: first backoff after an upstream failure, doubled each time up to `retry_max_seconds`
     retry_seconds: float = 1.0
     retry_max_seconds: float = 300.0
-    mappings_version: str = ""
+    #: recorded in the audit with each decision
+    mappings_version: str = field(default_factory=lambda: mappings_version(None))
 
 
 class Worker:
@@ -184,14 +205,12 @@ class Worker:
         state = self.store.patient_state(patient) or {}
         history: list[dict[str, Any]] = []
         if not state.get("hydrated") and self.settings.hydrate and self.ehr is not None:
-            history = list(
-                patient_history(
-                    self.ehr,
-                    self.data,
-                    patient,
-                    derive_anc=self.settings.derive_anc,
-                    limits=self.settings.history,
-                )
+            history = patient_history(
+                self.ehr,
+                self.data,
+                patient,
+                derive_anc=self.settings.derive_anc,
+                limits=self.settings.history,
             )
         for resource in [*history, *arrived]:
             self._prefetch_medication(resource)
@@ -230,6 +249,8 @@ class Worker:
             if pending:
                 # the REMS could not be reached: the dispense is `pending` (its DetectedIssue
                 # says so) and the patient is decided again after a backoff
+                if self.metrics is not None:
+                    self.metrics.upstream_error("rems")
                 delay = self._backoff(patient)
                 self.store.put_items(
                     [NewItem(f"rems-pending:{patient}:{now:.3f}", "recheck", patient, None, now)]
@@ -394,7 +415,7 @@ class Worker:
             backend = result.backend
             outcome += [f"finding {f.code} {f.identifier}" for f in result.findings]
             outcome += [f"withdraw {w.issue.ref} {w.status}" for w in result.withdrawals]
-            outcome += [f"dispense {d.dispense} {d.outcome}" for d in result.decisions]
+            outcome += [f"dispense {d.dispense.ref} {d.outcome}" for d in result.decisions]
         written = sum(1 for new in fresh if new)
         return AuditRecord(
             patient=patient,

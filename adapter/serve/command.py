@@ -7,14 +7,11 @@ backend, the pipeline, the HTTP endpoints; then it runs until SIGTERM/SIGINT and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import signal
 import threading
 from collections.abc import Callable
-from importlib import resources as package_files
 from ipaddress import ip_address
-from pathlib import Path
 from types import FrameType
 
 from adapter import __version__
@@ -25,6 +22,7 @@ from adapter.fhir.write import AUTHOR_DEVICE
 from adapter.mappings_loader import load_reference_data
 from adapter.pipeline import PipelineSettings, RetryPolicy, WorkerSettings
 from adapter.pipeline.history import HistoryLimits
+from adapter.pipeline.worker import mappings_version
 from adapter.serve.app import HttpSettings
 from adapter.serve.extensions import Extension
 from adapter.serve.service import Service
@@ -54,23 +52,6 @@ def parse_listen(raw: str, where: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(f"'{raw}' is not HOST:PORT", where=where)
     return host.strip("[]"), int(port)
-
-
-def mappings_version(folder: str | None) -> str:
-    """A digest of the mappings in force (bundled files, overlaid by the site's folder)."""
-    digest = hashlib.sha256()
-    bundled = package_files.files("adapter.mappings")
-    files = {
-        entry.name: entry.read_bytes()
-        for entry in bundled.iterdir()
-        if entry.name.endswith(".toml")
-    }
-    if folder:
-        for path in sorted(Path(folder).glob("*.toml")):
-            files[path.name] = path.read_bytes()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name] + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def settings_for(loaded: Loaded) -> tuple[PipelineSettings, HttpSettings]:

@@ -1,4 +1,11 @@
-"""Writing decisions back: conditional creates and If-Match updates, in batch Bundles or one by one.
+"""Writing decisions back: creates and If-Match updates, in batch Bundles or one by one.
+
+A new DetectedIssue is created in one of two ways, read from the server's CapabilityStatement
+(interfaces.md section 4; `EhrFeatures`): where the server allows client-assigned ids
+(`rest.resource.updateCreate`), ``PUT DetectedIssue/{deterministic id}`` after a read that finds
+it absent (a replay never duplicates it, and never overwrites a later version such as a
+withdrawal or a prescriber's mitigation); otherwise a conditional create (``If-None-Exist`` on
+the decision identifier). Both are exactly-once on replay.
 
 A failure of the whole request (server unreachable after retries) propagates: the patients stay
 marked for decision and the next cycle tries again. A per-entry refusal (412: someone changed the
@@ -8,29 +15,81 @@ resource since we read it; 4xx: the server rejected it) is reported in the resul
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from adapter.ehr import FhirClient, FhirConflictError, FhirNotFoundError, FhirServerError
-from adapter.fhir.write import author_device
+from adapter.fhir.write import AUTHOR_DEVICE, DEVICE_IDENTIFIER_SYSTEM, author_device
+
+#: The two ways a new DetectedIssue is created.
+PUT = "put"
+CONDITIONAL = "conditional-create"
 
 
-def ensure_author_device(client: FhirClient, version: str) -> bool:
-    """Create the Device our DetectedIssues name as author, once: read it, and when the server
-    does not have it, PUT it under its fixed id (update-as-create). False when the server
-    refuses client-assigned ids (the DetectedIssues then name a Device it does not hold)."""
+@dataclass(frozen=True)
+class EhrFeatures:
+    """What the EHR's CapabilityStatement says the write-back and the poll can use."""
+
+    #: how new DetectedIssues are created: PUT (client-assigned ids) or CONDITIONAL
+    create_mode: str = CONDITIONAL
+    #: the server declares DetectedIssue `identifier` search (else the poll filters locally)
+    issue_identifier_search: bool = True
+
+
+def _declared(capabilities: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    rests = capabilities.get("rest")
+    for rest in rests if isinstance(rests, list) else []:
+        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
+            continue
+        resources = rest.get("resource")
+        for item in resources if isinstance(resources, list) else []:
+            if isinstance(item, dict) and isinstance(item.get("type"), str):
+                out[item["type"]] = item
+    return out
+
+
+def ehr_features(capabilities: dict[str, Any]) -> EhrFeatures:
+    """Read `rest.resource.updateCreate` (and the DetectedIssue search parameters). A server
+    that does not list DetectedIssue at all (stock sekmet-fhir) is judged by what it declares
+    for the resources it does list: update-as-create when every one that says allows it."""
+    declared = _declared(capabilities)
+    issue = declared.get("DetectedIssue")
+    if issue is not None:
+        put = issue.get("updateCreate") is True
+        params = issue.get("searchParam")
+        listed = params if isinstance(params, list) else []
+        names = {p.get("name") for p in listed if isinstance(p, dict)}
+        return EhrFeatures(PUT if put else CONDITIONAL, "identifier" in names)
+    says = [item.get("updateCreate") for item in declared.values() if "updateCreate" in item]
+    put = bool(says) and all(value is True for value in says)
+    return EhrFeatures(PUT if put else CONDITIONAL, False)
+
+
+def ensure_author_device(client: FhirClient, version: str, create_mode: str = PUT) -> str:
+    """Create the Device our DetectedIssues name as author, once, and return its reference.
+
+    Read `Device/rems-adapter`; when absent, PUT it under that fixed id (update-as-create) or,
+    where the server assigns ids, create it conditionally on its identifier (then its reference
+    is the server's id). A replay finds it and changes nothing."""
     device = author_device(version)
     try:
         client.read(device["resourceType"], device["id"])
-        return True
+        return AUTHOR_DEVICE
     except FhirNotFoundError:
         pass
-    try:
-        client.update(device)
-    except FhirServerError:
-        return False
-    return True
+    if create_mode == PUT:
+        try:
+            client.update(device)
+            return AUTHOR_DEVICE
+        except FhirServerError:
+            pass  # no client-assigned ids after all: create it by its identifier
+    body = {k: v for k, v in device.items() if k != "id"}
+    token = f"{DEVICE_IDENTIFIER_SYSTEM}|{device['id']}"
+    created = client.create_if_none_exist(body, {"identifier": token})
+    return f"Device/{created.resource['id']}"
 
 
 @dataclass(frozen=True)
@@ -58,8 +117,11 @@ class Written:
         return self.resource is not None and 200 <= self.status < 300
 
 
-def _entry(write: Write) -> dict[str, Any]:
+def _entry(write: Write, create_mode: str = CONDITIONAL) -> dict[str, Any]:
     kind = write.resource["resourceType"]
+    if write.condition is not None and create_mode == PUT:
+        body = {k: v for k, v in write.resource.items() if k != "meta" or v}
+        return {"resource": body, "request": {"method": "PUT", "url": f"{kind}/{body['id']}"}}
     if write.condition is not None:
         body = {k: v for k, v in write.resource.items() if k != "id"}  # the server assigns it
         request = {
@@ -99,14 +161,70 @@ def _status(answer: dict[str, Any]) -> int:
     return int(raw) if raw.isdigit() else 0
 
 
-def send(
+def _existing(
     client: FhirClient, writes: Sequence[Write], *, use_bundles: bool, batch_size: int
+) -> dict[int, dict[str, Any]]:
+    """The creates (by index) whose deterministic id the server already holds."""
+    creates = [(i, w) for i, w in enumerate(writes) if w.is_create]
+    found: dict[int, dict[str, Any]] = {}
+    for start in range(0, len(creates), batch_size if use_bundles else 1):
+        chunk = creates[start : start + (batch_size if use_bundles else 1)]
+        if use_bundles:
+            entries = [
+                {"request": {"method": "GET", "url": f"{kind}/{w.resource['id']}"}}
+                for _, w in chunk
+                if (kind := w.resource["resourceType"])
+            ]
+            for (index, write), answer in zip(chunk, client.batch(entries), strict=True):
+                resource = answer.get("resource")
+                status = _status(answer.get("response") or {})
+                if (
+                    status == 200
+                    and isinstance(resource, dict)
+                    and resource.get("resourceType") == write.resource["resourceType"]
+                ):
+                    found[index] = resource
+            continue
+        for index, write in chunk:
+            with suppress(FhirNotFoundError):
+                found[index] = client.read(write.resource["resourceType"], write.resource["id"])
+    return found
+
+
+def send(
+    client: FhirClient,
+    writes: Sequence[Write],
+    *,
+    use_bundles: bool,
+    batch_size: int,
+    create_mode: str = CONDITIONAL,
+) -> list[Written]:
+    """Write `writes`; the answers in the same order."""
+    if create_mode != PUT:
+        return _send(client, writes, use_bundles=use_bundles, batch_size=batch_size)
+    existing = _existing(client, writes, use_bundles=use_bundles, batch_size=batch_size)
+    rest = [w for i, w in enumerate(writes) if i not in existing]
+    sent = iter(
+        _send(client, rest, use_bundles=use_bundles, batch_size=batch_size, create_mode=PUT)
+    )
+    return [
+        Written(w, 200, existing[i]) if i in existing else next(sent) for i, w in enumerate(writes)
+    ]
+
+
+def _send(
+    client: FhirClient,
+    writes: Sequence[Write],
+    *,
+    use_bundles: bool,
+    batch_size: int,
+    create_mode: str = CONDITIONAL,
 ) -> list[Written]:
     out: list[Written] = []
     if use_bundles:
         for start in range(0, len(writes), batch_size):
             chunk = writes[start : start + batch_size]
-            answers = client.batch([_entry(w) for w in chunk])
+            answers = client.batch([_entry(w, create_mode) for w in chunk])
             for write, answer in zip(chunk, answers, strict=True):
                 response = answer.get("response") or {}
                 status = _status(response)
@@ -120,7 +238,10 @@ def send(
         return out
     for write in writes:
         try:
-            if write.condition is not None:
+            if write.condition is not None and create_mode == PUT:
+                body = _entry(write, PUT)["resource"]
+                out.append(Written(write, 201, client.update(body)))
+            elif write.condition is not None:
                 result = client.create_if_none_exist(
                     _entry(write)["resource"], {"identifier": write.condition}
                 )

@@ -1,5 +1,5 @@
 """`serve --mllp` refuses what it cannot run, with one line and exit 3, before it opens or
-contacts anything; `rems-adapter mllp` without an action is a usage error."""
+contacts anything; `rems-adapter mllp` with an unknown action is a usage error."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_serve_mllp_settings_are_checked_first(argv, env, words, tmp_path, monke
     assert not state.exists()  # nothing opened
 
 
-def test_mllp_needs_an_action(capsys):
+def test_mllp_knows_its_actions(capsys):
     with pytest.raises(SystemExit) as caught:
-        cli.main(["mllp"])
+        cli.main(["mllp", "frobnicate"])
     assert caught.value.code == 2
