@@ -30,6 +30,7 @@ from adapter.decide import Backend, LocalBackend
 from adapter.decide.rems import RemsDecider, RemsSettings
 from adapter.errors import (
     EXIT_CODES,
+    EXIT_UPSTREAM,
     AdapterError,
     ConfigurationError,
     UnreadableInputError,
@@ -301,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         "once it does.",
         **sub,
     )
-    mllp.add_argument("action", nargs="?", default="unmatched", choices=("unmatched",))
+    mllp.add_argument("action", nargs="?", default="unmatched", choices=("unmatched", "send"))
+    mllp.add_argument(
+        "files", nargs="*", metavar="FILE", help="send: HL7 v2 message files (one message each)"
+    )
+    mllp.add_argument("--to", metavar="HOST:PORT", help="send: the MLLP listener to send to")
     mllp.add_argument("--json", action="store_true", help="one JSON object a line")
     _setting(mllp, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
     return parser
@@ -621,10 +626,41 @@ def audit_command(args: argparse.Namespace, loaded: Loaded) -> int:
         store.close()
 
 
+def mllp_send(args: argparse.Namespace) -> int:
+    """Send each file as one message; print MSA-1 and MSA-2 of its ACK (exit 5 unless every
+    message was accepted)."""
+    from adapter.mllp.client import MllpClient
+
+    if not args.to or not args.files:
+        raise UsageError("send needs --to HOST:PORT and at least one FILE", where="--to")
+    host, sep, port = args.to.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"'{args.to}' is not HOST:PORT", where="--to")
+    payloads = []
+    for name in args.files:
+        try:
+            payloads.append((name, Path(name).read_bytes()))
+        except OSError as error:
+            raise UnreadableInputError(error.strerror or "cannot be read", where=name) from error
+    accepted = True
+    with MllpClient(host.strip("[]"), int(port)) as client:
+        for name, payload in payloads:
+            ack = client.send(payload).decode("utf-8", "replace")
+            msa = next((line for line in ack.split("\r") if line.startswith("MSA")), "MSA")
+            fields = [*msa.split("|"), "", ""]
+            code, control = fields[1], fields[2]
+            accepted = accepted and code in ("AA", "CA")
+            print(f"{name}: {code or '?'} {control}")
+    return 0 if accepted else EXIT_UPSTREAM
+
+
 def mllp_command(args: argparse.Namespace, loaded: Loaded) -> int:
     import json
 
     from adapter.pipeline.mllp_source import unmatched
+
+    if args.action == "send":
+        return mllp_send(args)
 
     store = _existing_store(loaded)
     try:
