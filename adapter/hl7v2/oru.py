@@ -6,16 +6,16 @@ local code through ``[[local_code]]``) is one the ANC rules read (``mappings/lab
 Other results are left to the systems that want them.
 
 - ``id`` and ``identifier`` are derived from the sender (MSH-3, MSH-4), the order (OBR-3 filler
-  number, else OBR-2 placer number, else MSH-10 and the OBR's position) and the result (its
-  LOINC, OBX-4 sub-id and repeat), so a resend maps to the same Observation and a correction
-  (OBX-11 C) updates it rather than adding one.
+  number, else OBR-2 placer number, with OBR-4; else MSH-10 and the OBR's position) and the
+  result (its LOINC, OBX-4 sub-id and repeat), so a resend maps to the same Observation and a
+  correction (OBX-11 C) updates it rather than adding one.
 - ``status`` from OBX-11 through ``[status]``; ``effectiveDateTime`` from OBX-14, else OBR-7,
   else SPM-17; ``issued`` from OBR-22, else MSH-7.
 - NM -> valueQuantity; SN -> valueQuantity (with ``comparator`` for ``<^0.1``), valueRange
   (``^1^-^5``) or valueRatio (``^1^:^128``); anything else -> valueString. Units (OBX-6) as
   UCUM code when the triplet says UCUM, and the text as sent (escapes decoded).
 - ``specimen``: a contained Specimen per specimen (SPM-2 when the order has one SPM that names
-  it, else the order itself), so only results of one specimen derive an ANC together.
+  it, else the accession OBR-3, else the order), so only results of one specimen derive an ANC.
 - ``subject``: a logical reference (``identifier`` only: PID-3 with the configured assigning
   authority); the pipeline fills ``reference`` once the EHR's Patient is known.
 
@@ -453,17 +453,29 @@ class _Translator:
         return OruMessage(self.head, tuple(results), ignored)
 
     def order_key(self, obr: Segment) -> str:
+        """The order's identity, stable across resends and corrections: the filler number
+        (else the placer number) and the service (OBR-4.1: a CBC and its differential may share
+        one accession); else the message and the OBR's position."""
+        service = obr.value(4)
         filler = _hd(obr.components(3))
         if filler:
-            return f"filler:{filler}"
+            return f"filler:{filler}|{service}"
         placer = _hd(obr.components(2))
         if placer:
-            return f"placer:{placer}"
+            return f"placer:{placer}|{service}"
         return f"message:{self.head.control_id}:obr{obr.sequence}"
 
     def specimen(self, obr: Segment, specimens: Sequence[Segment]) -> dict[str, Any]:
+        """The specimen a result was measured on: SPM-2 when the order has one SPM naming it;
+        else the accession (OBR-3: orders sharing it were drawn together); else the order."""
         named = _hd(specimens[0].components(2)) if len(specimens) == 1 else ""
-        identity = f"spm:{named}" if named else f"order:{self.order_key(obr)}"
+        filler = _hd(obr.components(3))
+        if named:
+            identity = f"spm:{named}"
+        elif filler:
+            identity = f"accession:{filler}"
+        else:
+            identity = f"order:{self.order_key(obr)}"
         specimen: dict[str, Any] = {
             "resourceType": "Specimen",
             "id": "spm-" + _digest(self.sender, identity)[:24],

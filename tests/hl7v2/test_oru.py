@@ -434,6 +434,16 @@ def test_two_orders_at_the_same_time_are_two_specimens_and_derive_nothing():
     assert _decide(message).usable == ()
 
 
+def test_two_orders_under_one_accession_derive_an_anc():
+    # a CBC and its differential as two OBRs with one filler number, no SPM (v2.3 feeds)
+    second = "OBR|2|PF1^LAB|F1^LAB|57782-5^Differential^LN|||20260301083000-0800"
+    message = oru(obr(1, "F1"), obx(1, WBC, "4.5"), second, obx(1, NEUT, "30", unit="%"))
+    (anc,) = _decide(message).usable
+    assert anc.derived and anc.value_per_ul == Decimal("1350")
+    ids = [r.observation["id"] for r in mapped(message).results]
+    assert len(set(ids)) == 2
+
+
 def test_two_orders_on_one_named_specimen_derive_an_anc():
     spm = "SPM|1|TUBE7^LAB||119297000^BLD^SCT"
     message = oru(
