@@ -46,6 +46,7 @@ from adapter.errors import AdapterError, UpstreamError
 from adapter.fhir.collect import Collector, Located
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader
 from adapter.fhir.records import status_record
+from adapter.fhir.values import read_instant_or_none
 from adapter.fhir.write import detected_issue, withdrawn_issue
 from adapter.pipeline.effects import issue_create, issue_update
 from adapter.pipeline.gather import Keeper, subject_of
@@ -442,8 +443,23 @@ class Worker:
 _RESULT_ELEMENTS = ("status", "dataAbsentReason", "value", "effective")
 
 
+#: A later status never gives way to an earlier one when the reports do not say which is newer.
+_STATUS_RANK = {
+    "registered": 0,
+    "preliminary": 1,
+    "final": 2,
+    "amended": 3,
+    "corrected": 3,
+    "cancelled": 4,
+    "entered-in-error": 4,
+}
+
+
 def _superseded(held: dict[str, Any], received: dict[str, Any]) -> bool:
-    """Whether `received` changes the result the EHR holds as `held` (same identifier)."""
+    """Whether `received` is a newer version of the result the EHR holds as `held` (same
+    identifier): it changes the status, value or collection time, and is not older (by
+    `issued` when both say, else by status: a late original never undoes a correction or a
+    withdrawal)."""
 
     def result(resource: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -452,7 +468,14 @@ def _superseded(held: dict[str, Any], received: dict[str, Any]) -> bool:
             if key == "status" or key.startswith(_RESULT_ELEMENTS[1:])
         }
 
-    return result(held) != result(received)
+    if result(held) == result(received):
+        return False
+    held_at = read_instant_or_none(held.get("issued"))
+    received_at = read_instant_or_none(received.get("issued"))
+    if held_at is not None and received_at is not None and held_at != received_at:
+        return received_at > held_at
+    rank = _STATUS_RANK.get(str(received.get("status")), 0)
+    return rank >= _STATUS_RANK.get(str(held.get("status")), 0)
 
 
 def _identifier_token(resource: dict[str, Any]) -> str | None:
