@@ -55,7 +55,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("evaluation", "rems", "log"),
     "demo": ("evaluation", "demo", "log"),
     "rems-server": ("rems_server", "log"),
-    "watch": ("fhir", "watch", "evaluation", "log"),
+    "watch": ("fhir", "watch", "evaluation", "rems", "serve", "log"),
     "serve": ("fhir", "serve", "inbound", "mllp", "watch", "evaluation", "rems", "log"),
     "outbox": ("serve", "log"),
     "audit": ("serve", "log"),
@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow /admin/* writes without an admin token (tests and demos only)",
     )
 
-    watch_cli.add_parser(commands, **sub)
+    watch = watch_cli.add_parser(commands, **sub)
+    _rems_options(watch)
 
     serve = commands.add_parser(
         "serve",
@@ -570,7 +571,16 @@ def rems_server_command(args: argparse.Namespace, loaded: Loaded) -> int:
 
 
 def watch_command(args: argparse.Namespace, loaded: Loaded) -> int:
-    return watch_cli.run(args, loaded)
+    """`watch` is `serve` with only the poll source (no HTTP endpoints), same flags as ever."""
+    from adapter.serve.command import run_watch
+
+    return run_watch(
+        loaded,
+        decision_backend(loaded),
+        once=args.once,
+        as_of=args.as_of,
+        reconcile=bool(getattr(args, "reconcile", False)),
+    )
 
 
 # ------------------------------------------------------------------ serve

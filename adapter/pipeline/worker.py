@@ -47,7 +47,7 @@ from adapter.fhir.collect import Collector, Located
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader
 from adapter.fhir.records import status_record
 from adapter.fhir.values import read_instant_or_none
-from adapter.fhir.write import detected_issue, withdrawn_issue
+from adapter.fhir.write import AUTHOR_DEVICE, detected_issue, withdrawn_issue
 from adapter.pipeline.effects import issue_create, issue_update
 from adapter.pipeline.gather import Keeper, subject_of
 from adapter.pipeline.history import HistoryLimits, patient_history
@@ -57,6 +57,19 @@ from adapter.store import AuditRecord, Claim, NewEffect, NewItem, Store
 from adapter.store.sql import version_of
 
 log = logging.getLogger(__name__)
+
+#: Resources about a patient through `subject` (a source may file one under its patient).
+SUBJECT_KINDS = frozenset(
+    {
+        "Observation",
+        "DiagnosticReport",
+        "Specimen",
+        "MedicationDispense",
+        "MedicationRequest",
+        "Condition",
+        "Flag",
+    }
+)
 
 #: The identifier system given to a pushed result that has none (so that forwarding it to the
 #: EHR is a conditional create, never a duplicate).
@@ -104,6 +117,8 @@ class WorkerSettings:
     #: first backoff after an upstream failure, doubled each time up to `retry_max_seconds`
     retry_seconds: float = 1.0
     retry_max_seconds: float = 300.0
+    #: the Device our DetectedIssues name as author (`ensure_author_device`'s answer)
+    author: str = AUTHOR_DEVICE
     #: recorded in the audit with each decision
     mappings_version: str = field(default_factory=lambda: mappings_version(None))
 
@@ -197,7 +212,7 @@ class Worker:
             if item.body is None:
                 continue
             resource, forward = open_envelope(item.body)
-            if subject_of(resource) is None and resource.get("resourceType") != "Patient":
+            if subject_of(resource) is None and resource.get("resourceType") in SUBJECT_KINDS:
                 # filed under its patient by the source (matched, or assigned when parked)
                 resource = {**resource, "subject": {"reference": patient}}
             if forward and self.settings.forward and self.ehr is not None:
@@ -205,7 +220,8 @@ class Worker:
             arrived.append(resource)
         state = self.store.patient_state(patient) or {}
         history: list[dict[str, Any]] = []
-        if not state.get("hydrated") and self.settings.hydrate and self.ehr is not None:
+        polled = all(item.source == "poll" for item in claim.items)  # it brings everything
+        if not state.get("hydrated") and not polled and self.settings.hydrate and self.ehr:
             history = patient_history(
                 self.ehr,
                 self.data,
@@ -385,6 +401,8 @@ class Worker:
             if self.store.has_identifier(finding.identifier):
                 continue  # decided before and on the server: a replay writes nothing
             resource = detected_issue(finding, self.data.finding_system, clock)
+            if self.settings.author != AUTHOR_DEVICE:
+                resource["author"] = {**resource["author"], "reference": self.settings.author}
             out.append(issue_create(patient, resource, finding.identifier, received_at))
         for withdrawal in outcome.withdrawals:
             raw = collector.raw_issue(withdrawal.issue.ref)
