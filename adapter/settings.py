@@ -404,6 +404,58 @@ class ServeSection(Section):
     )
 
 
+class MllpSection(Section):
+    """``[mllp]``: the HL7 v2 MLLP listener of `serve` (on with ``serve.mllp`` / ``--mllp``)."""
+
+    assigning_authority: str | None = Field(
+        None,
+        description="PID-3 assigning authority whose identifiers name the patient (CX-4 "
+        "namespace id or universal id); required with --mllp",
+        examples=["NORTH", "2.16.840.1.113883.19.5"],
+    )
+    patient_identifier_system: str | None = Field(
+        None,
+        description="FHIR Patient.identifier.system of those identifiers (default urn:oid: + "
+        "the authority's OID)",
+        examples=["urn:oid:1.2.3", "https://north.example/mrn"],
+    )
+    processing_ids: tuple[str, ...] = Field(
+        ("P",),
+        description="MSH-11 processing ids accepted (others get AR; env: comma-separated)",
+        examples=[("P", "T"), ("T",)],
+    )
+    allow_remote: StrictBool = Field(
+        False,
+        description="listen on a non-loopback address (MLLP has no authentication: a private "
+        "network or a TLS tunnel only)",
+        examples=[True, False],
+    )
+    max_connections: StrictInt = Field(
+        32, ge=1, le=1024, description="MLLP connections at once", examples=[4, 8]
+    )
+    idle_timeout: float = Field(
+        300.0, gt=0, description="seconds a connection may stay idle", examples=[10.0, 20.0]
+    )
+    message_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds one message may take to arrive once started",
+        examples=[5.0, 6.0],
+    )
+    max_message_bytes: StrictInt = Field(
+        1_048_576,
+        ge=1024,
+        description="largest message accepted (AR beyond)",
+        examples=[2048, 4096],
+    )
+    match_interval: float = Field(
+        30.0,
+        gt=0,
+        description="seconds between passes matching parked results to EHR Patients",
+        examples=[1.0, 2.0],
+    )
+
+
 class InboundSection(Section):
     """``[inbound]``: what serve accepts on its HTTP endpoints."""
 
@@ -490,6 +542,7 @@ class Settings(BaseSettings):
     serve: ServeSection = ServeSection()
     inbound: InboundSection = InboundSection()
     backfill: BackfillSection = BackfillSection()
+    mllp: MllpSection = MllpSection()
     rems_server: RemsServerSection = RemsServerSection()
     batch: BatchSection = BatchSection()
     demo: DemoSection = DemoSection()

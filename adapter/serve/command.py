@@ -111,6 +111,8 @@ def run(
     config = watch_config(loaded, None)
     pipeline_settings, http = settings_for(loaded)
     data = load_reference_data(config.evaluation.mappings)
+    # extensions check their settings before anything is opened or contacted
+    extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
     store = open_store(serve.state)
     try:
         store.bind_ehr(config.fhir.base_url)
@@ -133,7 +135,6 @@ def run(
         else:
             features, author = _prepare_writes(factory)
         pipeline_settings.worker = replace(pipeline_settings.worker, author=author)
-        extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
         service = Service(
             store,
             data,
@@ -290,5 +291,13 @@ def _install_signals(stop: threading.Event) -> Callable[[], None]:
 
     return restore
 
+
+def _register() -> None:
+    from adapter.serve.mllp import mllp_extension
+
+    EXTENSIONS.append(mllp_extension)
+
+
+_register()
 
 __all__ = ["EXTENSIONS", "loopback", "parse_listen", "run"]
