@@ -168,7 +168,6 @@ def test_s3_as_of_date_alone_is_end_of_day(
 
 # IF 2 "withdrawn decisions are updated to ... entered-in-error ..., never deleted": fed back a
 # second time the withdrawn decision stays withdrawn (one line, same identifier, same status).
-@pytest.mark.xfail(strict=True, reason="S3 finding W1: withdrawn decision dropped on replay")
 def test_s3_withdrawn_decision_stays_withdrawn_on_replay(tmp_path: Path) -> None:
     low = anc("p", "2026-02-10", 1400, oid="p-low")
     first = run_batch(tmp_path, [*long_term("p"), low], as_of("2026-02-10"))
@@ -596,7 +595,6 @@ def test_s3_derived_needs_the_same_specimen(tmp_path: Path) -> None:
 
 # IF 2 "withdrawn ... cancelled (data changed)": an overdue finding answered and fed back twice
 # stays cancelled (same reading as the entered-in-error replay above).
-@pytest.mark.xfail(strict=True, reason="S3 finding W1: withdrawn decision dropped on replay")
 def test_s3_answered_overdue_stays_cancelled_on_replay(tmp_path: Path) -> None:
     first = run_batch(tmp_path, long_term("p"), as_of("2026-03-06"))
     (over,) = first.issues_where(code="anc-monitoring-overdue", patient="p")

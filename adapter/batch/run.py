@@ -17,7 +17,7 @@ from adapter.batch.rems_backend import Directory, RemsBackend, RemsSettings
 from adapter.batch.sources import InputProblem, read_sources
 from adapter.core.evaluate import Context, Evaluation, Withdrawal, evaluate_patient
 from adapter.core.findings import Finding
-from adapter.core.model import DispenseDecision, PatientInputs
+from adapter.core.model import WITHDRAWING_STATUSES, DispenseDecision, PatientInputs
 from adapter.core.reference import ReferenceData
 from adapter.fhir.read import Reader
 from adapter.fhir.records import authorization_record, psf_record, status_record
@@ -205,6 +205,25 @@ def _rems(
     return outputs
 
 
+def _standing_withdrawals(
+    inputs: Sequence[PatientInputs], findings: Sequence[Finding], clock: datetime
+) -> list[str]:
+    """Refs of fed-back DetectedIssues that were withdrawn already (cancelled / entered in
+    error) and that no decision of this run re-makes: they are written again as they are, so
+    the output stays the whole record of decisions (final and withdrawn) and feeding it back
+    again is a fixpoint. Without them, a withdrawal would drop out of the files one run after
+    it was made (lost if that run's output never reached the EHR)."""
+    made = {finding.identifier for finding in findings}
+    return [
+        issue.ref
+        for patient in inputs
+        for issue in patient.prior_issues
+        if issue.status in WITHDRAWING_STATUSES
+        and issue.identifier not in made
+        and not (issue.identified and issue.identified > clock)
+    ]
+
+
 def run_batch(
     settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
 ) -> BatchResult:
@@ -217,6 +236,10 @@ def run_batch(
     issues += [
         withdrawn_issue(collector.raw_issue(withdrawal.issue.ref), withdrawal)
         for withdrawal in outputs.withdrawals
+    ]
+    issues += [
+        collector.raw_issue(ref)
+        for ref in _standing_withdrawals(inputs, outputs.findings, settings.as_of)
     ]
     issues.sort(key=lambda r: (r["patient"]["reference"], r["code"]["coding"][-1]["code"], r["id"]))
 
