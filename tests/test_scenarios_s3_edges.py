@@ -631,3 +631,24 @@ def test_s3_anniversary_in_site_time_zone(
     r = run_batch(tmp_path, res, as_of("2026-02-17"), extra_args=tz)
     st = r.status_for("p")
     assert (st["monitoringFrequency"], st["nextAncDue"]) == (frequency, due), st
+
+
+# CR 1 "A corrected/amended version replaces the earlier one (same Observation id ...) and
+# decisions are re-made"; IF 2 "withdrawn decisions are updated to cancelled (data changed)";
+# "Only open problems stay final". Found by the replay property (S3 D1): an overdue alert about
+# a result corrected in place was neither re-made nor withdrawn, so it stayed final (and a
+# still-low correction gave a second final overdue alert next to it).
+@pytest.mark.parametrize(("corrected", "overdue_now"), [(1800, False), (900, True)])
+def test_s3_overdue_about_a_corrected_result(
+    tmp_path: Path, corrected: int, overdue_now: bool
+) -> None:
+    # moderate 800 on 02-05: daily, due 02-06 + 2 days grace; overdue as of 02-11
+    low = anc("p", "2026-02-05", 800, oid="p-low")
+    first = run_batch(tmp_path, [*long_term("p"), low], as_of("2026-02-11"))
+    (alert,) = first.issues_where(code="anc-monitoring-overdue", patient="p")
+    fixed = version(low, "2", status="corrected", value=corrected, updated="2026-02-11")
+    second = run_batch(tmp_path, [*long_term("p"), fixed, *first.issues], as_of("2026-02-11"))
+    assert [i["status"] for i in by_ident(second, ident(alert))] == ["cancelled"]
+    still = second.issues_where(code="anc-monitoring-overdue", patient="p")
+    assert len(still) == (1 if overdue_now else 0), still
+    assert second.status_for("p")["overdue"] is overdue_now
