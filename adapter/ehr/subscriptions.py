@@ -67,6 +67,13 @@ class Kept:
     status: str
     action: Action
     previous_status: str | None = None
+    last_updated: str | None = None  # the server's meta.lastUpdated of the Subscription
+
+
+def _updated(resource: dict[str, Any]) -> str | None:
+    meta = resource.get("meta")
+    value = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class SubscriptionKeeper:
@@ -124,9 +131,18 @@ class SubscriptionKeeper:
             if needs_update(current, plan):
                 updated = self.client.update({**subscription(plan), "id": current["id"]})
                 log.info("updated Subscription/%s (plan changed)", current["id"])
-                return Kept(plan, current["id"], str(updated.get("status")), "updated")
+                return Kept(
+                    plan,
+                    current["id"],
+                    str(updated.get("status")),
+                    "updated",
+                    None,
+                    _updated(updated),
+                )
             self._reactivated.pop(str(current["id"]), None)
-            return Kept(plan, current["id"], str(current.get("status")), "kept")
+            return Kept(
+                plan, current["id"], str(current.get("status")), "kept", None, _updated(current)
+            )
         if ours:
             disabled = ours[0]
             sid = str(disabled["id"])
@@ -135,7 +151,14 @@ class SubscriptionKeeper:
                 self._reactivated[sid] = self._reactivated.get(sid, 0) + 1
                 updated = self.client.update({**subscription(plan, "requested"), "id": sid})
                 log.warning("Subscription/%s was %s on the EHR; asked for it again", sid, previous)
-                return Kept(plan, sid, str(updated.get("status")), "reactivated", previous)
+                return Kept(
+                    plan,
+                    sid,
+                    str(updated.get("status")),
+                    "reactivated",
+                    previous,
+                    _updated(updated),
+                )
             for old in ours:
                 if old.get("status") != "off":
                     self._turn_off(old)
@@ -147,12 +170,21 @@ class SubscriptionKeeper:
                 previous,
                 created.get("id"),
             )
-            return Kept(plan, str(created["id"]), str(created.get("status")), "recreated", previous)
+            return Kept(
+                plan,
+                str(created["id"]),
+                str(created.get("status")),
+                "recreated",
+                previous,
+                _updated(created),
+            )
         created = self.client.create(subscription(plan))
         log.info(
             "created Subscription/%s (%s, %s)", created.get("id"), plan.kind, plan.resource_type
         )
-        return Kept(plan, str(created["id"]), str(created.get("status")), "created")
+        return Kept(
+            plan, str(created["id"]), str(created.get("status")), "created", None, _updated(created)
+        )
 
     def _turn_off(self, resource: dict[str, Any]) -> None:
         meta = resource.get("meta") or {}
