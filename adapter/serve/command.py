@@ -27,6 +27,7 @@ from adapter.pipeline import PipelineSettings, RetryPolicy, WorkerSettings
 from adapter.pipeline.history import HistoryLimits
 from adapter.serve.app import HttpSettings
 from adapter.serve.extensions import Extension
+from adapter.serve.notify import from_settings as notifications_from_settings
 from adapter.serve.service import Service
 from adapter.settings import Loaded
 from adapter.store import open_store
@@ -37,7 +38,7 @@ from adapter.watch.writeback import ensure_author_device
 log = logging.getLogger("adapter.serve")
 
 #: Extensions other issues add (Subscriptions, MLLP, worklist): factories given the settings.
-EXTENSIONS: list[Callable[[Loaded], Extension | None]] = []
+EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [notifications_from_settings]
 
 
 def loopback(host: str) -> bool:
