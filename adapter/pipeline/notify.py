@@ -152,6 +152,8 @@ class NotifySource:
         self._maintain_now = threading.Event()
         self._local = threading.local()
         self._keeper: SubscriptionKeeper | None = None
+        self._clients: list[FhirClient] = []
+        self.events_supported: bool | None = None  # the EHR's $events: None = not tried yet
         self.kept: list[Kept] = []
         self._last_maintained = 0.0
 
@@ -162,12 +164,24 @@ class NotifySource:
         if client is None:
             client = self.ehr()
             self._local.client = client
+            with self._lock:
+                self._clients.append(client)
         return client
 
     def keeper(self) -> SubscriptionKeeper:
+        """The keeper of the background job (its own client: one thread uses it)."""
         if self._keeper is None:
-            self._keeper = SubscriptionKeeper(self.ehr(), self.config.plans, self.config.topics)
+            client = self.ehr()
+            with self._lock:
+                self._clients.append(client)
+            self._keeper = SubscriptionKeeper(client, self.config.plans, self.config.topics)
         return self._keeper
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     # ------------------------------------------------------------------ receiving
 
@@ -293,11 +307,15 @@ class NotifySource:
         self, sid: str, missing: Sequence[tuple[int, int]]
     ) -> tuple[list[dict[str, Any]], bool]:
         """Resources of the missing events via ``$events``; True when a re-query is needed."""
-        keeper = self.keeper()
+        # this thread's client ($events runs in the request thread); what the EHR offers is
+        # remembered across calls
+        keeper = SubscriptionKeeper(self._client(), ())
+        keeper.events_supported = self.events_supported
         found: list[dict[str, Any]] = []
         try:
             for first, last in missing:
                 answer = keeper.events(sid, first, last)
+                self.events_supported = keeper.events_supported
                 if answer is None:
                     return found, True
                 for event in answer.events:

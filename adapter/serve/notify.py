@@ -114,6 +114,8 @@ class Notifications(Extension):
         if self._thread is not None:
             self._thread.join(timeout=15)
             self._thread = None
+        if self.source is not None:
+            self.source.close()
 
 
 def _default_endpoint(loaded: Loaded) -> str:
