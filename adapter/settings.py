@@ -479,6 +479,12 @@ class SubscriptionsSection(Section):
         description="subtracted from the re-query watermark (_lastUpdated)",
         examples=[10.0, 20.0],
     )
+    gap_grace_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long a missing event may still arrive before it is recovered (0: at once)",
+        examples=[1.0, 2.0],
+    )
     secret_header: str = Field(
         "X-Rems-Adapter-Notify-Secret",
         description="header carrying the shared secret on every notification",

@@ -23,6 +23,7 @@ makes it run at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -40,7 +41,7 @@ from adapter.fhir.values import read_instant_or_none
 from adapter.pipeline.intake import Arrival, Intake, content_key
 from adapter.pipeline.metrics import Metrics
 from adapter.store import Store
-from adapter.subscriptions.gaps import Progress, observe
+from adapter.subscriptions.gaps import Progress, Span, Waiting, due, observe, settle
 from adapter.subscriptions.notification import Backport, Event, Notification, Reference, RestHook
 from adapter.subscriptions.resources import SubscriptionPlan, TopicPlan
 from adapter.subscriptions.watchdog import Watch
@@ -75,6 +76,8 @@ class NotifyConfig:
     max_pages: int = 100
     maintain_interval_seconds: float = 60.0
     fallback_interval_seconds: float = 60.0
+    #: how long a missing event may still arrive (sent out of order) before it is recovered
+    gap_grace_seconds: float = 5.0
     manage: bool = True
 
 
@@ -92,6 +95,7 @@ class Accepted:
 @dataclass
 class _Subscription:
     progress: Progress
+    waiting: tuple[Waiting, ...] = ()
     watch: Watch | None = None
     silent: bool = False
     last_fallback: float = 0.0
@@ -148,6 +152,7 @@ class NotifySource:
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._subs: dict[str, _Subscription] = {}
+        self._sid_locks: dict[str, threading.Lock] = {}
         self._m = _Metrics(self.metrics)
         self._maintain_now = threading.Event()
         self._local = threading.local()
@@ -207,12 +212,23 @@ class NotifySource:
         sid = note.subscription_id or note.subscription
         resources: list[dict[str, Any]] = []
         requery = False
-        notes: list[str] = []
         for event in note.events:
             found, unknown = self._resource_of(event)
             requery = requery or unknown
             if found is not None:
                 resources.append(found)
+        with self._sid_lock(sid):  # one notification of a Subscription at a time
+            return self._account(note, sid, resources, requery)
+
+    def _sid_lock(self, sid: str) -> threading.Lock:
+        with self._lock:
+            return self._sid_locks.setdefault(sid, threading.Lock())
+
+    def _account(
+        self, note: Backport, sid: str, resources: list[dict[str, Any]], requery: bool
+    ) -> Accepted:
+        notes: list[str] = []
+        now = self.clock()
         with self._lock:
             entry = self._entry(sid)
             step = observe(
@@ -221,44 +237,89 @@ class NotifySource:
                 note.events_since_start,
                 handshake=note.type == "handshake",
             )
+            waiting = () if step.restarted else settle(entry.waiting, note.numbers)
             if entry.watch is not None:
-                entry.watch = entry.watch.heard(self.clock())
+                entry.watch = entry.watch.heard(now)
                 if entry.silent:
                     entry.silent = False
                     self._m.silent.dec()
                     log.warning("Subscription/%s is heard from again; polling fallback ends", sid)
         if step.restarted:
             notes.append("the server's event numbering restarted")
-        recovered: list[dict[str, Any]] = []
-        if step.missing:
-            self._m.gaps.inc(step.missing_count)
-            log.warning(
-                "Subscription/%s: %d event(s) missing (%s); recovering",
+        grace = self.config.gap_grace_seconds
+        now_spans: list[Span] = []
+        if step.missing and grace > 0:
+            waiting += tuple(Waiting(a, b, now + grace) for a, b in step.missing)
+            log.info(
+                "Subscription/%s: %d event(s) not received (%s); recovered in %.0f s unless "
+                "they arrive",
                 sid,
                 step.missing_count,
-                ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in step.missing),
+                _spans(step.missing),
+                grace,
             )
-            got, incomplete = self._recover(sid, step.missing)
-            recovered.extend(got)
-            requery = requery or incomplete
+        elif step.missing:
+            now_spans = list(step.missing)
+        recovered, incomplete = self._recover_spans(sid, now_spans)
         with self.store.transaction():
             stored = self._store([*resources, *recovered])
-            self.store.set_watermark(f"notify:events:{sid}", str(step.progress.mark))
-            if requery:
+            self._save(sid, step.progress.mark, waiting)
+            if requery or incomplete:
                 self._request_requery()
         with self._lock:
-            self._entry(sid).progress = step.progress
+            entry = self._entry(sid)
+            entry.progress = step.progress
+            entry.waiting = waiting
         if note.status in ("error", "off") or note.errors:
             notes.append(f"the EHR reports the Subscription {note.status}")
             self._maintain_now.set()
-        return Accepted(note.type, stored, requery, step.missing_count, tuple(notes))
+        return Accepted(note.type, stored, requery or incomplete, step.missing_count, tuple(notes))
+
+    def _recover_spans(self, sid: str, spans: Sequence[Span]) -> tuple[list[dict[str, Any]], bool]:
+        if not spans:
+            return [], False
+        count = sum(b - a + 1 for a, b in spans)
+        self._m.gaps.inc(count)
+        log.warning(
+            "Subscription/%s: %d event(s) missing (%s); recovering", sid, count, _spans(spans)
+        )
+        return self._recover(sid, spans)
+
+    def _save(self, sid: str, mark: int, waiting: Sequence[Waiting]) -> None:
+        value = {"mark": mark, "waiting": [[w.first, w.last, w.due] for w in waiting]}
+        self.store.set_watermark(f"notify:events:{sid}", json.dumps(value))
+
+    def recover_due(self) -> int:
+        """Recover the missing events whose grace has passed; how many."""
+        now = self.clock()
+        total = 0
+        with self._lock:
+            sids = [sid for sid, entry in self._subs.items() if entry.waiting]
+        for sid in sids:
+            with self._sid_lock(sid):
+                with self._lock:
+                    entry = self._entry(sid)
+                    ready, still = due(entry.waiting, now)
+                    mark = entry.progress.mark
+                if not ready:
+                    continue
+                spans = [(w.first, w.last) for w in ready]
+                recovered, incomplete = self._recover_spans(sid, spans)
+                with self.store.transaction():
+                    self._store(recovered)
+                    self._save(sid, mark, still)
+                    if incomplete:
+                        self._request_requery()
+                with self._lock:
+                    entry.waiting = still
+                total += sum(b - a + 1 for a, b in spans)
+        return total
 
     def _entry(self, sid: str) -> _Subscription:
         entry = self._subs.get(sid)
         if entry is None:
-            raw = self.store.watermark(f"notify:events:{sid}")
-            mark = int(raw) if raw is not None and raw.isdigit() else 0
-            entry = _Subscription(Progress(sid, mark))
+            mark, waiting = _load(self.store.watermark(f"notify:events:{sid}"))
+            entry = _Subscription(Progress(sid, mark), waiting)
             period = self._heartbeat_of(sid)
             if period:
                 entry.watch = Watch(sid, period, self.clock())
@@ -416,6 +477,13 @@ class NotifySource:
             # what happened while the Subscription was disabled was never notified: go and look
             self._request_requery()
         with self._lock:
+            current = {item.subscription_id for item in kept}
+            for sid, entry in self._subs.items():
+                if sid not in current and entry.watch is not None:
+                    entry.watch = None  # replaced or gone: its silence means nothing now
+                    if entry.silent:
+                        entry.silent = False
+                        self._m.silent.dec()
             for item in kept:
                 entry = self._entry(item.subscription_id)
                 if entry.watch is None and item.plan.heartbeat_seconds:
@@ -467,6 +535,7 @@ class NotifySource:
                     self._maintain_now.clear()
                     self.maintain()
                 self.check_silence()
+                self.recover_due()
                 if self.requery_pending():
                     self.requery()
             except FhirError as exc:
@@ -478,6 +547,24 @@ class NotifySource:
                 stop.wait(5.0)
             self.wake_event.wait(1.0)
             self.wake_event.clear()
+
+
+def _spans(spans: Sequence[Span]) -> str:
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+
+
+def _load(raw: str | None) -> tuple[int, tuple[Waiting, ...]]:
+    """A Subscription's saved progress: its mark and what waits for recovery."""
+    if raw is None:
+        return 0, ()
+    try:
+        value = json.loads(raw)
+        if isinstance(value, int):
+            return value, ()
+        waiting = tuple(Waiting(int(a), int(b), float(d)) for a, b, d in value["waiting"])
+        return int(value["mark"]), waiting
+    except (ValueError, TypeError, KeyError):
+        return 0, ()
 
 
 def _minus(raw: str, seconds: float) -> str:

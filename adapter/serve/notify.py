@@ -196,6 +196,7 @@ def from_settings(loaded: Loaded) -> Notifications | None:
         plans=(plan,),
         topics=topics,
         overlap_seconds=subs.overlap_seconds,
+        gap_grace_seconds=subs.gap_grace_seconds,
         maintain_interval_seconds=subs.maintain_seconds,
         fallback_interval_seconds=subs.fallback_seconds,
         manage=subs.manage,

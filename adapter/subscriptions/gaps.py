@@ -83,3 +83,36 @@ def observe(
         late=late,
         restarted=restarted,
     )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Missing event numbers `first`..`last`, recovered at `due` unless they arrive first (the
+    IG's advice: wait a little, an event may still be on its way, e.g. sent out of order)."""
+
+    first: int
+    last: int
+    due: float
+
+
+def settle(waiting: Iterable[Waiting], arrived: Iterable[int]) -> tuple[Waiting, ...]:
+    """`waiting` without the numbers that `arrived` (a span is split around them)."""
+    out = list(waiting)
+    for n in sorted(set(arrived)):
+        kept: list[Waiting] = []
+        for span in out:
+            if span.first <= n <= span.last:
+                if span.first < n:
+                    kept.append(Waiting(span.first, n - 1, span.due))
+                if n < span.last:
+                    kept.append(Waiting(n + 1, span.last, span.due))
+            else:
+                kept.append(span)
+        out = kept
+    return tuple(out)
+
+
+def due(waiting: Iterable[Waiting], now: float) -> tuple[tuple[Waiting, ...], tuple[Waiting, ...]]:
+    """(the spans to recover now, the spans still waiting)."""
+    spans = tuple(waiting)
+    return tuple(s for s in spans if s.due <= now), tuple(s for s in spans if s.due > now)

@@ -46,6 +46,7 @@ class NotifyServe:
     endpoint_base: str | None = None  # what the EHR calls (a proxy); default: serve itself
     maintain_seconds: float = 1.0
     fallback_seconds: float = 1.0
+    gap_grace_seconds: float = 0.5
     secret: tuple[str, str] | None = (SECRET_HEADER, SECRET)
     port: int = field(default_factory=free_port)
     service: Service | None = None
@@ -70,6 +71,7 @@ class NotifyServe:
             maintain_interval_seconds=self.maintain_seconds,
             fallback_interval_seconds=self.fallback_seconds,
             overlap_seconds=5.0,
+            gap_grace_seconds=self.gap_grace_seconds,
         )
         self.extension = Notifications(config, self.secret)
         worker = WorkerSettings(retry_seconds=0.05, retry_max_seconds=0.5)

@@ -141,3 +141,34 @@ def test_hearing_moves_the_watch_forward_only() -> None:
     watch = Watch("s", 10.0, last_heard=100.0).heard(130.0)
     assert watch.last_heard == 130.0 and not watch.is_silent(140.0)
     assert watch.heard(90.0).last_heard == 130.0
+
+
+def test_a_late_arrival_is_taken_out_of_what_waits_for_recovery() -> None:
+    from adapter.subscriptions.gaps import Waiting, due, settle
+
+    waiting = (Waiting(2, 5, 10.0), Waiting(8, 8, 20.0))
+    assert settle(waiting, [3]) == (Waiting(2, 2, 10.0), Waiting(4, 5, 10.0), Waiting(8, 8, 20.0))
+    assert settle(waiting, [2, 5, 8]) == (Waiting(3, 4, 10.0),)
+    assert settle(waiting, [1, 9]) == waiting
+    assert due(waiting, 10.0) == ((Waiting(2, 5, 10.0),), (Waiting(8, 8, 20.0),))
+    assert due(waiting, 9.9) == ((), waiting)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(st.integers(1, 50), st.integers(0, 5)).map(lambda t: (t[0], t[0] + t[1])),
+        max_size=5,
+    ),
+    arrived=st.lists(st.integers(1, 60), max_size=20),
+)
+def test_settle_keeps_exactly_the_numbers_that_did_not_arrive(
+    spans: list[tuple[int, int]], arrived: list[int]
+) -> None:
+    from adapter.subscriptions.gaps import Waiting, settle
+
+    waiting = [Waiting(a, b, 0.0) for a, b in spans]
+    before = {n for a, b in spans for n in range(a, b + 1)}
+    after = settle(waiting, arrived)
+    assert {n for w in after for n in range(w.first, w.last + 1)} == before - set(arrived)
+    assert all(w.first <= w.last for w in after)

@@ -78,7 +78,7 @@ def source(tmp_path: Path) -> Iterator[NotifySource]:
         store,
         lambda: FhirClient(BASE),
         metrics,
-        NotifyConfig(plans=(PLAN,), manage=False),
+        NotifyConfig(plans=(PLAN,), manage=False, gap_grace_seconds=0),
     )
     try:
         yield made
@@ -151,3 +151,52 @@ def test_a_replay_has_one_effect_and_a_foreign_focus_is_not_read(source: NotifyS
     )
     assert foreign.requery and foreign.stored == 0
     assert not any("elsewhere" in c.request.url for c in responses.calls)
+
+
+@responses.activate
+def test_with_a_grace_a_late_event_cancels_its_recovery(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.sqlite")
+    store.bind_ehr(BASE)
+    metrics = Metrics(store)
+    now = [1000.0]
+    source = NotifySource(
+        Intake(store, metrics),
+        store,
+        lambda: FhirClient(BASE),
+        metrics,
+        NotifyConfig(plans=(PLAN,), manage=False, gap_grace_seconds=5.0),
+        clock=lambda: now[0],
+    )
+    try:
+        for n in (1, 2, 3, 4, 5):
+            responses.get(f"{BASE}/Observation/o{n}", json=observation(n))
+        responses.get(f"{BASE}/Subscription/s1/$events", status=404, json={})
+        source.accept(parse(notification("event-notification", 1, (1,))))
+        third = source.accept(parse(notification("event-notification", 3, (3,))))
+        assert third.missing == 1 and not third.requery  # 2 may still be on its way
+        source.accept(parse(notification("event-notification", 2, (2,))))  # it was
+        fifth = source.accept(parse(notification("event-notification", 5, (5,))))
+        assert fifth.missing == 1  # 4 this time
+        now[0] += 4.9
+        assert source.recover_due() == 0 and not source.requery_pending()
+        now[0] += 0.2
+        assert source.recover_due() == 1  # only 4: nothing asked about 2
+        assert source.requery_pending()  # sekmet-like: no $events, so a re-query
+        assert [c.request.url for c in responses.calls if "$events" in c.request.url] == [
+            f"{BASE}/Subscription/s1/$events?eventsSinceNumber=4&eventsUntilNumber=4"
+        ]
+        # what waits survives a restart of the source (it is in the state store)
+        again = NotifySource(
+            Intake(store, metrics),
+            store,
+            lambda: FhirClient(BASE),
+            Metrics(store),
+            NotifyConfig(plans=(PLAN,), manage=False, gap_grace_seconds=5.0),
+            clock=lambda: now[0],
+        )
+        seventh = again.accept(parse(notification("event-notification", 7, (7,))))
+        assert seventh.missing == 1  # 6: the mark (5) was kept
+        again.close()
+    finally:
+        source.close()
+        store.close()
