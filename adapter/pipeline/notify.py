@@ -12,11 +12,14 @@ route before it answers; when it returns, what the notification asked for is dur
 - Backport handshake, heartbeat, query-status: the subscription was heard from (watchdog), and
   its count is checked for gaps.
 
-Gaps (`adapter.subscriptions.gaps`): missing event numbers are recovered with ``$events`` when
-the EHR offers it, otherwise by the same durable re-query. A Subscription silent for more than
-twice its heartbeat period (`adapter.subscriptions.watchdog`) falls back to polling (a re-query
-every `fallback_interval_seconds`), says so in ``rems_adapter_subscription_silent`` and the log,
-and stops once it is heard again. `maintain` keeps the Subscriptions on the EHR
+Gaps (`adapter.subscriptions.gaps`): event numbers not received wait `gap_grace_seconds` (an
+event sent out of order cancels its wait), then are recovered with ``$events`` when the EHR
+offers it, otherwise by the same durable re-query; what waits is kept in the state store. The
+EHR's ``$status`` is asked at each maintenance and when a Subscription goes silent: its count
+reveals the last events lost. A Subscription silent for more than twice its heartbeat period
+(`adapter.subscriptions.watchdog`) falls back to polling (a re-query every
+`fallback_interval_seconds`), says so in ``rems_adapter_subscription_silent`` and the log, and
+stops once it is heard again. `maintain` keeps the Subscriptions on the EHR
 (`adapter.ehr.subscriptions.SubscriptionKeeper`): a notification reporting ``error`` or ``off``
 makes it run at once.
 """
@@ -207,8 +210,9 @@ class NotifySource:
         self._request_requery()
         return Accepted("rest-hook", requery=True)
 
-    def _backport(self, note: Backport) -> Accepted:
-        self._m.notifications.labels(note.type).inc()
+    def _backport(self, note: Backport, *, heard: bool = True) -> Accepted:
+        if heard:
+            self._m.notifications.labels(note.type).inc()
         sid = note.subscription_id or note.subscription
         resources: list[dict[str, Any]] = []
         requery = False
@@ -218,14 +222,19 @@ class NotifySource:
             if found is not None:
                 resources.append(found)
         with self._sid_lock(sid):  # one notification of a Subscription at a time
-            return self._account(note, sid, resources, requery)
+            return self._account(note, sid, resources, requery, heard)
 
     def _sid_lock(self, sid: str) -> threading.Lock:
         with self._lock:
             return self._sid_locks.setdefault(sid, threading.Lock())
 
     def _account(
-        self, note: Backport, sid: str, resources: list[dict[str, Any]], requery: bool
+        self,
+        note: Backport,
+        sid: str,
+        resources: list[dict[str, Any]],
+        requery: bool,
+        heard: bool = True,
     ) -> Accepted:
         notes: list[str] = []
         now = self.clock()
@@ -238,7 +247,7 @@ class NotifySource:
                 handshake=note.type == "handshake",
             )
             waiting = () if step.restarted else settle(entry.waiting, note.numbers)
-            if entry.watch is not None:
+            if heard and entry.watch is not None:
                 entry.watch = entry.watch.heard(now)
                 if entry.silent:
                     entry.silent = False
@@ -491,13 +500,32 @@ class NotifySource:
                         item.subscription_id, float(item.plan.heartbeat_seconds), self.clock()
                     )
         self._last_maintained = self.clock()
+        for item in kept:
+            if item.plan.kind == "backport":
+                self.check_status(item.subscription_id)
         return kept
 
-    def check_silence(self) -> list[str]:
+    def check_status(self, sid: str) -> Accepted | None:
+        """Ask the EHR for ``$status``: its count of events shows those lost last (no later
+        notification would reveal them), and its status an error. Not a sign of life of the
+        channel (the watchdog is not reset). None when the EHR has no ``$status``."""
+        try:
+            status = SubscriptionKeeper(self._client(), ()).status(sid)
+        except FhirError as exc:
+            self.metrics.upstream_error("ehr")
+            log.warning("Subscription/%s: $status failed (%s)", sid, exc)
+            return None
+        if status is None:
+            return None
+        return self._backport(status, heard=False)
+
+    def check_silence(self, newly: bool = False) -> list[str]:
         """Subscriptions silent for more than 2 heartbeat periods (the watchdog); each one's
-        first silence is logged and counted, and a re-query is due every fallback interval."""
+        first silence is logged and counted, and a re-query is due every fallback interval.
+        `newly`: only those whose silence began now."""
         now = self.clock()
         silent = []
+        began = []
         due = False
         with self._lock:
             for sid, entry in self._subs.items():
@@ -505,6 +533,7 @@ class NotifySource:
                     continue
                 silent.append(sid)
                 if not entry.silent:
+                    began.append(sid)
                     entry.silent = True
                     self._m.silent.inc()
                     self._m.fallbacks.inc()
@@ -521,7 +550,7 @@ class NotifySource:
                     due = True
         if due:
             self._request_requery()
-        return silent
+        return began if newly else silent
 
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:
         """The background job: maintenance, the watchdog, and the re-queries asked for."""
@@ -534,7 +563,8 @@ class NotifySource:
                 ):
                     self._maintain_now.clear()
                     self.maintain()
-                self.check_silence()
+                for sid in self.check_silence(newly=True):
+                    self.check_status(sid)
                 self.recover_due()
                 if self.requery_pending():
                     self.requery()

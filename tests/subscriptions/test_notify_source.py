@@ -200,3 +200,22 @@ def test_with_a_grace_a_late_event_cancels_its_recovery(tmp_path: Path) -> None:
     finally:
         source.close()
         store.close()
+
+
+@responses.activate
+def test_status_reveals_the_last_events_lost(source: NotifySource) -> None:
+    import json
+
+    responses.get(f"{BASE}/Observation/o1", json=observation(1))
+    source.accept(parse(notification("event-notification", 1, (1,))))
+    status = json.loads(notification("query-status", 3, ()))["entry"][0]["resource"]
+    responses.get(
+        f"{BASE}/Subscription/s1/$status",
+        json={"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": status}]},
+    )
+    responses.get(f"{BASE}/Subscription/s1/$events", status=404, json={})
+    answer = source.check_status("s1")
+    assert answer is not None and answer.missing == 2 and answer.requery  # 2 and 3
+    assert source.requery_pending()
+    exposition = source.metrics.exposition().decode()
+    assert 'rems_adapter_notifications_total{kind="query-status"}' not in exposition
