@@ -9,7 +9,9 @@ What `SubscriptionKeeper.ensure` does, for every plan (`adapter.subscriptions.re
 - one the EHR turned ``error`` or ``off`` (deliveries failed, an end date passed): asks for it
   again with ``status`` ``requested`` (an R4 server re-activates it); when it is still
   ``error``/``off`` the next time, makes a new one and turns the old one ``off``, so the EHR never
-  notifies twice;
+  notifies twice. Once replaced, a plan is only asked for again (never replaced a second time)
+  until one of its Subscriptions is seen live: a subscriber down for hours leaves two
+  Subscriptions on the EHR, not one per check;
 - one whose channel or criteria no longer match the plan (a rotated secret): updates it.
 
 Topics (`TopicPlan`) are created as backported ``Basic`` resources when configured, for EHRs that
@@ -90,6 +92,9 @@ class SubscriptionKeeper:
         self.topics = tuple(topics)
         self.events_supported: bool | None = None  # None: not tried yet
         self._reactivated: dict[str, int] = {}
+        #: plans replaced since last seen live: not replaced again until one is (an outage of
+        #: the subscriber must not leave a trail of Subscriptions on the EHR)
+        self._replaced: set[str] = set()
 
     # -- topics --------------------------------------------------------------------------------
 
@@ -140,6 +145,7 @@ class SubscriptionKeeper:
                     _updated(updated),
                 )
             self._reactivated.pop(str(current["id"]), None)
+            self._replaced.discard(plan.key)
             return Kept(
                 plan, current["id"], str(current.get("status")), "kept", None, _updated(current)
             )
@@ -147,7 +153,8 @@ class SubscriptionKeeper:
             disabled = ours[0]
             sid = str(disabled["id"])
             previous = str(disabled.get("status"))
-            if self._reactivated.get(sid, 0) < REACTIVATIONS_BEFORE_RECREATE:
+            asked = self._reactivated.get(sid, 0)
+            if asked < REACTIVATIONS_BEFORE_RECREATE or plan.key in self._replaced:
                 self._reactivated[sid] = self._reactivated.get(sid, 0) + 1
                 updated = self.client.update({**subscription(plan, "requested"), "id": sid})
                 log.warning("Subscription/%s was %s on the EHR; asked for it again", sid, previous)
@@ -164,6 +171,7 @@ class SubscriptionKeeper:
                     self._turn_off(old)
             created = self.client.create(subscription(plan))
             self._reactivated.pop(sid, None)
+            self._replaced.add(plan.key)
             log.warning(
                 "Subscription/%s stayed %s; replaced by Subscription/%s",
                 sid,

@@ -170,3 +170,31 @@ def test_a_subscription_the_server_disabled_is_asked_for_again_then_replaced(
     )
     statuses = sorted(e["resource"]["status"] for e in json.loads(found.content)["entry"])
     assert statuses == ["active", "off"]
+
+
+def test_a_subscriber_down_for_long_leaves_two_subscriptions_not_one_per_check(
+    client: FhirClient, receiver: Receiver
+) -> None:
+    receiver.status = 500  # down from the start: every handshake fails
+    plan = SubscriptionPlan(
+        "backport",
+        "Observation",
+        f"{receiver.url}/notify-down",
+        criteria=ANC,
+        topic=TOPIC.url,
+        content="id-only",
+    )
+    keeper = SubscriptionKeeper(client, [plan], [TOPIC])
+    keeper.ensure_topics()
+    actions = []
+    for _ in range(5):
+        (kept,) = keeper.ensure()
+        actions.append(kept.action)
+        wait_until(lambda k=kept: _status(client, k.subscription_id) == "error", what="error")
+    assert actions == ["created", "reactivated", "recreated", "reactivated", "reactivated"]
+    assert len(keeper.find(plan)) == 2
+    receiver.status = 200  # back: the next check brings the current one back
+    (kept,) = keeper.ensure()
+    assert kept.action == "reactivated"
+    wait_until(lambda: _status(client, kept.subscription_id) == "active", what="active")
+    assert keeper.ensure()[0].action == "kept"
