@@ -129,9 +129,9 @@ def naive(folder: Path, stride: int, limit: int) -> dict[str, Any]:
 
 
 def core(folder: Path) -> dict[str, Any]:
-    from adapter.batch.collect import Collector
     from adapter.batch.sources import read_sources
     from adapter.core.evaluate import Context, evaluate_patient
+    from adapter.fhir.collect import Collector
     from adapter.fhir.read import Reader
     from adapter.mappings_loader import load_reference_data
 
@@ -163,8 +163,8 @@ def core(folder: Path) -> dict[str, Any]:
 def stages(folder: Path) -> dict[str, Any]:
     """Cumulative stages of batch mode, for where the time goes: the source reader alone
     (read, parse, locate), then the reader feeding the collector."""
-    from adapter.batch.collect import Collector
     from adapter.batch.sources import read_sources
+    from adapter.fhir.collect import Collector
     from adapter.fhir.read import Reader
     from adapter.mappings_loader import load_reference_data
 
