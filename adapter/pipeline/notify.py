@@ -4,7 +4,8 @@ Notifications are hints. What each kind leads to (`NotifySource.accept`, called 
 route before it answers; when it returns, what the notification asked for is durable):
 
 - R4 rest-hook with the resource, Backport ``full-resource``: the resource goes to the inbox
-  (key ``Type/id/_history/version``, so a replay or the same version polled has one effect).
+  (key ``notify:Type/id/_history/version|lastUpdated``: a replay is one item; the same version
+  also polled is decided again with no second effect, DetectedIssues being deterministic).
 - R4 rest-hook ``PUT`` without body, Backport ``id-only``: the focus is read from the EHR (only
   from the EHR's own base URL: a focus elsewhere is never followed) and goes to the inbox.
 - Empty rest-hook ``POST``, Backport ``empty`` (or a focus that cannot be read now): a re-query
@@ -57,14 +58,20 @@ _DONE = "notify:requery:done"
 
 
 def version_key(resource: dict[str, Any]) -> str:
-    """``Type/id/_history/version``: the inbox key of a notified resource (the poll source keys
-    the same way, so one version has one effect whichever way it came)."""
+    """``notify:Type/id/_history/version|lastUpdated``: the inbox key of a notified resource, the
+    poll source's shape (``poll:...``), so one version notified again, or found again by a
+    re-query, is one item. Without versionId nor lastUpdated: a digest of the content."""
     meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
     version = meta.get("versionId") if isinstance(meta, dict) else None
+    updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
     kind, rid = resource.get("resourceType"), resource.get("id")
-    if isinstance(version, str) and isinstance(kind, str) and isinstance(rid, str):
-        return f"{kind}/{rid}/_history/{version}"
-    return content_key(resource)
+    if not isinstance(kind, str) or not isinstance(rid, str):
+        return content_key(resource)
+    version = version if isinstance(version, str) else ""
+    updated = updated if isinstance(updated, str) else ""
+    if not version and not updated:
+        return f"notify:{content_key(resource)}"
+    return f"{SOURCE}:{kind}/{rid}/_history/{version}|{updated}"
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,13 @@ def source(tmp_path: Path) -> Iterator[NotifySource]:
 
 
 def _keys(source: NotifySource) -> set[str]:
-    return {k for n in range(1, 6) if source.store.item(k := f"Observation/o{n}/_history/1")}
+    return {
+        k
+        for n in range(1, 6)
+        if source.store.item(
+            k := f"notify:Observation/o{n}/_history/1|{observation(n)['meta']['lastUpdated']}"
+        )
+    }
 
 
 @responses.activate
@@ -105,7 +111,9 @@ def test_a_gap_is_recovered_through_events(source: NotifySource) -> None:
     assert (first.stored, first.missing, first.requery) == (1, 0, False)
     third = source.accept(parse(notification("event-notification", 3, (3,))))
     assert (third.stored, third.missing, third.requery) == (2, 1, False)  # o3, and o2 recovered
-    assert _keys(source) == {f"Observation/o{n}/_history/1" for n in (1, 2, 3)}
+    assert _keys(source) == {
+        f"notify:Observation/o{n}/_history/1|2026-03-02T08:00:0{n}.000Z" for n in (1, 2, 3)
+    }
     assert not source.requery_pending()
     sent = [c.request.url for c in responses.calls if "$events" in c.request.url]
     assert len(sent) == 1 and "eventsSinceNumber=2" in sent[0] and "eventsUntilNumber=2" in sent[0]
@@ -145,7 +153,9 @@ def test_a_replay_has_one_effect_and_a_foreign_focus_is_not_read(source: NotifyS
     hook = parse(b"", resource_type="Observation", resource_id="o1")
     assert source.accept(hook).stored == 1
     assert source.accept(hook).stored == 0  # the same version again: no new item
-    assert version_key(observation(1)) == "Observation/o1/_history/1"
+    assert (
+        version_key(observation(1)) == "notify:Observation/o1/_history/1|2026-03-02T08:00:01.000Z"
+    )
     foreign = source.accept(
         parse(notification("event-notification", 2, (2,), base="http://elsewhere.test/fhir"))
     )
