@@ -28,6 +28,7 @@ from adapter.pipeline.history import HistoryLimits
 from adapter.pipeline.worker import mappings_version
 from adapter.serve.app import HttpSettings
 from adapter.serve.extensions import Extension
+from adapter.serve.notify import from_settings as notifications_from_settings
 from adapter.serve.poll import PollJob, PollSource
 from adapter.serve.service import Service
 from adapter.settings import Loaded
@@ -39,7 +40,7 @@ from adapter.watch.state import StateStore
 log = logging.getLogger("adapter.serve")
 
 #: Extensions other issues add (Subscriptions, MLLP, worklist): factories given the settings.
-EXTENSIONS: list[Callable[[Loaded], Extension | None]] = []
+EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [notifications_from_settings]
 
 
 def loopback(host: str) -> bool:
