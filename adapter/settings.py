@@ -195,6 +195,56 @@ class WatchSection(Section):
     )
 
 
+class BackfillSection(Section):
+    """``[backfill]``: a FHIR Bulk Data ``$export`` from the EHR, decided in batch mode."""
+
+    level: Literal["system", "patient", "group"] = Field(
+        "system",
+        description="export level: system ([base]/$export), patient or group (with group)",
+        examples=["patient", "group"],
+    )
+    group: str | None = Field(
+        None, description="Group id of a Group-level export (sets the level)", examples=["g1", "g2"]
+    )
+    since: str | None = Field(
+        None,
+        description="only resources changed since this instant (_since; a date: its start)",
+        examples=["2025-01-01T00:00:00Z", "2025-06-01"],
+    )
+    work_dir: str | None = Field(
+        None,
+        description="folder the NDJSON files are downloaded to and kept in (default: a "
+        "temporary folder, removed afterwards)",
+        examples=["w1", "w2"],
+    )
+    write_back: StrictBool = Field(
+        False,
+        description="also write the DetectedIssues to the EHR, as watch does",
+        examples=[True, False],
+    )
+    poll_interval_seconds: float = Field(
+        5.0,
+        ge=0.1,
+        description="seconds between status requests when the server sends no Retry-After",
+        examples=[1.0, 2.0],
+    )
+    max_poll_interval_seconds: float = Field(
+        120.0,
+        ge=0.1,
+        description="upper bound on a server's Retry-After between status requests",
+        examples=[10.0, 20.0],
+    )
+    max_polls: StrictInt = Field(
+        2000, ge=1, description="status requests before giving up", examples=[10, 20]
+    )
+    max_wait_seconds: float = Field(
+        21600.0,
+        ge=0,
+        description="seconds to wait for the export before giving up (and cancelling it)",
+        examples=[60.0, 120.0],
+    )
+
+
 class EvaluationSection(Section):
     """``[evaluation]``: how results are read and decided (run, demo, watch, serve)."""
 
@@ -399,6 +449,22 @@ class LogSection(Section):
     )
 
 
+class BatchSection(Section):
+    """``[batch]``: batch mode at scale (`run`)."""
+
+    jobs: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="worker processes reading the input (default: the machine's CPUs)",
+        examples=[1, 2],
+    )
+    strict: StrictBool = Field(
+        False,
+        description="parse and check every line (default: skip lines nothing reads, unchecked)",
+        examples=[True, False],
+    )
+
+
 class DemoSection(Section):
     """``[demo]``: the bundled demo."""
 
@@ -423,7 +489,9 @@ class Settings(BaseSettings):
     watch: WatchSection = WatchSection()
     serve: ServeSection = ServeSection()
     inbound: InboundSection = InboundSection()
+    backfill: BackfillSection = BackfillSection()
     rems_server: RemsServerSection = RemsServerSection()
+    batch: BatchSection = BatchSection()
     demo: DemoSection = DemoSection()
     log: LogSection = LogSection()
 
@@ -462,12 +530,19 @@ FLAGS: dict[str, str] = {
     "serve.state": "--state",
     "serve.poll": "--no-poll",
     "serve.mllp": "--mllp",
+    "backfill.level": "--level",
+    "backfill.group": "--group",
+    "backfill.since": "--since",
+    "backfill.work_dir": "--work-dir",
+    "backfill.write_back": "--write-back",
     "rems_server.host": "--host",
     "rems_server.port": "--port",
     "rems_server.db": "--db",
     "rems_server.seed": "--seed",
     "rems_server.rules": "--rules",
     "rems_server.insecure_admin": "--insecure-admin",
+    "batch.jobs": "--jobs",
+    "batch.strict": "--strict",
     "demo.out": "--out",
     "demo.format": "--format",
     "log.level": "--log-level",
