@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from adapter.batch import sources
 from adapter.cli import main
 from tests.test_batch_inputs import _anc, _dispense
 
@@ -282,3 +283,45 @@ def test_one_of_our_issues_nested_too_deep_is_reported_not_echoed(
     source = _ndjson(tmp_path / "b.ndjson", withdrawn, [text.encode()])
     _, err = _run(tmp_path, source, capsys)
     assert "b.ndjson:3: DetectedIssue: DetectedIssue.*: nested deeper than 64 levels" in err
+
+
+@pytest.mark.parametrize("suffix", [".ndjson", ".json", "streamed.json"])
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("0.99999999999999999999", "anc-moderate-neutropenia"),  # a float would say 1.0: mild
+        ("1.49999999999999999999", "anc-mild-neutropenia"),  # a float would say 1.5: normal
+        ("0.999", "anc-moderate-neutropenia"),
+        ("1.0000000000000000000000", "anc-mild-neutropenia"),  # many digits, the same value
+    ],
+)
+def test_long_decimals_are_categorised_unrounded(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    written: str,
+    expected: str,
+    suffix: str,
+) -> None:
+    # clinical-rules s.1: no value is rounded before it is categorised; JSON floats hold only
+    # 15-17 significant digits, so such numbers are read exactly.
+    resources = _good()
+    resources[0]["valueQuantity"]["value"] = "VALUE"
+    texts = [json.dumps(r).replace('"VALUE"', written) for r in resources]
+    if suffix == ".ndjson":
+        data = "\n".join(texts) + "\n"
+    else:
+        data = (
+            '{"resourceType":"Bundle","type":"collection","entry":['
+            + ",".join('{"resource":' + text + "}" for text in texts)
+            + "]}"
+        )
+    source = tmp_path / f"in{suffix}"
+    source.write_text(data)
+    if suffix.startswith("streamed"):  # as a Bundle too large to load whole is read
+        monkeypatch.setattr(sources, "STREAM_BYTES", 0)
+        assert sources.streamed(source)
+    files, _ = _run(tmp_path, source, capsys)
+    codes = _codes(files, "good")
+    assert expected in codes
+    assert [c for c in codes if c.startswith("anc-") and c != expected] == []

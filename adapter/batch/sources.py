@@ -229,7 +229,7 @@ def _ndjson(
                 if line.startswith(_UTF8_BOM):  # files concatenated with their marks
                     line = line[3:]
                 try:
-                    resource = _loads(line)
+                    resource = _parse(line)
                 except _DecodeError:
                     problems.append(InputProblem(f"{name}:{number}", "not valid JSON"))
                     continue
@@ -328,7 +328,7 @@ def _line(
     name: str, line: bytes, number: int, arrival: int, problems: list[InputProblem]
 ) -> Iterator[Located]:
     try:
-        resource = _loads(line)
+        resource = _parse(line)
     except _DecodeError:
         problems.append(InputProblem(f"{name}:{number}", "not valid JSON"))
         return
@@ -359,7 +359,7 @@ def _json(path: Path, problems: list[InputProblem], base: int) -> Iterator[Locat
     elif raw.startswith(_UTF8_BOM):
         raw = raw[3:]
     try:
-        document = _loads(raw)
+        document = _parse(raw)
     except _DecodeError as error:
         line = raw[: getattr(error, "pos", 0) or 0].count(b"\n") + 1
         problems.append(InputProblem(f"{path}:{line}", "not valid JSON"))
@@ -484,8 +484,9 @@ class _Scan:
     entry: str | None = None  # the first event of Bundle.entry's value
     local_ids: dict[str, str] = field(default_factory=dict)
     ids: dict[int, str] = field(default_factory=dict)  # entry index -> id to give its resource
-    #: An integer beyond 64 bits: the second pass reads numbers exactly and converts them as
-    #: orjson does (the C backend's floats would overflow).
+    #: An integer beyond 64 bits, or a number with more digits than a float holds: the second
+    #: pass reads numbers exactly and converts them as `_parse` does (the C backend's floats
+    #: would overflow or round).
     wide_numbers: bool = False
     #: A number orjson refuses (infinite as a double): the file is not valid JSON.
     refused: bool = False
@@ -509,6 +510,8 @@ def _scan(handle: Any) -> _Scan:
             elif math.isinf(float(value)):
                 scan.refused = True
                 return scan
+            elif len(value.as_tuple().digits) > _FLOAT_DIGITS:
+                scan.wide_numbers = True  # more digits than a float holds: read them exactly
         if prefix == "":
             if event == "map_key":
                 if value in top_keys or "." in value:
@@ -593,7 +596,7 @@ def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[L
                 raw.seek(0)
             items = ijson.items(raw, "entry.item", use_float=not scan.wide_numbers)
             if scan.wide_numbers:
-                items = map(_as_orjson, items)
+                items = map(_keep_exact_results, items)
             entries = enumerate(items)
             yield from _entries(
                 str(path),
@@ -610,21 +613,46 @@ def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[L
         problems.append(InputProblem(f"{path}:1", "not valid JSON"))
 
 
-def _as_orjson(node: Any) -> Any:
-    """Numbers as orjson reads them: integers within 64 bits as int, any other number as the
-    nearest float (what an exact Decimal or a wide int converts to)."""
+#: Digits (and points) in a row that may spell a number with more significant digits than a
+#: float holds: such input is read again exactly (a cheap test; a long OID costs only a re-read).
+_LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15,}")
+#: A float holds 15 significant decimal digits exactly; a number with more keeps them as Decimal.
+_FLOAT_DIGITS = 15
+
+
+def _parse(data: bytes) -> Any:
+    """JSON bytes as orjson reads them, except that a number with more than 15 significant digits
+    inside an Observation stays an exact Decimal: a result is never rounded before it is
+    categorised (999.99999999999999999 is moderate, not the float 1000.0). Raises `_DecodeError`."""
+    value = _loads(data)
+    if not _LONG_NUMBER.search(data):
+        return value
+    import json  # rarely needed: only for input with such long digit runs
+
+    try:
+        exact = json.loads(data, parse_float=Decimal)
+    except (ValueError, RecursionError):  # what orjson read is kept
+        return value
+    return _keep_exact_results(exact)
+
+
+def _keep_exact_results(node: Any) -> Any:
+    """Numbers as orjson reads them (integers within 64 bits as int, any other number as the
+    nearest float), except the long numbers of Observations, kept exact (iterative)."""
     root = [node]
-    stack: list[tuple[Any, Any]] = [(root, 0)]
+    stack: list[tuple[Any, Any, bool]] = [(root, 0, False)]
     while stack:
-        container, key = stack.pop()
+        container, key, in_result = stack.pop()
         value = container[key]
         if isinstance(value, dict):
-            stack.extend((value, k) for k in value)
+            inner = in_result or value.get("resourceType") == "Observation"
+            stack.extend((value, k, inner) for k in value)
         elif isinstance(value, list):
-            stack.extend((value, i) for i in range(len(value)))
-        elif isinstance(value, Decimal) or (
-            type(value) is int and not _I64_MIN <= value <= _U64_MAX
-        ):
+            stack.extend((value, i, in_result) for i in range(len(value)))
+        elif isinstance(value, Decimal):
+            if not (in_result and len(value.as_tuple().digits) > _FLOAT_DIGITS):
+                container[key] = float(value)
+        elif type(value) is int and not _I64_MIN <= value <= _U64_MAX:
             container[key] = float(value)
     return root[0]
 
