@@ -12,8 +12,10 @@ Same schema and statements as SQLite (`adapter.store.sql`); what PostgreSQL adds
 - Per-patient claims without blocking, in one statement: the oldest pending patients without
   a live lease; the first whose transaction-level advisory lock is free
   (``pg_try_advisory_xact_lock``: a patient another worker is claiming right now is skipped,
-  never queued behind); its lease taken; its pending items. The lease row (with its expiry) is
-  what keeps the patient exclusive while it is decided, and hands it over when a worker dies.
+  never queued behind); its lease taken. Its pending items are read by a second statement,
+  with a snapshot newer than the lease (never items another worker finished meanwhile). The
+  lease row (with its expiry) is what keeps the patient exclusive while it is decided, and
+  hands it over when a worker dies.
   Outbox effects are claimed with ``FOR UPDATE SKIP LOCKED``, also in one statement.
 - Several inbox items put together first take transaction advisory locks on their keys, in one
   global order, so two workers given the same items in other orders never deadlock on the
@@ -75,18 +77,14 @@ CLAIM_ATTEMPTS = 5
 # The claim, in one statement. `candidates` is materialised in arrival order, so the advisory
 # lock is tried on one candidate at a time as LIMIT pulls them (not on all of them); the lease
 # upsert takes a free or expired lease (or renews the holder's own) and the outer query returns
-# (patient, lease name or NULL, the pending items' columns or NULLs).
+# (patient, lease name or NULL). The items are read by the next statement, with a new snapshot.
 _CLAIM_TAIL = (
     "lease AS (INSERT INTO leases (name, holder, expires_at) "
     "SELECT 'patient:' || patient, ?, ? FROM chosen "
     "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
     "expires_at = excluded.expires_at "
     "WHERE leases.expires_at <= ? OR leases.holder = excluded.holder RETURNING name) "
-    "SELECT c.patient, l.name, "
-    + ", ".join(f"i.{column.strip()}" for column in _INBOX_COLUMNS.split(","))
-    + " FROM chosen c LEFT JOIN lease l ON TRUE "
-    "LEFT JOIN inbox i ON l.name IS NOT NULL AND i.patient = c.patient AND i.state = ? "
-    "ORDER BY i.id"
+    "SELECT c.patient, l.name FROM chosen c LEFT JOIN lease l ON TRUE"
 )
 _CLAIM = (
     "WITH candidates AS MATERIALIZED (SELECT patient, min(id) AS first FROM ("
@@ -373,24 +371,31 @@ class PostgresStore(SqlStore):
     def claim_patient(
         self, holder: str, now: float, lease_seconds: float, *, patient: str | None = None
     ) -> Claim | None:
-        """One statement (one round trip, one commit): the oldest pending patients without a
+        """Two statements (two round trips). The claim: the oldest pending patients without a
         live lease, in arrival order; the first whose advisory lock is free (a patient being
         claimed by another worker right now is skipped, never waited for); its lease taken or
-        renewed; its pending items. Lost a race for the lease: tried again, a bounded number of
-        times."""
+        renewed. Then its pending items, read afresh: the claim's snapshot is older than the
+        lease it won (it may have waited for a worker that was just finishing that patient,
+        whose items are done now). Lost a race for the lease, or nothing left pending: tried
+        again, a bounded number of times."""
         for _attempt in range(CLAIM_ATTEMPTS):
-            rows = self._all(
+            won = self._one(
                 _CLAIM_NAMED if patient else _CLAIM,
                 self._claim_params(holder, now, lease_seconds, patient),
             )
-            if not rows:
+            if won is None:
                 return None  # nothing pending, or every candidate is being claimed
-            name, leased = str(rows[0][0]), rows[0][1] is not None
-            if leased and rows[0][2] is not None:
-                items = tuple(_item(row[2:]) for row in rows)
-                return Claim(name, holder, now + lease_seconds, items)
-            if leased:  # the named patient has nothing pending: give the lease back
-                self.release_lease(patient_lease(name), holder)
+            name = str(won[0])
+            if won[1] is not None:
+                rows = self._all(
+                    f"SELECT {_INBOX_COLUMNS} FROM inbox WHERE patient = ? AND state = ? "
+                    "ORDER BY id",
+                    (name, INBOX_PENDING),
+                )
+                if rows:
+                    items = tuple(_item(row) for row in rows)
+                    return Claim(name, holder, now + lease_seconds, items)
+                self.release_lease(patient_lease(name), holder)  # decided meanwhile
             if patient is not None:
                 return None
         return None
@@ -400,7 +405,7 @@ class PostgresStore(SqlStore):
         holder: str, now: float, lease_seconds: float, patient: str | None
     ) -> tuple[Any, ...]:
         first = (patient,) if patient else (INBOX_PENDING, now)
-        return (*first, holder, now + lease_seconds, now, INBOX_PENDING)
+        return (*first, holder, now + lease_seconds, now)
 
     def claim_effects(
         self, holder: str, now: float, lease_seconds: float, limit: int

@@ -6,6 +6,7 @@ Against a real private PostgreSQL (tests/setup/postgres.py); each test has its o
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -294,14 +295,14 @@ def test_a_claim_tries_the_advisory_lock_of_the_patient_it_takes_only(pg: Postgr
     assert locks == [(1,)]  # not one per candidate: other workers may claim the others
 
 
-def test_a_claim_is_one_round_trip(postgres_dsn: str):
+def test_a_claim_is_two_round_trips(postgres_dsn: str):
     store = PostgresStore(postgres_dsn, pool_max=1, check_idle_s=3600)  # no check counted
     try:
         store.put_items([item("a1", "Patient/A"), item("a2", "Patient/A")])
         before = store.round_trips
         claim = store.claim_patient("w1", T0, 30)
         assert claim is not None and [i.key for i in claim.items] == ["a1", "a2"]
-        assert store.round_trips - before == 1
+        assert store.round_trips - before == 2  # the lease, then the items
     finally:
         store.close()
 
@@ -324,3 +325,37 @@ def test_a_relaxed_thread_commits_without_waiting_for_the_flush_and_others_still
     assert seen == {"relaxed": ("off",), "relaxed_in_transaction": ("off",)}
     assert pg._one("SHOW synchronous_commit") == ("on",)  # this thread: durable commits
     assert pg.watermark("from-relaxed") == "1"  # and it sees what the other committed
+
+
+def test_a_claim_that_waited_for_a_finishing_worker_never_returns_its_done_items(
+    pg: PostgresStore, postgres_dsn: str
+):
+    pg.put_items([item("a1", "Patient/A")])
+    first = pg.claim_patient("w1", T0, 30)
+    assert first is not None
+    answer: list[object] = []
+    with psycopg.connect(postgres_dsn) as w1:
+        # w1 is late (its lease ran out at T0 + 30) and is finishing now: items done, lease
+        # released, in a transaction not committed yet
+        w1.execute("UPDATE inbox SET state = 'done' WHERE patient = 'Patient/A'")
+        w1.execute("DELETE FROM leases WHERE name = 'patient:Patient/A'")
+
+        def claim() -> None:
+            answer.append(pg.claim_patient("w2", T0 + 31, 30))
+
+        thread = threading.Thread(target=claim)
+        thread.start()
+        # w2's claim waits for w1's lock on the lease row (bounded wait for it to get there)
+        for _ in range(600):
+            waiting = w1.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.05)
+        assert waiting and waiting[0] == 1, "the claim did not wait for w1"
+        w1.commit()
+    thread.join(timeout=60)
+    assert answer == [None]  # not Patient/A with a1, which w1 decided
+    assert pg.lease_holder("patient:Patient/A", T0 + 31) is None  # w2 gave the lease back
