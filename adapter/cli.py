@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     run.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
+    run.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a self-contained HTML report (worklist and ANC charts) to FILE",
+    )
     _rems_options(run)
     _evaluation_options(run)
 
@@ -369,6 +376,7 @@ def run_command(args: argparse.Namespace, loaded: Loaded) -> int:
         rems=rems_settings(loaded),
     )
     output_folder(args.out, "--out")
+    report_file = report_path(args.report) if args.report is not None else None
     progress = _progress(loaded)
     try:
         result = run_batch(settings, data, progress)
@@ -377,8 +385,26 @@ def run_command(args: argparse.Namespace, loaded: Loaded) -> int:
     report_problems(result.problems, args.out)
     for note in result.notes:
         log.warning("REMS: %s", note)
-    _say(loaded, result.summary(args.out, monotonic_time.monotonic() - started))
+    summary = result.summary(args.out, monotonic_time.monotonic() - started)
+    if report_file is not None:
+        from adapter.batch.report import write_report
+
+        write_report(result, data.protocol, report_file)
+        summary += f"\nReport: {report_file}"
+    _say(loaded, summary)
     return 0
+
+
+def report_path(path: Path) -> Path:
+    """The report file: its folder must exist and be writable; not a folder itself."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a file", where="--report")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"folder {folder} does not exist", where="--report")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"folder {folder} is not writable", where="--report")
+    return path
 
 
 def _say(loaded: Loaded, text: str) -> None:

@@ -57,6 +57,11 @@ class BatchResult:
     decisions: tuple[DispenseDecision, ...] = ()
     #: What the backend could not do, for stderr (no patient data beyond references).
     notes: tuple[str, ...] = ()
+    #: What each evaluation was made from, and how (the report draws its history from them).
+    inputs: tuple[PatientInputs, ...] = ()
+    context: Context | None = None
+    #: The findings written (the REMS backend's when it decided).
+    findings: tuple[Finding, ...] = ()
 
     def summary(self, out: Path, seconds: float | None = None) -> str:
         on_clozapine = [e for e in self.evaluations if e.on_clozapine]
@@ -121,7 +126,7 @@ Progress = Callable[[int], None]
 
 def _evaluate(
     settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
-) -> tuple[Collector, list[PatientInputs], list[Evaluation]]:
+) -> tuple[Collector, list[PatientInputs], list[Evaluation], Context]:
     collector = Collector(Reader(data, settings.site_tz), settings.as_of)
     for count, located in enumerate(read_sources(settings.sources, collector.problems), 1):
         collector.add(located)
@@ -135,7 +140,7 @@ def _evaluate(
         derive_anc=settings.derive_anc,
     )
     inputs = collector.patients()
-    return collector, inputs, [evaluate_patient(item, context) for item in inputs]
+    return collector, inputs, [evaluate_patient(item, context) for item in inputs], context
 
 
 @dataclass
@@ -208,7 +213,7 @@ def _rems(
 def run_batch(
     settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
 ) -> BatchResult:
-    collector, inputs, evaluations = _evaluate(settings, data, progress)
+    collector, inputs, evaluations, context = _evaluate(settings, data, progress)
     if settings.rems is None:
         outputs = _local(evaluations)
     else:
@@ -245,4 +250,7 @@ def run_batch(
         withdrawn=len(outputs.withdrawals),
         decisions=tuple(outputs.decisions),
         notes=tuple(outputs.notes),
+        inputs=tuple(inputs),
+        context=context,
+        findings=tuple(outputs.findings),
     )
