@@ -134,25 +134,34 @@ def _row(view: PatientView, href: str, tz: tzinfo) -> str:
         ]
     ).lower()
     collected = (
-        f"{view.latest_collected.astimezone(tz):%Y-%m-%d} ({age_words(view.latest_age_days)})"
+        f'<span class="nowrap">{view.latest_collected.astimezone(tz):%Y-%m-%d}</span> '
+        f'<span class="age">({_e(age_words(view.latest_age_days))})</span>'
         if view.latest_collected
         else "-"
     )
-    needs = "; ".join(_SHORT_GROUP[f] for f in view.flags)
+    needs = " ".join(f'<span class="tag">{_e(_SHORT_GROUP[f])}</span>' for f in view.flags)
     reasons = "".join(f"<li>{_e(r)}</li>" for r in view.notes)
     cells_ = [
         (f'<a href="{_e(href)}">{_e(view.key)}</a>', view.key),
-        (_e(needs), str(GROUPS.index((view.group, GROUP_TITLE[view.group])))),
+        (needs, str(GROUPS.index((view.group, GROUP_TITLE[view.group])))),
         (_e(_population(view)), _population(view)),
         ("yes" if view.hospice else "no", "1" if view.hospice else "0"),
         (_e(_anc(view)), str(view.latest_anc) if view.latest_anc is not None else "-1"),
-        (_e(collected), view.latest_collected.isoformat() if view.latest_collected else ""),
+        (collected, view.latest_collected.isoformat() if view.latest_collected else ""),
         (
             _e(CATEGORY_WORDS.get(view.category or "", "none")),
             view.category or "",
         ),
         (_e(FREQUENCY_WORDS[view.frequency]), view.frequency),
-        (_e(_due(view)), view.next_due.isoformat()),
+        (
+            f'<span class="nowrap">{view.next_due}</span>'
+            + (
+                f" <strong>{_e(_DUE_WORDS[view.due_state])}</strong>"
+                if view.due_state != "later"
+                else ""
+            ),
+            view.next_due.isoformat(),
+        ),
         (_e(_dispense(view)), _dispense(view)),
         (f'<ul class="why">{reasons}</ul>', ""),
     ]
@@ -196,7 +205,7 @@ def worklist_table(
             + "".join(_row(v, href(v), tz) for v in rows)
             + "</tbody>"
         )
-    summary = ", ".join(f"{counts[g]} {GROUP_TITLE[g].lower()}" for g, _ in GROUPS if counts[g])
+    summary = "; ".join(f"{GROUP_TITLE[g]}: {counts[g]}" for g, _ in GROUPS if counts[g])
     return (
         '<section aria-labelledby="worklist-h" id="worklist-section">'
         '<h2 id="worklist-h">Worklist</h2>'
