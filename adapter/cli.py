@@ -1,4 +1,4 @@
-"""Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server`` and ``watch``.
+"""Command line entry points: ``rems-adapter run``, ``demo``, ``rems-server``, ``watch``, ``serve``.
 
 The composition root of each command: settings come from `adapter.settings` (flag >
 environment > TOML file > default), reference data from ``mappings/``; then the service runs.
@@ -24,9 +24,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapter import __version__, logs
-from adapter.batch.rems_backend import RemsSettings
 from adapter.batch.run import PROBLEMS_FILE, BatchSettings, plural, run_batch
 from adapter.batch.sources import InputProblem
+from adapter.decide import Backend, LocalBackend
+from adapter.decide.rems import RemsDecider, RemsSettings
 from adapter.errors import (
     EXIT_CODES,
     AdapterError,
@@ -52,6 +53,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "demo": ("evaluation", "demo", "log"),
     "rems-server": ("rems_server", "log"),
     "watch": ("fhir", "watch", "evaluation", "log"),
+    "serve": ("fhir", "serve", "inbound", "watch", "evaluation", "rems", "log"),
 }
 
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -228,6 +230,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     watch_cli.add_parser(commands, **sub)
+
+    serve = commands.add_parser(
+        "serve",
+        help="service mode: lab pushes, EHR polling, decisions written back (interfaces.md s.4)",
+        description="Run the service: HTTP endpoints for lab pushes (POST /fhir/Observation, "
+        "POST /fhir), /healthz, /readyz, /metrics; polling of the EHR (unless --no-poll); the "
+        "decision backend; the durable inbox and outbox. Secrets only from the environment: "
+        "REMS_ADAPTER_INBOUND_TOKEN (required to listen beyond loopback), "
+        "REMS_ADAPTER_FHIR_TOKEN, REMS_ADAPTER_REMS_TOKEN.",
+        **sub,
+    )
+    _setting(serve, "fhir.base_url", "EHR FHIR R4 base URL (fhir.base_url)", metavar="URL")
+    _setting(
+        serve,
+        "serve.listen",
+        "HOST:PORT of the HTTP endpoints (default 127.0.0.1:8770)",
+        metavar="HOST:PORT",
+    )
+    _setting(
+        serve,
+        "serve.state",
+        "state store: SQLite file (default rems-adapter.sqlite) or postgresql:// URL",
+        metavar="DSN",
+    )
+    _setting(
+        serve,
+        "serve.mllp",
+        "HOST:PORT of the HL7 v2 MLLP listener (off by default)",
+        metavar="HOST:PORT",
+    )
+    serve.add_argument(
+        "--no-poll",
+        dest="serve.poll",
+        action="store_const",
+        const=False,
+        default=None,
+        help="do not poll the EHR (push, notify and MLLP only)",
+    )
+    _rems_options(serve)
+    _evaluation_options(serve)
     return parser
 
 
@@ -511,11 +553,31 @@ def watch_command(args: argparse.Namespace, loaded: Loaded) -> int:
     return watch_cli.run(args, loaded)
 
 
+# ------------------------------------------------------------------ serve
+
+
+def serve_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.serve.command import run as serve
+
+    return serve(loaded, decision_backend(loaded))
+
+
+def decision_backend(loaded: Loaded) -> Backend:
+    """The backend --rems names: local (the core) or a REMS service."""
+    settings = rems_settings(loaded)
+    if settings is None:
+        return LocalBackend()
+    mappings = loaded.settings.evaluation.mappings
+    data = load_reference_data(Path(mappings) if mappings else None)
+    return RemsDecider(settings, data.protocol, site_zone(loaded))
+
+
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "run": run_command,
     "demo": demo_command,
     "rems-server": rems_server_command,
     "watch": watch_command,
+    "serve": serve_command,
 }
 
 

@@ -279,6 +279,110 @@ class RemsServerSection(Section):
     token: SecretStr | None = secret("bearer token required by every other endpoint")
 
 
+class ServeSection(Section):
+    """``[serve]``: the long-running service (`serve`; `watch` is serve with only polling)."""
+
+    listen: str = Field(
+        "127.0.0.1:8770",
+        description="HOST:PORT of the HTTP endpoints (beyond loopback only with an inbound token)",
+        examples=["127.0.0.1:1", "127.0.0.1:2"],
+    )
+    state: str = Field(
+        "rems-adapter.sqlite",
+        description="state store: a SQLite file, or a postgresql:// URL",
+        examples=["a.sqlite", "b.sqlite"],
+    )
+    poll: StrictBool = Field(
+        True,
+        description="poll the EHR (the watch cycle); --no-poll: push only",
+        examples=[False, True],
+    )
+    mllp: str | None = Field(
+        None,
+        description="HOST:PORT of the HL7 v2 MLLP listener (off when unset)",
+        examples=["127.0.0.1:1", "127.0.0.1:2"],
+    )
+    workers: StrictInt = Field(
+        2, ge=1, le=64, description="threads deciding patients", examples=[1, 3]
+    )
+    performers: StrictInt = Field(
+        2,
+        ge=1,
+        le=64,
+        description="threads performing outbox effects (EHR writes)",
+        examples=[1, 3],
+    )
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="how long a claim lasts before another worker may take it over",
+        examples=[10.0, 20.0],
+    )
+    forward: StrictBool = Field(
+        True,
+        description="write pushed Observations to the EHR (conditional create on identifier)",
+        examples=[False, True],
+    )
+    hydrate: StrictBool = Field(
+        True,
+        description="read the history of a patient first seen through a push from the EHR",
+        examples=[False, True],
+    )
+    history_max_pages: StrictInt = Field(
+        5,
+        ge=1,
+        description="page bound per search when reading a patient's history",
+        examples=[1, 2],
+    )
+    retry_first_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="first delay before an effect is tried again (then doubled)",
+        examples=[0.5, 2.0],
+    )
+    retry_max_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="longest delay between two attempts of an effect",
+        examples=[30.0, 60.0],
+    )
+    max_attempts: StrictInt = Field(
+        60,
+        ge=1,
+        description="attempts before an effect becomes a dead letter",
+        examples=[5, 6],
+    )
+
+
+class InboundSection(Section):
+    """``[inbound]``: what serve accepts on its HTTP endpoints."""
+
+    token: SecretStr | None = secret(
+        "bearer token every request must carry (not /healthz, /readyz, /metrics)"
+    )
+    max_body_bytes: StrictInt = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="largest request body (413 above it)",
+        examples=[2048, 4096],
+    )
+    rate_per_second: float = Field(
+        200.0,
+        ge=0,
+        description="requests per second per client address (0: no limit)",
+        examples=[10.0, 20.0],
+    )
+    rate_burst: StrictInt = Field(
+        400,
+        ge=1,
+        description="requests a client may send at once above the rate",
+        examples=[10, 20],
+    )
+    max_bundle_entries: StrictInt = Field(
+        1000, ge=1, description="entries in one pushed Bundle", examples=[10, 20]
+    )
+
+
 class LogSection(Section):
     """``[log]``: logging, for every command."""
 
@@ -317,6 +421,8 @@ class Settings(BaseSettings):
     rems: RemsSection = RemsSection()
     fhir: FhirSection = FhirSection()
     watch: WatchSection = WatchSection()
+    serve: ServeSection = ServeSection()
+    inbound: InboundSection = InboundSection()
     rems_server: RemsServerSection = RemsServerSection()
     demo: DemoSection = DemoSection()
     log: LogSection = LogSection()
@@ -352,6 +458,10 @@ FLAGS: dict[str, str] = {
     "watch.interval_seconds": "--interval",
     "watch.group": "--group",
     "watch.patients": "--patient",
+    "serve.listen": "--listen",
+    "serve.state": "--state",
+    "serve.poll": "--no-poll",
+    "serve.mllp": "--mllp",
     "rems_server.host": "--host",
     "rems_server.port": "--port",
     "rems_server.db": "--db",

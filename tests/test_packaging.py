@@ -25,6 +25,7 @@ def test_wheel_carries_data_and_runs_outside_the_checkout(tmp_path: Path) -> Non
         "adapter/mappings/units.toml",
         "adapter/profiles/CodeSystem-finding.json",
         "adapter/demo/data/demo.ndjson",
+        "adapter/store/migrations/0001_initial.sql",
     ):
         assert needed in names
     site = tmp_path / "site"

@@ -12,17 +12,17 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from adapter.batch.collect import Collector, IdentityCollector, identity_refs
-from adapter.batch.rems_backend import Directory, RemsBackend, RemsSettings
-from adapter.batch.sources import InputProblem, read_sources
+from adapter.batch.sources import read_sources
 from adapter.core.evaluate import Context, Evaluation, Withdrawal, evaluate_patient
 from adapter.core.findings import Finding
 from adapter.core.model import DispenseDecision, PatientInputs
 from adapter.core.reference import ReferenceData
+from adapter.decide import Backend, Directory, Outcome, local_outcome
+from adapter.decide.rems import RemsDecider, RemsSettings
+from adapter.fhir.collect import Collector, IdentityCollector, InputProblem, identity_refs
 from adapter.fhir.read import Reader
-from adapter.fhir.records import authorization_record, psf_record, status_record
+from adapter.fhir.records import status_record
 from adapter.fhir.write import detected_issue, withdrawn_issue
-from adapter.rems import RemsClient
 
 OUTPUT_FILES = ("DetectedIssue.ndjson", "status.ndjson", "authorizations.ndjson", "psf.ndjson")
 #: Every input problem (location, message), one object a line; stderr shows only the first ones.
@@ -152,27 +152,20 @@ class _Outputs:
     decisions: list[DispenseDecision]
     notes: list[str]
 
+    def add(self, outcome: Outcome) -> None:
+        self.findings += outcome.findings
+        self.withdrawals += outcome.withdrawals
+        self.authorizations += outcome.authorizations
+        self.forms += outcome.forms
+        self.decisions += outcome.decisions
+        self.notes += outcome.notes
+
 
 def _local(evaluations: Sequence[Evaluation]) -> _Outputs:
-    return _Outputs(
-        findings=[f for e in evaluations for f in e.findings],
-        withdrawals=[w for e in evaluations for w in e.withdrawals],
-        authorizations=[
-            authorization_record(decision, "local") for e in evaluations for decision in e.decisions
-        ],
-        forms=[
-            psf_record(
-                e.psf,
-                "awaiting-prescriber"
-                if e.psf.signer_role == "prescriber" and not e.psf_signed
-                else "prepared",
-            )
-            for e in evaluations
-            if e.psf is not None
-        ],
-        decisions=[decision for e in evaluations for decision in e.decisions],
-        notes=[],
-    )
+    outputs = _Outputs([], [], [], [], [], [])
+    for evaluation in evaluations:
+        outputs.add(local_outcome(evaluation))
+    return outputs
 
 
 def _rems(
@@ -190,23 +183,13 @@ def _rems(
         identities.add(located)
     directory = Directory(identities.resources(), collector.requesters())
     outputs = _local([e for e in evaluations if not e.on_clozapine])
-    client = RemsClient(rems.url, timeouts=rems.timeouts, retry=rems.retry)
-    if rems.token:
-        client.session.headers["Authorization"] = f"Bearer {rems.token}"
+    backend: Backend = RemsDecider(rems, data.protocol, settings.site_tz)
     try:
-        backend = RemsBackend(
-            client, rems, directory, data.protocol, settings.site_tz, settings.as_of
-        )
+        backend.start_run()
         for patient_inputs, evaluation in on_clozapine:
-            outcome = backend.decide(evaluation, patient_inputs)
-            outputs.findings += outcome.findings
-            outputs.withdrawals += outcome.withdrawals
-            outputs.authorizations += outcome.authorizations
-            outputs.forms += outcome.forms
-            outputs.decisions += outcome.decisions
-            outputs.notes += outcome.notes
+            outputs.add(backend.decide(evaluation, patient_inputs, directory, settings.as_of))
     finally:
-        client.close()
+        backend.close()
     return outputs
 
 

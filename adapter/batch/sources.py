@@ -8,11 +8,12 @@ at all is an :class:`UnreadableInput` error: the run cannot be trusted to be com
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from adapter.errors import UnreadableInputError
+from adapter.fhir.collect import InputProblem as InputProblem
+from adapter.fhir.collect import Located as Located
 
 try:  # the fastest parser available; the standard library otherwise
     import orjson
@@ -40,28 +41,6 @@ _WIDE_BOMS = (
 
 class UnreadableInput(UnreadableInputError, OSError):
     """A source path that does not exist or cannot be read."""
-
-
-@dataclass(frozen=True)
-class InputProblem:
-    location: str  # "file:line" or "file#entry[n]"
-    message: str  # names the FHIR path; never quotes values from the resource
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.message}"
-
-
-class Located(NamedTuple):
-    """A resource and where it was read. A tuple, with the location formatted only when asked
-    for (a problem to report): one is made for every line of an export."""
-
-    where: str  # the file, or "file:line#Bundle.entry[n]"
-    resource: dict[str, Any]
-    line: int = 0  # the line in ``where``; 0 when ``where`` is already complete
-
-    @property
-    def location(self) -> str:
-        return f"{self.where}:{self.line}" if self.line else self.where
 
 
 def expand(paths: Sequence[str]) -> list[Path]:

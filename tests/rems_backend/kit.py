@@ -13,8 +13,8 @@ import jsonschema
 import requests
 from fhir.resources.R4B.detectedissue import DetectedIssue
 
-from adapter.batch.rems_backend import DEFAULT_PHARMACY_ID_SYSTEM, DEFAULT_REMS_ID_SYSTEM
 from adapter.cli import main
+from adapter.decide.rems import DEFAULT_PHARMACY_ID_SYSTEM, DEFAULT_REMS_ID_SYSTEM
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"

@@ -134,7 +134,8 @@ def _chart_rows(section: Any, first: str) -> int:
         section,
         "table.data[id^=results] tbody tr",
         f"""rows => rows.filter(r => (r.cells[1].textContent === 'ANC' ||
-            r.cells[1].textContent === 'derived ANC') && r.cells[0].textContent >= '{first}').length""",
+            r.cells[1].textContent === 'derived ANC')
+            && r.cells[0].textContent >= '{first}').length""",
     )
 
 
@@ -214,7 +215,7 @@ def test_unevaluable_and_withdrawn_results_are_marked_distinctly(
     withdrawn = [d for label, d in labels["demo-24"] if label.startswith("Withdrawn ANC")]
     used = [d for label, d in labels["demo-24"] if label.startswith("ANC ")]
     assert len(unevaluable) == 1 and len(withdrawn) == 1
-    assert "1400 10*3/uL" in next(l for l, _ in labels["demo-27"] if l.startswith("Unevaluable"))
+    assert "1400 10*3/uL" in next(t for t, _ in labels["demo-27"] if t.startswith("Unevaluable"))
     # Three different shapes (not colour): a cross, a square, a circle.
     assert len({unevaluable[0], withdrawn[0], used[0]}) == 3
 

@@ -1,7 +1,8 @@
 """The `rems` decision backend (clinical-rules section 3): a REMS service decides."""
 
-from adapter.batch.rems_backend.backend import RemsBackend, RemsOutcome
-from adapter.batch.rems_backend.settings import (
+from adapter.decide.rems.backend import RemsBackend, RemsOutcome
+from adapter.decide.rems.decider import RemsDecider
+from adapter.decide.rems.settings import (
     DEFAULT_DESIGNEE_ID,
     DEFAULT_PHARMACY_ID_SYSTEM,
     DEFAULT_REMS_ID_SYSTEM,
@@ -15,6 +16,7 @@ __all__ = [
     "DEFAULT_REMS_ID_SYSTEM",
     "Directory",
     "RemsBackend",
+    "RemsDecider",
     "RemsOutcome",
     "RemsSettings",
 ]

@@ -1,12 +1,10 @@
-"""Settings of the `rems` backend (README configuration table) and what it looks up."""
+"""Settings of the `rems` backend (README configuration table)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from adapter.fhir.identity import NPI_SYSTEM, identifier_value
+from adapter.decide.base import Directory
 from adapter.rems import (
     RetryPolicy,
     Timeouts,
@@ -33,14 +31,10 @@ class RemsSettings:
     token: str | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class Directory:
-    """What the backend looks up: Patient, Practitioner and Organization resources by reference,
-    and the requester of each clozapine MedicationRequest."""
-
-    resources: Mapping[str, Mapping[str, Any]]
-    requesters: Mapping[str, str | None]
-
-    def npi(self, practitioner: str | None) -> str | None:
-        resource = self.resources.get(practitioner or "")
-        return identifier_value(resource, NPI_SYSTEM) if resource else None
+__all__ = [
+    "DEFAULT_DESIGNEE_ID",
+    "DEFAULT_PHARMACY_ID_SYSTEM",
+    "DEFAULT_REMS_ID_SYSTEM",
+    "Directory",
+    "RemsSettings",
+]

@@ -7,14 +7,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from adapter.batch.rems_backend.case import (
-    Decided,
-    Desk,
-    PatientCase,
-    anc_wire,
-    mapped,
-    why,
-)
 from adapter.core.calendar import local_date
 from adapter.core.dispense import EMAUTH
 from adapter.core.findings import Finding, cells, dispense_finding
@@ -26,6 +18,14 @@ from adapter.core.model import (
     PendingDispense,
     PriorIssue,
     Reason,
+)
+from adapter.decide.rems.case import (
+    Decided,
+    Desk,
+    PatientCase,
+    anc_wire,
+    mapped,
+    why,
 )
 from adapter.fhir.identity import identifier_value
 from adapter.fhir.records import instant

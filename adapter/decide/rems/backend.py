@@ -17,18 +17,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.batch.rems_backend.case import (
-    Desk,
-    PatientCase,
-)
-from adapter.batch.rems_backend.dispensing import DispenseDesk
-from adapter.batch.rems_backend.forms import FormDesk
 from adapter.core.evaluate import Evaluation, Withdrawal, withdraw
 from adapter.core.findings import HANDED_OVER_TOPIC, OUTCOME_FINDING, PSF_ACTION, Finding
 from adapter.core.model import (
     DispenseDecision,
     PatientInputs,
 )
+from adapter.decide.rems.case import (
+    Desk,
+    PatientCase,
+)
+from adapter.decide.rems.dispensing import DispenseDesk
+from adapter.decide.rems.forms import FormDesk
 from adapter.fhir.identity import patient_identity
 from adapter.fhir.records import authorization_record
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
 
-from adapter.batch.rems_backend.settings import Directory, RemsSettings
 from adapter.core.evaluate import Evaluation
 from adapter.core.findings import REASON_TEXT, Finding
 from adapter.core.model import (
@@ -20,6 +19,7 @@ from adapter.core.model import (
     Reason,
 )
 from adapter.core.protocol import Protocol
+from adapter.decide.rems.settings import Directory, RemsSettings
 from adapter.fhir.identity import PatientIdentity
 from adapter.fhir.records import number
 from adapter.rems import (

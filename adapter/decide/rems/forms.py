@@ -8,7 +8,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from adapter.batch.rems_backend.case import (
+from adapter.core.calendar import local_date
+from adapter.core.dispense import EMAUTH
+from adapter.core.findings import Finding, cells
+from adapter.core.model import (
+    Mitigation,
+    PatientInputs,
+)
+from adapter.core.monitoring import first_step
+from adapter.core.psf import PatientStatusForm
+from adapter.decide.rems.case import (
     MAX_ANC_RESULTS,
     PSF_ACTION,
     PSF_REJECTED,
@@ -19,15 +28,6 @@ from adapter.batch.rems_backend.case import (
     mapped,
     why,
 )
-from adapter.core.calendar import local_date
-from adapter.core.dispense import EMAUTH
-from adapter.core.findings import Finding, cells
-from adapter.core.model import (
-    Mitigation,
-    PatientInputs,
-)
-from adapter.core.monitoring import first_step
-from adapter.core.psf import PatientStatusForm
 from adapter.fhir.identity import NPI_SYSTEM
 from adapter.fhir.records import PsfState, psf_record
 from adapter.rems import (

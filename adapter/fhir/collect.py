@@ -1,0 +1,317 @@
+"""Gathers what the rules need from a stream of resources, grouped by patient (a translator:
+batch, the pipeline and watch all use it).
+
+Keeps only relevant resources (ANC-related labs, clozapine dispenses and prescriptions,
+designations, our own DetectedIssues) so that memory stays flat on large exports. Versions of the
+same resource are reconciled (the latest wins); translation errors become input problems.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from adapter.core.labs import version_rank
+from adapter.core.model import (
+    Designations,
+    LabObservation,
+    PatientInputs,
+    PendingDispense,
+    PriorIssue,
+    Supply,
+)
+from adapter.fhir.read import FhirInputError, Reader, ReportTimes, collection_time
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    location: str  # "file:line" or "file#entry[n]"
+    message: str  # names the FHIR path; never quotes values from the resource
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+class Located(NamedTuple):
+    """A resource and where it was read. A tuple, with the location formatted only when asked
+    for (a problem to report): one is made for every line of an export."""
+
+    where: str  # the file, or "file:line#Bundle.entry[n]"
+    resource: dict[str, Any]
+    line: int = 0  # the line in ``where``; 0 when ``where`` is already complete
+
+    @property
+    def location(self) -> str:
+        return f"{self.where}:{self.line}" if self.line else self.where
+
+
+class _Reported(Exception):
+    """A lab result read with a problem to report: kept (unevaluable) and reported."""
+
+    def __init__(self, lab: LabObservation | None, error: FhirInputError) -> None:
+        super().__init__(str(error))
+        self.lab = lab
+        self.error = error
+
+
+def _rank(resource: dict[str, Any], arrival: int) -> tuple[int, str, int]:
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
+    return version_rank(
+        str(meta.get("versionId") or ""), str(meta.get("lastUpdated") or ""), arrival
+    )
+
+
+@dataclass
+class _Dispense:
+    rank: tuple[int, str, int]
+    item: Supply | PendingDispense | None
+    clozapine: bool | None
+    medication_ref: str | None
+
+
+@dataclass
+class _Request:
+    patient: str
+    requester: str | None
+    active: bool
+    clozapine: bool | None
+    medication_ref: str | None
+
+
+@dataclass
+class Collector:
+    reader: Reader
+    clock: datetime
+    problems: list[InputProblem] = field(default_factory=list)
+    resources_read: int = 0
+    labs: dict[str, list[LabObservation]] = field(default_factory=lambda: defaultdict(list))
+    dispenses: dict[str, _Dispense] = field(default_factory=dict)
+    requests: dict[str, _Request] = field(default_factory=dict)
+    medications: dict[str, bool] = field(default_factory=dict)
+    designations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    issues: dict[str, tuple[tuple[int, str, int], PriorIssue, dict[str, Any]]] = field(
+        default_factory=dict
+    )
+    #: When results were collected, for those whose Observation does not say (latest version).
+    reports: dict[str, tuple[tuple[int, str, int], ReportTimes]] = field(default_factory=dict)
+    specimens: dict[str, tuple[tuple[int, str, int], datetime, str]] = field(default_factory=dict)
+
+    def add(self, located: Located) -> None:
+        self.resources_read += 1
+        resource = located.resource
+        kind = resource["resourceType"]
+        handler = _HANDLERS.get(kind)
+        if handler is None:
+            return  # unknown or irrelevant resource types are ignored
+        try:
+            handler(self, resource)
+        except _Reported as reported:
+            self.problems.append(InputProblem(located.location, f"{kind}: {reported.error}"))
+            if reported.lab is not None:
+                self.labs[reported.lab.patient].append(reported.lab)
+        except FhirInputError as error:
+            self.problems.append(InputProblem(located.location, f"{kind}: {error}"))
+
+    def _observation(self, resource: dict[str, Any]) -> None:
+        lab, unreadable = self.reader.read_observation(resource, arrival=self.resources_read)
+        if unreadable is not None:  # reported, and still decided (as unevaluable)
+            raise _Reported(lab, unreadable)
+        if lab is not None:
+            self.labs[lab.patient].append(lab)
+
+    def _dispense(self, resource: dict[str, Any]) -> None:
+        rank = _rank(resource, self.resources_read)
+        ref = f"MedicationDispense/{resource.get('id')}"
+        held = self.dispenses.get(ref)
+        if held is not None and held.rank > rank:
+            return
+        clozapine, medication_ref = self.reader.medication_of(resource)
+        item = self.reader.dispense(resource) if clozapine is not False else None
+        self.dispenses[ref] = _Dispense(rank, item, clozapine, medication_ref)
+
+    def _request(self, resource: dict[str, Any]) -> None:
+        clozapine, medication_ref = self.reader.medication_of(resource)
+        if clozapine is False:
+            return
+        patient, requester, active = self.reader.request(resource)
+        ref = f"MedicationRequest/{resource.get('id')}"
+        self.requests[ref] = _Request(patient, requester, active, clozapine, medication_ref)
+
+    def _medication(self, resource: dict[str, Any]) -> None:
+        self.medications[f"Medication/{resource.get('id')}"] = self.reader.medication_is_clozapine(
+            resource
+        )
+
+    def _designation(self, resource: dict[str, Any]) -> None:
+        found = self.reader.designation(resource, self.clock)
+        if found is not None:
+            self.designations[found[0]].add(found[1])
+
+    def _report(self, resource: dict[str, Any]) -> None:
+        report = self.reader.report(resource)
+        if report is None:
+            return
+        rank = _rank(resource, self.resources_read)
+        ref = f"DiagnosticReport/{resource.get('id')}"
+        held = self.reports.get(ref)
+        if held is None or held[0] <= rank:
+            self.reports[ref] = (rank, report)
+
+    def _specimen(self, resource: dict[str, Any]) -> None:
+        found = self.reader.specimen(resource)
+        if found is None:
+            return
+        ref, moment, raw = found
+        rank = _rank(resource, self.resources_read)
+        held = self.specimens.get(ref)
+        if held is None or held[0] <= rank:
+            self.specimens[ref] = (rank, moment, raw)
+
+    def _collection_context(
+        self,
+    ) -> tuple[dict[str, list[ReportTimes]], dict[str, tuple[datetime, str]]]:
+        by_result: dict[str, list[ReportTimes]] = defaultdict(list)
+        for _, report in self.reports.values():
+            for ref in report.results:
+                by_result[ref].append(report)
+        specimens = {ref: (moment, raw) for ref, (_, moment, raw) in self.specimens.items()}
+        return by_result, specimens
+
+    def _issue(self, resource: dict[str, Any]) -> None:
+        issue = self.reader.prior_issue(resource)
+        if issue is None:
+            return
+        rank = _rank(resource, self.resources_read)
+        held = self.issues.get(issue.ref)
+        if held is None or held[0] <= rank:
+            self.issues[issue.ref] = (rank, issue, resource)
+
+    # ------------------------------------------------------------------ results
+
+    def _is_clozapine(self, flag: bool | None, medication_ref: str | None) -> bool:
+        if flag is not None:
+            return flag
+        return bool(medication_ref and self.medications.get(medication_ref, False))
+
+    def unresolved_medications(self) -> int:
+        return sum(
+            1
+            for held in self.dispenses.values()
+            if held.clozapine is None and held.medication_ref not in self.medications
+        )
+
+    def patients(self) -> list[PatientInputs]:
+        supplies: dict[str, list[Supply]] = defaultdict(list)
+        pending: dict[str, list[PendingDispense]] = defaultdict(list)
+        for held in self.dispenses.values():
+            if held.item is None or not self._is_clozapine(held.clozapine, held.medication_ref):
+                continue
+            if isinstance(held.item, Supply):
+                supplies[held.item.patient].append(held.item)
+            else:
+                pending[held.item.patient].append(held.item)
+        prescribers: dict[str, set[str]] = defaultdict(set)
+        prescribed: dict[str, list[str]] = defaultdict(list)
+        for ref, request in sorted(self.requests.items()):
+            if not self._is_clozapine(request.clozapine, request.medication_ref):
+                continue
+            if request.requester:
+                prescribers[request.patient].add(request.requester)
+            if request.active:
+                prescribed[request.patient].append(ref)
+        # Results without an effective time are dated by their report or specimen.
+        undated = any(lab.collected is None for labs in self.labs.values() for lab in labs)
+        by_result, specimens = self._collection_context() if undated else ({}, {})
+
+        def dated(labs: Iterable[LabObservation]) -> tuple[LabObservation, ...]:
+            return tuple(collection_time(lab, by_result, specimens) for lab in labs)
+
+        prior: dict[str, list[PriorIssue]] = defaultdict(list)
+        for _, issue, _ in self.issues.values():
+            prior[issue.patient].append(issue)
+        everyone = set(self.labs) | set(supplies) | set(pending) | set(prescribed) | set(prior)
+        return [
+            PatientInputs(
+                patient=patient,
+                labs=dated(self.labs.get(patient, ())),
+                supplies=tuple(sorted(supplies.get(patient, ()), key=lambda s: s.ref)),
+                pending=tuple(sorted(pending.get(patient, ()), key=lambda p: p.ref)),
+                designations=Designations(
+                    ben="ben" in self.designations.get(patient, ()),
+                    hospice="hospice" in self.designations.get(patient, ()),
+                ),
+                prior_issues=tuple(sorted(prior.get(patient, ()), key=lambda i: i.ref)),
+                prescribers=frozenset(prescribers.get(patient, ())),
+                prescribed=patient in prescribed,
+                requests=tuple(prescribed.get(patient, ())),
+            )
+            for patient in sorted(everyone)
+        ]
+
+    def raw_issue(self, ref: str) -> dict[str, Any]:
+        return self.issues[ref][2]
+
+    def requesters(self) -> dict[str, str | None]:
+        """Requester of each clozapine MedicationRequest: who signs for a dispense's override."""
+        return {ref: request.requester for ref, request in self.requests.items()}
+
+
+#: Who a REMS form names: the patient, the prescriber, the pharmacy.
+IDENTITY_KINDS = frozenset({"Patient", "Practitioner", "Organization"})
+
+
+def identity_refs(patients: Iterable[PatientInputs]) -> frozenset[str]:
+    """The Patient, Practitioner and Organization resources the REMS forms of these patients
+    (patients on clozapine) need: the patient, their prescribers, the dispensing pharmacies."""
+    refs: set[str] = set()
+    for inputs in patients:
+        refs.add(inputs.patient)
+        refs |= inputs.prescribers
+        for pending in inputs.pending:
+            refs.update(pending.performers)
+    return frozenset(ref for ref in refs if ref.split("/", 1)[0] in IDENTITY_KINDS)
+
+
+@dataclass
+class IdentityCollector:
+    """A second pass over the sources (rems backend only) keeping just the resources in
+    `wanted`: memory follows the patients on clozapine, not the number of Patients exported.
+    Versions of a resource are reconciled as in the first pass (the latest wins)."""
+
+    wanted: frozenset[str]
+    seen: int = 0
+    found: dict[str, tuple[tuple[int, str, int], dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, located: Located) -> None:
+        self.seen += 1
+        resource = located.resource
+        if resource.get("resourceType") not in IDENTITY_KINDS:
+            return
+        ref = f"{resource['resourceType']}/{resource.get('id')}"
+        if ref not in self.wanted:
+            return
+        rank = _rank(resource, self.seen)
+        held = self.found.get(ref)
+        if held is None or held[0] <= rank:
+            self.found[ref] = (rank, resource)
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return {ref: resource for ref, (_, resource) in self.found.items()}
+
+
+_HANDLERS = {
+    "Observation": Collector._observation,
+    "MedicationDispense": Collector._dispense,
+    "MedicationRequest": Collector._request,
+    "Medication": Collector._medication,
+    "Condition": Collector._designation,
+    "Flag": Collector._designation,
+    "DetectedIssue": Collector._issue,
+    "DiagnosticReport": Collector._report,
+    "Specimen": Collector._specimen,
+}

@@ -1,0 +1,129 @@
+"""What the rules need from the EHR, as searches: the poll source's queries and a patient's
+history (hydration of a patient first seen through a push).
+
+Hydration is bounded: one search per kind (at most `max_pages` pages of `page_size` each) and
+one read of the Patient. A search the server does not support (stock servers without
+DetectedIssue search parameters) is skipped: our DetectedIssues are then known from our own
+writes, and writes stay idempotent on the server (deterministic ids, conditional creates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from adapter.core.reference import ReferenceData
+from adapter.ehr import FhirClient, FhirNotFoundError, FhirServerError
+from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM
+
+
+@dataclass(frozen=True)
+class Query:
+    """One search. `name` keys its watermark; `patient` is set for a per-patient search."""
+
+    name: str
+    resource_type: str
+    params: tuple[tuple[str, str], ...]
+    include: tuple[str, ...] = ()
+    patient: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name if self.patient is None else f"{self.name}|{self.patient}"
+
+    def for_patient(self, patient: str) -> Query:
+        pid = patient.removeprefix("Patient/")
+        return Query(
+            self.name, self.resource_type, (*self.params, ("patient", pid)), self.include, patient
+        )
+
+
+def _tokens(pairs: set[tuple[str | None, str]]) -> str:
+    # no system: a bare code matches it in any system; the Reader then applies the exact rule
+    return ",".join(sorted(f"{system}|{code}" if system else code for system, code in pairs))
+
+
+def queries(data: ReferenceData, derive_anc: bool, use_include: bool) -> tuple[Query, ...]:
+    labs = data.lab_codes
+    codes = set(labs.anc)
+    if derive_anc:
+        codes |= labs.wbc | labs.neutrophil_pct | labs.segs_pct | labs.band_pct
+    observation_codes = ",".join(f"{labs.system}|{code}" for code in sorted(codes))
+    designations = _tokens(set(data.designations.ben) | set(data.designations.hospice))
+    dispense_include = ("MedicationDispense:medication",) if use_include else ()
+    request_include = ("MedicationRequest:medication",) if use_include else ()
+    return (
+        Query("observation", "Observation", (("code", observation_codes),)),
+        # clozapine is recognised locally (codes, NDC, Medication resources, text): the server
+        # cannot be asked for every way a dispense may name it
+        Query("dispense", "MedicationDispense", (), dispense_include),
+        Query("request", "MedicationRequest", (), request_include),
+        Query("condition", "Condition", (("code", designations),)),
+        Query("flag", "Flag", ()),  # R4 defines no `code` search parameter for Flag
+        Query("decision", "DetectedIssue", (("identifier", f"{DECISION_IDENTIFIER_SYSTEM}|"),)),
+    )
+
+
+def matches_and_includes(
+    bundle: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    matches: list[dict[str, Any]] = []
+    included: list[dict[str, Any]] = []
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or resource.get("resourceType") == "OperationOutcome":
+            continue
+        search = entry.get("search")
+        mode = search.get("mode", "match") if isinstance(search, dict) else "match"
+        (included if mode == "include" else matches).append(resource)
+    return matches, included
+
+
+@dataclass(frozen=True)
+class HistoryLimits:
+    max_pages: int = 5
+    page_size: int = 200
+
+
+def patient_history(
+    client: FhirClient,
+    data: ReferenceData,
+    patient: str,
+    *,
+    derive_anc: bool,
+    limits: HistoryLimits,
+) -> Iterator[dict[str, Any]]:
+    """The patient's resources the rules need, as the EHR holds them (bounded). Transient
+    failures propagate (the caller tries again later); an unsupported search is skipped."""
+    pid = patient.removeprefix("Patient/")
+    try:
+        patient_resource = client.read("Patient", pid)
+    except FhirNotFoundError:
+        patient_resource = None
+    if patient_resource is not None:
+        yield patient_resource
+    for query in queries(data, derive_anc, use_include=True):
+        search = query.for_patient(patient)
+        try:
+            pages = client.search_pages(
+                search.resource_type,
+                list(search.params),
+                include=search.include,
+                count=limits.page_size,
+                max_pages=limits.max_pages,
+            )
+            for page, bundle in enumerate(pages, 1):
+                matches, included = matches_and_includes(bundle)
+                yield from included
+                yield from matches
+                if page >= limits.max_pages:
+                    pages.close()
+                    break
+        except FhirNotFoundError:
+            continue
+        except FhirServerError as error:
+            if error.status in (400, 403, 422, 501):
+                continue  # the server does not support this search: skip it
+            raise

@@ -1,0 +1,196 @@
+"""``rems-adapter serve``: the composition root of the service (interfaces.md s.4).
+
+Settings -> the state store (bound to the EHR base URL), the EHR client factory, the decision
+backend, the pipeline, the HTTP endpoints; then it runs until SIGTERM/SIGINT and stops cleanly
+(the HTTP server first, then the pipeline after the items in hand).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from importlib import resources as package_files
+from ipaddress import ip_address
+from pathlib import Path
+from types import FrameType
+
+from adapter import __version__
+from adapter.decide import Backend
+from adapter.ehr import FhirClient
+from adapter.errors import ConfigurationError
+from adapter.fhir.write import AUTHOR_DEVICE
+from adapter.mappings_loader import load_reference_data
+from adapter.pipeline import PipelineSettings, RetryPolicy, WorkerSettings
+from adapter.pipeline.history import HistoryLimits
+from adapter.serve.app import HttpSettings
+from adapter.serve.extensions import Extension
+from adapter.serve.service import Service
+from adapter.settings import Loaded
+from adapter.store import open_store
+from adapter.watch.cli import build_client
+from adapter.watch.config import watch_config
+from adapter.watch.writeback import ensure_author_device
+
+log = logging.getLogger("adapter.serve")
+
+#: Extensions other issues add (Subscriptions, MLLP, worklist): factories given the settings.
+EXTENSIONS: list[Callable[[Loaded], Extension | None]] = []
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(raw: str, where: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(f"'{raw}' is not HOST:PORT", where=where)
+    return host.strip("[]"), int(port)
+
+
+def mappings_version(folder: str | None) -> str:
+    """A digest of the mappings in force (bundled files, overlaid by the site's folder)."""
+    digest = hashlib.sha256()
+    bundled = package_files.files("adapter.mappings")
+    files = {
+        entry.name: entry.read_bytes()
+        for entry in bundled.iterdir()
+        if entry.name.endswith(".toml")
+    }
+    if folder:
+        for path in sorted(Path(folder).glob("*.toml")):
+            files[path.name] = path.read_bytes()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def settings_for(loaded: Loaded) -> tuple[PipelineSettings, HttpSettings]:
+    serve = loaded.settings.serve
+    inbound = loaded.settings.inbound
+    config = watch_config(loaded, None)
+    evaluation = config.evaluation
+    worker = WorkerSettings(
+        site_tz=evaluation.site_tz,
+        derive_anc=evaluation.derive_anc,
+        as_of=evaluation.as_of,
+        lease_seconds=serve.lease_seconds,
+        hydrate=serve.hydrate,
+        history=HistoryLimits(max_pages=serve.history_max_pages),
+        forward=serve.forward,
+        retry_seconds=serve.retry_first_seconds,
+        retry_max_seconds=serve.retry_max_seconds,
+        mappings_version=mappings_version(loaded.settings.evaluation.mappings),
+    )
+    pipeline = PipelineSettings(
+        worker=worker,
+        retry=RetryPolicy(
+            first_seconds=serve.retry_first_seconds,
+            max_seconds=serve.retry_max_seconds,
+            max_attempts=serve.max_attempts,
+        ),
+        workers=serve.workers,
+        performers=serve.performers,
+    )
+    http = HttpSettings(
+        token=inbound.token.get_secret_value() if inbound.token else None,
+        max_body_bytes=inbound.max_body_bytes,
+        rate_per_second=inbound.rate_per_second,
+        rate_burst=inbound.rate_burst,
+        forward=serve.forward,
+        max_bundle_entries=inbound.max_bundle_entries,
+    )
+    return pipeline, http
+
+
+def run(
+    loaded: Loaded, backend: Backend, *, once_ready: Callable[[str], None] | None = None
+) -> int:
+    serve = loaded.settings.serve
+    host, port = parse_listen(serve.listen, loaded.name("serve.listen"))
+    token = loaded.settings.inbound.token
+    if token is None and not loopback(host):
+        raise ConfigurationError(
+            f"refusing to listen on {host} (not a loopback address) without an inbound token: "
+            "set REMS_ADAPTER_INBOUND_TOKEN",
+            where=loaded.name("serve.listen"),
+        )
+    config = watch_config(loaded, None)
+    pipeline_settings, http = settings_for(loaded)
+    data = load_reference_data(config.evaluation.mappings)
+    store = open_store(serve.state)
+    try:
+        store.bind_ehr(config.fhir.base_url)
+
+        def factory() -> FhirClient:  # one client per thread
+            return build_client(config.fhir)
+
+        device = factory()
+        try:
+            if not ensure_author_device(device, __version__):
+                log.warning(
+                    "the EHR refused to create %s; DetectedIssues name it all the same",
+                    AUTHOR_DEVICE,
+                )
+        finally:
+            device.close()
+        if serve.poll:
+            log.warning("the poll source is not wired into serve yet: push only")
+        extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
+        service = Service(
+            store,
+            data,
+            backend,
+            ehr=factory,
+            pipeline=pipeline_settings,
+            http=http,
+            host=host,
+            port=port,
+            extensions=extensions,
+            settings=loaded.settings,
+        )
+        stop = threading.Event()
+        restore = _install_signals(stop)
+        service.start()
+        try:
+            print(f"rems-adapter serve: listening on {service.url}", flush=True)
+            if once_ready is not None:
+                once_ready(service.url)
+            while not stop.wait(1.0):
+                pass
+        finally:
+            restore()
+            log.info("serve: stopping")
+            service.stop()
+    finally:
+        backend.close()
+        store.close()
+    return 0
+
+
+def _install_signals(stop: threading.Event) -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+__all__ = ["EXTENSIONS", "loopback", "parse_listen", "run"]

@@ -1,0 +1,110 @@
+"""The SQLite state store (the default: ``--state rems-adapter.sqlite``).
+
+- WAL journal: readers (metrics, the worklist) never block the writer, and several processes
+  can share one file on one machine.
+- ``synchronous=FULL``: a commit is on disk when it returns. ``NORMAL`` in WAL mode survives a
+  process crash but may lose the last commits on a power cut or an OS crash; since ``202
+  Accepted`` (and an MLLP ``AA``) tells the sender it may forget the result, the inbox write
+  must survive those too. The cost is one fsync per commit; the pipeline batches writes into
+  few transactions.
+- One connection per thread (sqlite3 objects are not shared between threads); writes take the
+  lock up front (``BEGIN IMMEDIATE``) so two writers never deadlock on a lock upgrade, and wait
+  up to ``busy_timeout`` for each other.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from adapter.store.base import StateError
+from adapter.store.sql import SqlStore
+
+#: How long a writer waits for another's lock before the store reports an error (ms).
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteStore(SqlStore):
+    dialect = "sqlite"
+    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StateError(
+                f"cannot create the folder of the state file: {error.strerror}", where=self.where
+            ) from error
+        self.migrate()
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise StateError("the state store is closed", where=self.where)
+        try:
+            connection = sqlite3.connect(
+                str(self.path),
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,  # used by its own thread only; closed by close()
+            )
+            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as error:
+            raise StateError(f"cannot open the state file: {error}", where=self.where) from error
+        self._local.connection = connection
+        with self._lock:
+            self._connections.append(connection)
+        return connection
+
+    def _begin(self, connection: Any) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+
+    def _commit(self, connection: Any) -> None:
+        connection.execute("COMMIT")
+
+    def _rollback(self, connection: Any) -> None:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+
+    def _run(self, connection: Any, sql: str, params: Sequence[Any]) -> Any:
+        return connection.execute(sql, tuple(params))
+
+    def _wrap(self, error: Exception) -> StateError | None:
+        if isinstance(error, StateError):
+            return error
+        if isinstance(error, sqlite3.Error):
+            # sqlite3 messages name tables and constraints, never bound values
+            return StateError(f"the state store failed: {error}", where=self.where)
+        return None
+
+    def _has_table(self, name: str) -> bool:
+        return (
+            self._one("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+            is not None
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+        self._local.connection = None

@@ -1,0 +1,89 @@
+"""The worker on a real store without an EHR: decides, enqueues each effect once, audits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapter.decide import LocalBackend
+from adapter.mappings_loader import load_reference_data
+from adapter.pipeline import Arrival, Intake, Worker, WorkerSettings
+from adapter.store.sqlite import SqliteStore
+from tests.serve.kit import recent_history
+from tests.watch.seeding import bundle
+
+
+def resources_with_ids(histories) -> list[dict]:
+    """The seeding transaction's resources with ids, references resolved (what an EHR holds)."""
+    request = bundle(histories)
+    ids = {}
+    for n, entry in enumerate(request["entry"]):
+        ids[entry["fullUrl"]] = f"{entry['resource']['resourceType']}/r{n}"
+    text = json.dumps([e["resource"] for e in request["entry"]])
+    for urn, ref in ids.items():
+        text = text.replace(urn, ref)
+    out = json.loads(text)
+    for n, resource in enumerate(out):
+        resource["id"] = f"r{n}"
+        resource["meta"] = {"versionId": "1", "lastUpdated": "2026-01-01T00:00:00.000Z"}
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "s.sqlite")
+    yield s
+    s.close()
+
+
+def test_a_patient_is_decided_once_and_a_replay_enqueues_nothing(store):
+    resources = resources_with_ids([recent_history([2000, 1900, 1200])])
+    patient = next(f"Patient/{r['id']}" for r in resources if r["resourceType"] == "Patient")
+    intake = Intake(store)
+    intake.receive([Arrival(r, "files") for r in resources])
+    worker = Worker(store, load_reference_data(), LocalBackend(), WorkerSettings(), ehr=None)
+    assert worker.drain() == 1
+    assert store.inbox_depth() == 0
+    effects = store.effects("pending")
+    assert {e.kind for e in effects} == {"issue-create"}
+    written = [json.loads(e.body)["resource"] for e in effects]
+    assert "anc-mild-neutropenia" in [r["code"]["coding"][1]["code"] for r in written]
+    assert {r["patient"]["reference"] for r in written} == {patient}
+    [record] = store.audit(patient)
+    assert record.backend == "local" and any("anc-mild-neutropenia" in o for o in record.outcome)
+    assert any(i.startswith("Observation/") and "/_history/1" in i for i in record.inputs)
+    # the same content again, and a decision without new content: no new effect
+    intake.receive([Arrival(r, "files") for r in resources])
+    intake.decide_again([patient], "recheck", "today")
+    assert worker.drain() == 1
+    assert len(store.effects("pending")) == len(effects)
+    assert len(store.audit(patient)) == 2
+    assert store.patient_state(patient)["hydrated"] is True
+
+
+def test_a_result_about_no_patient_is_parked_until_assigned(store):
+    resources = resources_with_ids([recent_history([2000, 1200])])
+    patient = next(f"Patient/{r['id']}" for r in resources if r["resourceType"] == "Patient")
+    intake = Intake(store)
+    others = [r for r in resources if r["resourceType"] != "Observation"]
+    results = [r for r in resources if r["resourceType"] == "Observation"]
+    orphan = {k: v for k, v in results[-1].items() if k != "subject"}
+    intake.receive([Arrival(r, "files") for r in [*others, *results[:-1]]])
+    [receipt] = intake.receive([Arrival(orphan, "mllp", key="mllp:MSG1")])
+    assert receipt.patient is None
+    worker = Worker(store, load_reference_data(), LocalBackend(), WorkerSettings(), ehr=None)
+    worker.drain()
+    before = {
+        json.loads(e.body)["resource"]["code"]["coding"][1]["code"]
+        for e in store.effects("pending")
+    }
+    assert "anc-mild-neutropenia" not in before  # 2000 is normal; the orphan waits
+    intake.assign(["mllp:MSG1"], patient)
+    worker.drain()
+    after = {
+        json.loads(e.body)["resource"]["code"]["coding"][1]["code"]
+        for e in store.effects("pending")
+    }
+    assert "anc-mild-neutropenia" in after

@@ -1,0 +1,90 @@
+"""Helpers of the service tests: seeding the EHR, lab results to push, reading what was written."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import requests
+
+from tests.watch.seeding import LOINC, History, bundle, created_ids
+
+FINDING_SYSTEM = "https://rems-adapter.github.io/fhir/CodeSystem/finding"
+
+
+def seed(base_url: str, histories: list[History]) -> dict[str, str]:
+    request = bundle(histories)
+    response = requests.post(base_url, json=request, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    return created_ids(response.json(), request)
+
+
+def recent_history(anc: list[float], weeks_ago: int | None = None) -> History:
+    """Weekly results ending last week (the service decides as of now)."""
+    start = date.today() - timedelta(weeks=weeks_ago if weeks_ago is not None else len(anc))
+    return History(anc=anc, start=start)
+
+
+def lab_result(
+    patient: str, value: float, *, when: datetime | None = None, accession: str | None = None
+) -> dict[str, Any]:
+    """An ANC result a lab pushes (no id: the lab's own identifier instead)."""
+    when = when or datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    return {
+        "resourceType": "Observation",
+        "identifier": [
+            {"system": "urn:oid:2.16.840.1.113883.3.999.1", "value": accession or uuid.uuid4().hex}
+        ],
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "laboratory",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": LOINC, "code": "751-8"}]},
+        "subject": {"reference": patient},
+        "effectiveDateTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "valueQuantity": {
+            "value": value,
+            "unit": "/uL",
+            "system": "http://unitsofmeasure.org",
+            "code": "/uL",
+        },
+    }
+
+
+def all_of(base_url: str, kind: str, **params: str) -> list[dict[str, Any]]:
+    """Every resource of `kind` on the server (paged, bounded)."""
+    out: list[dict[str, Any]] = []
+    url: str | None = f"{base_url}/{kind}"
+    query: dict[str, str] | None = {"_count": "500", **params}
+    for _ in range(100):
+        if url is None:
+            break
+        page = requests.get(url, params=query, timeout=60).json()
+        out += [e["resource"] for e in page.get("entry", []) if "resource" in e]
+        url = next(
+            (link["url"] for link in page.get("link", []) if link["relation"] == "next"), None
+        )
+        query = None
+    return out
+
+
+def issues(base_url: str, patient: str | None = None) -> list[dict[str, Any]]:
+    found = all_of(base_url, "DetectedIssue")
+    if patient is not None:
+        found = [i for i in found if i["patient"]["reference"] == patient]
+    return found
+
+
+def codes(found: list[dict[str, Any]]) -> list[str]:
+    return sorted(
+        next(c["code"] for c in i["code"]["coding"] if c.get("system") == FINDING_SYSTEM)
+        for i in found
+    )
