@@ -28,6 +28,7 @@ from adapter.pipeline.history import HistoryLimits
 from adapter.serve.app import HttpSettings
 from adapter.serve.extensions import Extension
 from adapter.serve.service import Service
+from adapter.serve.worklist import make_worklist
 from adapter.settings import Loaded
 from adapter.store import open_store
 from adapter.watch.cli import build_client
@@ -37,7 +38,7 @@ from adapter.watch.writeback import ensure_author_device
 log = logging.getLogger("adapter.serve")
 
 #: Extensions other issues add (Subscriptions, MLLP, worklist): factories given the settings.
-EXTENSIONS: list[Callable[[Loaded], Extension | None]] = []
+EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [make_worklist]
 
 
 def loopback(host: str) -> bool:
