@@ -225,6 +225,7 @@ def chart_spec(
             "x": _wall(p.time, tz),
             "lane": "Supplies",
             "kind": f"dispense {p.outcome}",
+            "fill": _INK if p.outcome in ("authorized", "authorized-override") else "#ffffff",
             "label": f"Dispense {p.ref} awaiting a decision: {p.outcome}; "
             f"{p.days_supply if p.days_supply is not None else 'unknown'} days; {p.setting}",
         }
@@ -504,11 +505,18 @@ def chart_spec(
         lane_layers.append(
             {
                 "data": {"values": marks_pending},
-                "mark": {"type": "point", "shape": "triangle-down", "size": 110, "filled": True},
+                "mark": {
+                    "type": "point",
+                    "shape": "triangle-down",
+                    "size": 130,
+                    "strokeWidth": 1.5,
+                    "opacity": 1,
+                },
                 "encoding": {
                     "x": x_axis,
                     "y": lane_y,
-                    "color": {"value": _INK},
+                    "fill": {"field": "fill", "type": "nominal", "scale": None},
+                    "stroke": {"value": _INK},
                     "description": {"field": "label"},
                 },
             }

@@ -302,7 +302,11 @@ _LEGEND = (
         'stroke-dasharray="3 2"/>',
         "supply the label did not allow",
     ),
-    ('<path d="M3 5 L15 5 L9 14 Z" fill="#1a1a1a"/>', "dispense awaiting a decision"),
+    ('<path d="M3 5 L15 5 L9 14 Z" fill="#1a1a1a"/>', "dispense awaiting a decision: authorized"),
+    (
+        '<path d="M3 5 L15 5 L9 14 Z" fill="#fff" stroke="#1a1a1a" stroke-width="1.5"/>',
+        "dispense awaiting a decision: not authorized",
+    ),
     (
         '<rect x="1" y="3" width="16" height="12" fill="#e6e6e6" stroke="#1a1a1a"/>',
         "excursion below normal",

@@ -77,11 +77,17 @@ def offline_page(chrome: Any, requests: list[str], **context: Any) -> Any:
     return page
 
 
-def screenshot(page: Any, name: str, **options: Any) -> Path:
+def screenshot_path(name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), **options)
     print(f"screenshot: {path}")
+    return path
+
+
+def screenshot(page: Any, name: str, **options: Any) -> Path:
+    """A screenshot of the page (or of ``options``' clip) saved as a test artefact."""
+    path = screenshot_path(name)
+    page.screenshot(path=str(path), **options)
     return path
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .browser import axe_violations, browser, offline_page, screenshot
+from .browser import axe_violations, browser, offline_page, screenshot, screenshot_path
 from .conftest import DemoRun
 
 
@@ -146,6 +146,7 @@ def test_a_patients_chart_has_its_points_bands_and_tooltips(report: tuple[Any, l
     caption = section.locator("figcaption").inner_text()
     first = caption.split(" from ")[1].split(" to ")[0]
     points = _points(section)
+    section.screenshot(path=str(screenshot_path("chart-demo-15-severe-awaiting-prescriber")))
     assert len(points) == _chart_rows(section, first) > 5
     assert any(p.startswith("ANC 380 cells/µL (severe neutropenia)") for p in points)
     text = _svg_text(section)
@@ -191,12 +192,11 @@ def test_ben_thresholds_baseline_and_a_hospice_patient(report: tuple[Any, list[s
     text = _svg_text(ben)
     assert "normal (≥ 1,000)" in text and "BEN neutropenia (≥ 500)" in text
     assert "BEN baseline" in text and "mild neutropenia" not in text
-    ben.locator("figure.chart").scroll_into_view_if_needed()
-    screenshot(page, "patient-demo-17-ben")
+    ben.screenshot(path=str(screenshot_path("chart-demo-17-ben")))
     hospice = _open_patient(page, "demo-07")
     assert "every 6 months" in hospice.locator("dl.facts").inner_text()
     assert "normal (≥ 1,500)" in _svg_text(hospice)
-    screenshot(page, "patient-demo-07-hospice")
+    hospice.screenshot(path=str(screenshot_path("chart-demo-07-hospice")))
 
 
 def test_unevaluable_and_withdrawn_results_are_marked_distinctly(
