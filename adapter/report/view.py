@@ -184,7 +184,7 @@ def build_view(
         )
     # One sentence once, in order.
     unique = list(dict.fromkeys(reasons))
-    notes = _notes(status, decisions, history, due_state, psf_waits, mine, tz)
+    notes = _notes(status, decisions, history, due_state, psf_waits, mine, tz, context.clock)
 
     collected = latest.anc.collected if latest else None
     return PatientView(
@@ -238,6 +238,7 @@ def _notes(
     psf_waits: bool,
     mine: Sequence[Finding],
     tz: tzinfo,
+    clock: datetime,
 ) -> tuple[str, ...]:
     """What needs doing, a few words each (the worklist's "Why" column)."""
     notes: list[str] = []
@@ -255,7 +256,9 @@ def _notes(
     elif due_state in ("today", "tomorrow"):
         notes.append(f"ANC due {due_state}")
     if status.repeat_by is not None:
-        notes.append(f"repeat ANC by {status.repeat_by.astimezone(tz):%Y-%m-%d %H:%M %Z}")
+        by = f"{status.repeat_by.astimezone(tz):%Y-%m-%d %H:%M %Z}"
+        passed = status.repeat_by < clock
+        notes.append(f"repeat ANC was due by {by} (passed)" if passed else f"repeat ANC by {by}")
     if status.recommendation in ("prescriber-decision-required", "interrupt"):
         notes.append(RECOMMENDATION_WORDS[status.recommendation])
     if psf_waits:

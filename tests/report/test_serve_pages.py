@@ -45,11 +45,14 @@ def service(
     ehr: StockSekmet, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Service, dict[str, float]]]:
     """Three patients seeded on the EHR; one result pushed for each, decided by the service."""
-    ids = seed(
-        ehr.base_url,
-        [recent_history([2100, 2000, 1900]), recent_history([2200, 2300]), recent_history([1800])],
-    )
-    patients = sorted(v for v in ids.values() if v.startswith("Patient/"))
+    histories = [
+        recent_history([2100, 2000, 1900]),
+        recent_history([2200, 2300]),
+        recent_history([1800]),
+    ]
+    ids = seed(ehr.base_url, histories)
+    patients = [ids[history.urns["Patient"][0]] for history in histories]
+    # the last patient (one seeded result) gets the severe result
     pushed = dict(zip(patients, (1200.0, 2100.0, 400.0), strict=True))
     store = SqliteStore(Path(tmp_path_factory.mktemp("state")) / "state.sqlite")
     store.bind_ehr(ehr.base_url)
