@@ -173,6 +173,7 @@ def chart_spec(
             "x": _wall(p.collected, tz),
             "y": float(p.value_per_ul),
             "kind": "derived ANC" if p.kind == "derived" else "ANC",
+            "shape": "diamond" if p.kind == "derived" else "circle",
             "value": cells(p.value_per_ul)
             if label_all or p is lowest or index == len(shown) - 1
             else "",
@@ -186,6 +187,8 @@ def chart_spec(
             "x": _wall(p.collected or datetime.combine(today, time(), tzinfo=tz), tz),
             "lane": "Not used",
             "kind": "unevaluable" if p.kind == "unevaluable" else "withdrawn",
+            # an X (an SVG path in the symbol's unit square), and an empty square
+            "shape": "M-1,-1L1,1M1,-1L-1,1" if p.kind == "unevaluable" else "square",
             "label": result_label(p, tz),
         }
         for p in history.results
@@ -414,15 +417,7 @@ def chart_spec(
                 "encoding": {
                     "x": x_axis,
                     "y": {"field": "y", "type": "quantitative"},
-                    "shape": {
-                        "field": "kind",
-                        "type": "nominal",
-                        "scale": {
-                            "domain": ["ANC", "derived ANC"],
-                            "range": ["circle", "diamond"],
-                        },
-                        "legend": None,
-                    },
+                    "shape": {"field": "shape", "type": "nominal", "scale": None},
                     "color": {"value": _INK},
                     "description": {"field": "label"},
                 },
@@ -555,19 +550,11 @@ def chart_spec(
         lane_layers.append(
             {
                 "data": {"values": not_used},
-                "mark": {"type": "point", "size": 110, "strokeWidth": 2},
+                "mark": {"type": "point", "size": 110, "strokeWidth": 2, "opacity": 1},
                 "encoding": {
                     "x": x_axis,
                     "y": lane_y,
-                    "shape": {
-                        "field": "kind",
-                        "type": "nominal",
-                        "scale": {
-                            "domain": ["unevaluable", "withdrawn"],
-                            "range": ["cross", "square"],
-                        },
-                        "legend": None,
-                    },
+                    "shape": {"field": "shape", "type": "nominal", "scale": None},
                     "filled": False,
                     "color": {"value": _INK},
                     "description": {"field": "label"},
