@@ -202,3 +202,23 @@ def test_a_bad_report_path_is_a_usage_error(
     err = capsys.readouterr().err
     assert "--report" in err and message in err
     assert "Traceback" not in err
+
+
+def test_result_kinds_have_their_own_shapes(views: dict[str, PatientView]) -> None:
+    """Not colour: each kind of result is its own shape, given per mark (no shared scale)."""
+
+    def shapes(key: str) -> dict[str, set[str]]:
+        view = views[key]
+        spec = chart_spec(view.history, DATA.protocol, view.population, UTC)  # type: ignore[arg-type]
+        found: dict[str, set[str]] = {}
+        for panel in spec["vconcat"]:
+            for layer in panel["layer"]:
+                if layer["encoding"].get("shape", {}).get("field") == "shape":
+                    for item in layer["data"]["values"]:
+                        found.setdefault(item["kind"], set()).add(item["shape"])
+        return found
+
+    assert shapes("demo-27")["unevaluable"] == {"M-1,-1L1,1M1,-1L-1,1"}
+    assert shapes("demo-24")["withdrawn"] == {"square"}
+    assert shapes("demo-24")["ANC"] == {"circle"}
+    assert shapes("demo-22")["derived ANC"] == {"diamond"}
