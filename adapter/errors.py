@@ -36,7 +36,9 @@ catches them and `.kind` tells what they are):
   `RemsRequestInvalid` (internal: the adapter built a request the contract forbids);
 - `adapter.mappings_loader.MappingError`, `adapter.watch.config.ConfigError`,
   `adapter.settings` validation (configuration);
-- `adapter.batch.sources.UnreadableInput` (unreadable input).
+- `adapter.batch.sources.UnreadableInput` (unreadable input);
+- `adapter.watch.state.StateError` (state: a corrupt or unreadable state file, exit 5) and
+  `adapter.watch.state.ForeignStateError` (configuration: a state file of another EHR, exit 3).
 
 An error carries `where` (what is at fault: a flag, a file, "file:line", a setting key, a
 message control id) and `expression` (the FHIR paths at fault, FHIRPath-like, e.g.

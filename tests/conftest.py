@@ -76,3 +76,38 @@ def smart_fhir_server(
         yield server
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------ every log line, kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every log record of the suite (any logger, any level that is emitted) goes to one file,
+    and child processes that tests start put their logs beside it (REMS_ADAPTER_TEST_LOG_DIR):
+    tests/serve/test_no_phi_in_logs.py scans them for the seeded patients."""
+    import logging
+    import os
+
+    folder = tmp_path_factory.getbasetemp() / "suite-logs"
+    folder.mkdir(exist_ok=True)
+    handler = logging.FileHandler(folder / "pytest.log", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = os.environ.get("REMS_ADAPTER_TEST_LOG_DIR")
+    os.environ["REMS_ADAPTER_TEST_LOG_DIR"] = str(folder)
+    try:
+        yield folder
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        if previous is None:
+            os.environ.pop("REMS_ADAPTER_TEST_LOG_DIR", None)
+        else:
+            os.environ["REMS_ADAPTER_TEST_LOG_DIR"] = previous
+    from tests.serve.phi_scan import leaks
+
+    found = leaks(folder)
+    assert not found, f"PHI in the suite's logs ({folder}): {found[:10]}"

@@ -144,6 +144,8 @@ class SekmetServer:
     workdir: Path
     smart_clients: list[SmartClientRegistration] = field(default_factory=list)
     token_lifetime: int = 3600
+    #: False: a stock sekmet-fhir (no DetectedIssue search parameters registered)
+    search_parameters: bool = True
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
@@ -195,7 +197,12 @@ class SekmetServer:
         config = self.workdir / "settings.yaml"
         config.write_text(json.dumps(self.settings(), indent=2))
         search_parameters = self.workdir / "search-parameters.json"
-        search_parameters.write_text(json.dumps(DETECTEDISSUE_SEARCH_PARAMETERS, indent=2))
+        registered = (
+            DETECTEDISSUE_SEARCH_PARAMETERS
+            if self.search_parameters
+            else {"resourceType": "Bundle", "type": "collection", "entry": []}
+        )
+        search_parameters.write_text(json.dumps(registered, indent=2))
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
@@ -252,6 +259,7 @@ def start_sekmet(
     smart_clients: list[SmartClientRegistration] | None = None,
     workdir: Path | None = None,
     token_lifetime: int = 3600,
+    search_parameters: bool = True,
 ) -> SekmetServer:
     """Install if needed, then start a fresh server (empty database) and wait until it answers."""
     python = ensure_sekmet()
@@ -261,5 +269,6 @@ def start_sekmet(
         workdir=workdir,
         smart_clients=list(smart_clients or []),
         token_lifetime=token_lifetime,
+        search_parameters=search_parameters,
     )
     return server.start()

@@ -78,6 +78,20 @@ def test_absurd_days_supply_is_reported_and_the_rest_decided(
     assert _codes(files, "good") == expected
 
 
+@pytest.mark.parametrize("version", ["9" * 5000, "\u00b2", "\u0663", "-1", " 2", ""])
+def test_a_version_id_that_is_not_a_count_is_opaque(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    # Found by the 100,000-case fuzz run: a 5,000-digit versionId was an internal error (exit 1).
+    expected = _baseline(tmp_path, capsys)
+    resources = _good()
+    for resource in resources:
+        resource["meta"] = {"versionId": version, "lastUpdated": "2026-02-09T09:00:00Z"}
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", resources), capsys)
+    assert "internal error" not in err
+    assert _codes(files, "good") == expected
+
+
 @pytest.mark.parametrize(
     "when",
     [
@@ -207,6 +221,25 @@ def test_byte_order_marks_are_read(
     source.write_bytes(text.encode(codec))
     files, err = _run(tmp_path, source, capsys)
     assert "input problem" not in err
+    assert _codes(files, "good") == expected
+
+
+@pytest.mark.parametrize("mark", [b"\xff\xfe", b"\xfe\xff", b"\xff\xfe\x00\x00"])
+@pytest.mark.parametrize("suffix", [".ndjson", ".json"])
+def test_a_stray_wide_mark_on_a_utf8_file_loses_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mark: bytes, suffix: str
+) -> None:
+    # Found by the fuzz run: a UTF-16 mark in front of a UTF-8 file made the whole file unreadable.
+    expected = _baseline(tmp_path, capsys)
+    if suffix == ".ndjson":
+        text = "\n".join(json.dumps(r) for r in _good()) + "\n"
+    else:
+        text = json.dumps({"resourceType": "Bundle", "entry": [{"resource": r} for r in _good()]})
+    source = tmp_path / f"in{suffix}"
+    source.write_bytes(mark + text.encode())
+    files, err = _run(tmp_path, source, capsys)
+    assert f"in{suffix}:1: a UTF-16/32" in err
+    assert "byte order mark on a UTF-8 file: read as UTF-8" in err
     assert _codes(files, "good") == expected
 
 

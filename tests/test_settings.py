@@ -24,7 +24,7 @@ from adapter.settings import (
 
 README = Path(__file__).parent.parent / "README.md"
 KEYS = list(keys())
-REQUIRED = {"run": ["--source", "s", "--out", "o"]}
+REQUIRED = {"run": ["--source", "s", "--out", "o"], "audit": ["Patient/p1"]}
 
 
 def _secret_free(value: Any) -> Any:

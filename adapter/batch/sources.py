@@ -66,9 +66,22 @@ def read_sources(paths: Sequence[str], problems: list[InputProblem]) -> Iterator
             yield from _json(path, problems)
 
 
-def _wide(head: bytes) -> str | None:
-    """The codec of a UTF-16 / UTF-32 file, known by its byte order mark; None otherwise."""
-    return next((codec for bom, codec in _WIDE_BOMS if head.startswith(bom)), None)
+def _wide(head: bytes) -> tuple[str | None, int]:
+    """(codec, mark length) of a UTF-16 / UTF-32 file known by its byte order mark.
+
+    JSON starts with an ASCII character, which UTF-16/32 write with a zero byte and UTF-8 never
+    does: a mark followed by no zero byte is a stray mark on a UTF-8 file: (None, its length).
+    No mark: (None, 0).
+    """
+    for bom, codec in _WIDE_BOMS:
+        if head.startswith(bom):
+            genuine = b"\x00" in head[len(bom) : len(bom) + 4]
+            return (codec if genuine else None), len(bom)
+    return None, 0
+
+
+def _stray_mark(where: str) -> InputProblem:
+    return InputProblem(where, "a UTF-16/32 byte order mark on a UTF-8 file: read as UTF-8")
 
 
 def _to_utf8(raw: bytes, codec: str) -> bytes | None:
@@ -88,7 +101,7 @@ def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
     name = str(path)
     with handle:
         try:
-            codec = _wide(handle.read(4))
+            codec, mark = _wide(handle.read(8))
             handle.seek(0)
             lines: Iterable[bytes] = handle
             if codec is not None:  # UTF-16/32 with a byte order mark: read as text
@@ -97,6 +110,9 @@ def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
                     problems.append(InputProblem(f"{name}:1", f"not valid {codec.upper()}"))
                     return
                 lines = converted.splitlines()
+            elif mark:  # only the mark is wrong: every line still counts
+                problems.append(_stray_mark(f"{name}:1"))
+                handle.seek(mark)
             for number, line in enumerate(lines, start=1):
                 if not line or line.isspace():  # blank lines are allowed, as in line.strip()
                     continue
@@ -127,13 +143,16 @@ def _json(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
         raw = path.read_bytes()
     except OSError as error:
         raise UnreadableInput(f"{path}: {error.strerror}") from error
-    codec = _wide(raw[:4])
+    codec, mark = _wide(raw[:8])
     if codec is not None:
         converted = _to_utf8(raw, codec)
         if converted is None:
             problems.append(InputProblem(f"{path}:1", f"not valid {codec.upper()}"))
             return
         raw = converted
+    elif mark:  # only the mark is wrong: the rest is read as UTF-8
+        problems.append(_stray_mark(f"{path}:1"))
+        raw = raw[mark:]
     elif raw.startswith(_UTF8_BOM):
         raw = raw[3:]
     try:

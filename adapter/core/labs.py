@@ -136,10 +136,23 @@ def scale_count(lab: LabObservation, units: UnitTable, sanity: Sanity) -> _Scale
     return _Scaled(per_ul, None)
 
 
+#: Longest versionId read as a number: no server counts past this, and a longer string of digits
+#: (or a Unicode digit such as "²") is an opaque version, never an integer conversion error.
+_MAX_VERSION_DIGITS = 18
+
+
+def numeric_version(version: str) -> int | None:
+    """A versionId that counts (ASCII digits, at most 18 of them) as a number; None otherwise."""
+    if version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS:
+        return int(version)
+    return None
+
+
 def version_rank(version: str, last_updated: str, arrival: int) -> tuple[int, str, int]:
     """Order of versions of one resource: numeric versionId, then the raw meta.lastUpdated
     (one server's strings compare in time order), then position in the input."""
-    return (int(version) if version.isdigit() else -1, last_updated, arrival)
+    number = numeric_version(version)
+    return (-1 if number is None else number, last_updated, arrival)
 
 
 def _version_rank(lab: LabObservation) -> tuple[int, str, int]:

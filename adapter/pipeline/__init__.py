@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from adapter.core.reference import ReferenceData
 from adapter.decide import Backend
 from adapter.ehr import FhirClient
+from adapter.pipeline.capabilities import EhrFeatures
 from adapter.pipeline.ehr_sink import EhrSink
 from adapter.pipeline.intake import SOURCES, Arrival, Intake, Receipt, content_key
 from adapter.pipeline.metrics import Metrics
@@ -91,7 +92,9 @@ class Pipeline:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         sinks: dict[str, Sink] | None = None,
+        features: EhrFeatures | None = None,
     ) -> None:
+        self.features = features
         self.store = store
         self.data = data
         self.backend = backend
@@ -131,7 +134,7 @@ class Pipeline:
         sinks: dict[str, Sink] = {}
         client = self._client()
         if client is not None:
-            sink = EhrSink(client)
+            sink = EhrSink(client, features=self.features)
             sinks.update({kind: sink for kind in sink.kinds})
         sinks.update(self._extra_sinks)
         return Outbox(
@@ -141,6 +144,7 @@ class Pipeline:
             metrics=self.metrics,
             clock=self.clock,
             batch=self.settings.outbox_batch,
+            lease_seconds=self.settings.worker.lease_seconds,
         )
 
     def start(self, extra: list[Callable[[threading.Event], None]] | None = None) -> None:
@@ -151,6 +155,7 @@ class Pipeline:
             inbox_event=self.inbox_event,
             outbox_event=self.outbox_event,
             extra=extra,
+            store=self.store,
         )
         self.runner.start()
 

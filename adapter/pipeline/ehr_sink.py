@@ -1,8 +1,9 @@
 """The EHR sink: DetectedIssue writes (interfaces.md s.4), the only pipeline code that writes.
 
-- A new DetectedIssue is created once: where the server allows client-assigned ids
-  (CapabilityStatement `updateCreate`), it is read by its deterministic id and PUT under it
-  when absent; otherwise conditional create (`If-None-Exist` on the decision identifier).
+- A new DetectedIssue is created once, the way `ehr_features` reads from the
+  CapabilityStatement (shared with watch): where the server allows client-assigned ids
+  (`updateCreate`), PUT under its deterministic id (read first when an earlier attempt may
+  have written it); otherwise conditional create (`If-None-Exist` on the decision identifier).
 - A withdrawal is a PUT conditional on the version we read (If-Match): a 412 means someone
   changed it since, and the patient is decided again on the EHR's version (`Conflict`).
 """
@@ -24,6 +25,7 @@ from adapter.ehr import (
     FhirTransientError,
 )
 from adapter.fhir.read import decision_identifier
+from adapter.pipeline.capabilities import PUT, EhrFeatures, ehr_features
 from adapter.pipeline.effects import ISSUE_CREATE, ISSUE_UPDATE, read_body
 from adapter.pipeline.outbox import Conflict, GiveUp, Performed, Retry, Sink
 from adapter.store import Effect
@@ -31,52 +33,32 @@ from adapter.store import Effect
 log = logging.getLogger(__name__)
 
 
-def allows_client_ids(capabilities: dict[str, Any], resource_type: str) -> bool:
-    """Whether `update` may create `resource_type` under a client-assigned id, as the
-    CapabilityStatement says: its own `updateCreate` when the type is listed; when it is not
-    (stock servers list only the types they index), what every listed type that says so says."""
-    declared: list[bool] = []
-    for rest in capabilities.get("rest") or []:
-        if not isinstance(rest, dict) or rest.get("mode", "server") != "server":
-            continue
-        for resource in rest.get("resource") or []:
-            if not isinstance(resource, dict):
-                continue
-            interactions = {
-                i.get("code") for i in resource.get("interaction") or [] if isinstance(i, dict)
-            }
-            allowed = resource.get("updateCreate") is True and "update" in interactions
-            if resource.get("type") == resource_type:
-                return allowed
-            if "updateCreate" in resource:
-                declared.append(allowed)
-    return bool(declared) and all(declared)
-
-
 class EhrSink(Sink):
     kinds = (ISSUE_CREATE, ISSUE_UPDATE)
 
-    def __init__(self, client: FhirClient, *, use_put: bool | None = None) -> None:
+    def __init__(self, client: FhirClient, *, features: EhrFeatures | None = None) -> None:
         self.client = client
-        self._use_put = use_put
+        self._features = features
         self._lock = threading.Lock()
 
     def use_put(self) -> bool:
-        """PUT under the deterministic id (read from the CapabilityStatement once)."""
+        """PUT under the deterministic id (`ehr_features`, read from the CapabilityStatement
+        once unless given)."""
         with self._lock:
-            if self._use_put is None:
+            if self._features is None:
                 try:
-                    self._use_put = allows_client_ids(self.client.capabilities(), "DetectedIssue")
+                    self._features = ehr_features(self.client.capabilities())
                 except FhirError as error:
                     raise _retry_or_give_up(error) from error
-            return self._use_put
+            return self._features.create_mode == PUT
 
     def perform(self, effect: Effect) -> Performed:
         body = read_body(effect.body)
         resource: dict[str, Any] = body["resource"]
         try:
             if effect.kind == ISSUE_CREATE:
-                return self._create(resource, str(body["condition"]))
+                tried = effect.attempts > 0 or effect.last_error is not None or effect.reclaimed
+                return self._create(resource, str(body["condition"]), tried)
             if effect.kind == ISSUE_UPDATE:
                 return self._update(resource, body.get("if_match"))
         except FhirConflictError as error:
@@ -86,17 +68,21 @@ class EhrSink(Sink):
             raise _retry_or_give_up(error) from error
         raise GiveUp(f"the EHR sink does not perform {effect.kind}")
 
-    def _create(self, resource: dict[str, Any], condition: str) -> Performed:
+    def _create(self, resource: dict[str, Any], condition: str, tried: bool) -> Performed:
+        """`tried`: an earlier attempt may have written it (then read first, so a replay never
+        overwrites what happened to it since). A first attempt PUTs at once: the effects of a
+        patient run in order, so nothing can have changed the DetectedIssue before it exists."""
         identifier = decision_identifier(resource)
         if self.use_put():
             rid = str(resource["id"])
-            try:
-                held = self.client.read("DetectedIssue", rid)
-                return Performed(
-                    {"id": rid, "created": False}, held, decision_identifier(held), True
-                )
-            except FhirNotFoundError:
-                pass
+            if tried:
+                try:
+                    held = self.client.read("DetectedIssue", rid)
+                    return Performed(
+                        {"id": rid, "created": False}, held, decision_identifier(held), True
+                    )
+                except FhirNotFoundError:
+                    pass
             written = self.client.update(resource)
             return Performed({"id": written.get("id"), "created": True}, written, identifier, True)
         body = {k: v for k, v in resource.items() if k != "id"}  # the server assigns it

@@ -9,7 +9,7 @@ writes, and writes stay idempotent on the server (deterministic ids, conditional
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +87,39 @@ class HistoryLimits:
     page_size: int = 200
 
 
+def _search(client: FhirClient, query: Query, limits: HistoryLimits) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    try:
+        pages = client.search_pages(
+            query.resource_type,
+            list(query.params),
+            include=query.include,
+            count=limits.page_size,
+            max_pages=limits.max_pages,
+        )
+        for page, bundle in enumerate(pages, 1):
+            matches, included = matches_and_includes(bundle)
+            out += included
+            out += matches
+            if page >= limits.max_pages:
+                pages.close()
+                break
+    except FhirNotFoundError:
+        return []
+    except FhirServerError as error:
+        if error.status in (400, 403, 422, 501):
+            return []  # the server does not support this search: skip it
+        raise
+    return out
+
+
+def _read_patient(client: FhirClient, patient: str) -> list[dict[str, Any]]:
+    try:
+        return [client.read("Patient", patient.removeprefix("Patient/"))]
+    except FhirNotFoundError:
+        return []
+
+
 def patient_history(
     client: FhirClient,
     data: ReferenceData,
@@ -94,36 +127,15 @@ def patient_history(
     *,
     derive_anc: bool,
     limits: HistoryLimits,
-) -> Iterator[dict[str, Any]]:
-    """The patient's resources the rules need, as the EHR holds them (bounded). Transient
-    failures propagate (the caller tries again later); an unsupported search is skipped."""
-    pid = patient.removeprefix("Patient/")
-    try:
-        patient_resource = client.read("Patient", pid)
-    except FhirNotFoundError:
-        patient_resource = None
-    if patient_resource is not None:
-        yield patient_resource
-    for query in queries(data, derive_anc, use_include=True):
-        search = query.for_patient(patient)
-        try:
-            pages = client.search_pages(
-                search.resource_type,
-                list(search.params),
-                include=search.include,
-                count=limits.page_size,
-                max_pages=limits.max_pages,
-            )
-            for page, bundle in enumerate(pages, 1):
-                matches, included = matches_and_includes(bundle)
-                yield from included
-                yield from matches
-                if page >= limits.max_pages:
-                    pages.close()
-                    break
-        except FhirNotFoundError:
-            continue
-        except FhirServerError as error:
-            if error.status in (400, 403, 422, 501):
-                continue  # the server does not support this search: skip it
-            raise
+) -> list[dict[str, Any]]:
+    """The patient's resources the rules need, as the EHR holds them (bounded: a read and one
+    search per kind, at once). Transient failures propagate (the caller tries again later); an
+    unsupported search is skipped."""
+    searches = [q.for_patient(patient) for q in queries(data, derive_anc, use_include=True)]
+    with ThreadPoolExecutor(max_workers=len(searches) + 1, thread_name_prefix="history") as pool:
+        reads = [pool.submit(_read_patient, client, patient)]
+        reads += [pool.submit(_search, client, query, limits) for query in searches]
+        out: list[dict[str, Any]] = []
+        for future in reads:
+            out += future.result()  # the first failure propagates
+    return out

@@ -98,9 +98,9 @@ class Intake:
         receipts = [
             Receipt(item.key, new, item.patient) for item, new in zip(items, fresh, strict=True)
         ]
-        if self.metrics is not None:
-            for arrival in arrivals:
-                if arrival.resource.get("resourceType") == "Observation":
+        if self.metrics is not None:  # distinct results: the same one again is not counted
+            for arrival, new in zip(arrivals, fresh, strict=True):
+                if new and arrival.resource.get("resourceType") == "Observation":
                     self.metrics.received(arrival.source)
         if any(fresh):
             self.wake.set()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from adapter.pipeline.outbox import Outbox
 from adapter.pipeline.worker import Worker, where
+from adapter.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ class Runner:
         outbox_event: threading.Event,
         idle_seconds: float = IDLE_SECONDS,
         extra: list[Callable[[threading.Event], None]] | None = None,
+        store: Store | None = None,
     ) -> None:
+        self.store = store
         self.workers = workers
         self.outboxes = outboxes
         self.inbox_event = inbox_event
@@ -56,6 +59,9 @@ class Runner:
         self.threads.append(thread)
 
     def _loop(self, step: Callable[[], bool], event: threading.Event) -> None:
+        if self.store is not None:
+            # a lost commit of a worker or performer is redone (the item stays pending)
+            self.store.relax_durability_for_this_thread()
         while not self.stopping.is_set():
             try:
                 busy = step()

@@ -21,6 +21,7 @@ Logging: counts, types and places only; never a patient reference, a value or a 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -30,6 +31,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from importlib import resources as package_files
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -43,7 +46,7 @@ from adapter.errors import AdapterError, UpstreamError
 from adapter.fhir.collect import Collector, Located
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader
 from adapter.fhir.records import status_record
-from adapter.fhir.write import detected_issue, withdrawn_issue
+from adapter.fhir.write import AUTHOR_DEVICE, detected_issue, withdrawn_issue
 from adapter.pipeline.effects import issue_create, issue_update
 from adapter.pipeline.gather import Keeper, subject_of
 from adapter.pipeline.history import HistoryLimits, patient_history
@@ -53,6 +56,19 @@ from adapter.store import AuditRecord, Claim, NewEffect, NewItem, Store
 from adapter.store.sql import version_of
 
 log = logging.getLogger(__name__)
+
+#: Resources about a patient through `subject` (a source may file one under its patient).
+SUBJECT_KINDS = frozenset(
+    {
+        "Observation",
+        "DiagnosticReport",
+        "Specimen",
+        "MedicationDispense",
+        "MedicationRequest",
+        "Condition",
+        "Flag",
+    }
+)
 
 #: The identifier system given to a pushed result that has none (so that forwarding it to the
 #: EHR is a conditional create, never a duplicate).
@@ -65,6 +81,23 @@ def where(error: BaseException) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     place = f" at {frames[-1].name} ({frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})"
     return type(error).__name__ + (place if frames else "")
+
+
+def mappings_version(folder: str | None) -> str:
+    """A digest of the mappings in force (bundled files, overlaid by the site's folder)."""
+    digest = hashlib.sha256()
+    bundled = package_files.files("adapter.mappings")
+    files = {
+        entry.name: entry.read_bytes()
+        for entry in bundled.iterdir()
+        if entry.name.endswith(".toml")
+    }
+    if folder:
+        for path in sorted(Path(folder).glob("*.toml")):
+            files[path.name] = path.read_bytes()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + files[name] + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -83,7 +116,10 @@ class WorkerSettings:
     #: first backoff after an upstream failure, doubled each time up to `retry_max_seconds`
     retry_seconds: float = 1.0
     retry_max_seconds: float = 300.0
-    mappings_version: str = ""
+    #: the Device our DetectedIssues name as author (`ensure_author_device`'s answer)
+    author: str = AUTHOR_DEVICE
+    #: recorded in the audit with each decision
+    mappings_version: str = field(default_factory=lambda: mappings_version(None))
 
 
 class Worker:
@@ -175,7 +211,7 @@ class Worker:
             if item.body is None:
                 continue
             resource, forward = open_envelope(item.body)
-            if subject_of(resource) is None and resource.get("resourceType") != "Patient":
+            if subject_of(resource) is None and resource.get("resourceType") in SUBJECT_KINDS:
                 # filed under its patient by the source (matched, or assigned when parked)
                 resource = {**resource, "subject": {"reference": patient}}
             if forward and self.settings.forward and self.ehr is not None:
@@ -183,15 +219,14 @@ class Worker:
             arrived.append(resource)
         state = self.store.patient_state(patient) or {}
         history: list[dict[str, Any]] = []
-        if not state.get("hydrated") and self.settings.hydrate and self.ehr is not None:
-            history = list(
-                patient_history(
-                    self.ehr,
-                    self.data,
-                    patient,
-                    derive_anc=self.settings.derive_anc,
-                    limits=self.settings.history,
-                )
+        polled = all(item.source == "poll" for item in claim.items)  # it brings everything
+        if not state.get("hydrated") and not polled and self.settings.hydrate and self.ehr:
+            history = patient_history(
+                self.ehr,
+                self.data,
+                patient,
+                derive_anc=self.settings.derive_anc,
+                limits=self.settings.history,
             )
         for resource in [*history, *arrived]:
             self._prefetch_medication(resource)
@@ -230,6 +265,8 @@ class Worker:
             if pending:
                 # the REMS could not be reached: the dispense is `pending` (its DetectedIssue
                 # says so) and the patient is decided again after a backoff
+                if self.metrics is not None:
+                    self.metrics.upstream_error("rems")
                 delay = self._backoff(patient)
                 self.store.put_items(
                     [NewItem(f"rems-pending:{patient}:{now:.3f}", "recheck", patient, None, now)]
@@ -350,6 +387,8 @@ class Worker:
             if self.store.has_identifier(finding.identifier):
                 continue  # decided before and on the server: a replay writes nothing
             resource = detected_issue(finding, self.data.finding_system, clock)
+            if self.settings.author != AUTHOR_DEVICE:
+                resource["author"] = {**resource["author"], "reference": self.settings.author}
             out.append(issue_create(patient, resource, finding.identifier, received_at))
         for withdrawal in outcome.withdrawals:
             raw = collector.raw_issue(withdrawal.issue.ref)
@@ -381,7 +420,7 @@ class Worker:
             backend = result.backend
             outcome += [f"finding {f.code} {f.identifier}" for f in result.findings]
             outcome += [f"withdraw {w.issue.ref} {w.status}" for w in result.withdrawals]
-            outcome += [f"dispense {d.dispense} {d.outcome}" for d in result.decisions]
+            outcome += [f"dispense {d.dispense.ref} {d.outcome}" for d in result.decisions]
         written = sum(1 for new in fresh if new)
         return AuditRecord(
             patient=patient,

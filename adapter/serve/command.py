@@ -7,33 +7,34 @@ backend, the pipeline, the HTTP endpoints; then it runs until SIGTERM/SIGINT and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import signal
 import threading
 from collections.abc import Callable
-from importlib import resources as package_files
+from dataclasses import replace
 from ipaddress import ip_address
-from pathlib import Path
 from types import FrameType
 
 from adapter import __version__
 from adapter.decide import Backend
-from adapter.ehr import FhirClient
+from adapter.ehr import FhirClient, FhirServerError
 from adapter.errors import ConfigurationError
 from adapter.fhir.write import AUTHOR_DEVICE
 from adapter.mappings_loader import load_reference_data
 from adapter.pipeline import PipelineSettings, RetryPolicy, WorkerSettings
+from adapter.pipeline.capabilities import EhrFeatures, ehr_features, ensure_author_device
 from adapter.pipeline.history import HistoryLimits
+from adapter.pipeline.worker import mappings_version
 from adapter.serve.app import HttpSettings
 from adapter.serve.extensions import Extension
+from adapter.serve.poll import PollJob, PollSource
 from adapter.serve.service import Service
 from adapter.serve.worklist import make_worklist
 from adapter.settings import Loaded
 from adapter.store import open_store
 from adapter.watch.cli import build_client
 from adapter.watch.config import watch_config
-from adapter.watch.writeback import ensure_author_device
+from adapter.watch.state import StateStore
 
 log = logging.getLogger("adapter.serve")
 
@@ -55,23 +56,6 @@ def parse_listen(raw: str, where: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigurationError(f"'{raw}' is not HOST:PORT", where=where)
     return host.strip("[]"), int(port)
-
-
-def mappings_version(folder: str | None) -> str:
-    """A digest of the mappings in force (bundled files, overlaid by the site's folder)."""
-    digest = hashlib.sha256()
-    bundled = package_files.files("adapter.mappings")
-    files = {
-        entry.name: entry.read_bytes()
-        for entry in bundled.iterdir()
-        if entry.name.endswith(".toml")
-    }
-    if folder:
-        for path in sorted(Path(folder).glob("*.toml")):
-            files[path.name] = path.read_bytes()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name] + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def settings_for(loaded: Loaded) -> tuple[PipelineSettings, HttpSettings]:
@@ -134,17 +118,21 @@ def run(
         def factory() -> FhirClient:  # one client per thread
             return build_client(config.fhir)
 
-        device = factory()
-        try:
-            if not ensure_author_device(device, __version__):
-                log.warning(
-                    "the EHR refused to create %s; DetectedIssues name it all the same",
-                    AUTHOR_DEVICE,
-                )
-        finally:
-            device.close()
+        source: PollSource | None = None
         if serve.poll:
-            log.warning("the poll source is not wired into serve yet: push only")
+            cursor = StateStore(config.watch.state)
+            source = PollSource(factory(), cursor, data, config.watch, config.evaluation)
+            try:
+                # binds the poll's cursor to this EHR (another: exit 3) and the settings'
+                # fingerprint, reads what the EHR allows, creates the author Device once
+                source.prepare()
+            finally:
+                cursor.close()
+            features = source.features or EhrFeatures()
+            author = source.author or AUTHOR_DEVICE
+        else:
+            features, author = _prepare_writes(factory)
+        pipeline_settings.worker = replace(pipeline_settings.worker, author=author)
         extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
         service = Service(
             store,
@@ -157,7 +145,13 @@ def run(
             port=port,
             extensions=extensions,
             settings=loaded.settings,
+            features=features,
         )
+        if source is not None:
+            source.attach(service.pipeline.intake)
+            path = config.watch.state
+            job = PollJob(source, store, config.watch.interval_seconds, lambda: StateStore(path))
+            service.jobs.insert(0, job)
         stop = threading.Event()
         restore = _install_signals(stop)
         service.start()
@@ -175,6 +169,25 @@ def run(
         backend.close()
         store.close()
     return 0
+
+
+def _prepare_writes(factory: Callable[[], FhirClient]) -> tuple[EhrFeatures, str]:
+    """What the EHR allows for writes, and the author Device (created once)."""
+    device = factory()
+    try:
+        features = ehr_features(device.capabilities())
+        try:
+            author = ensure_author_device(device, __version__, features.create_mode)
+        except FhirServerError as error:
+            log.warning(
+                "the EHR refused to create the author Device (%s); DetectedIssues name it all "
+                "the same",
+                error,
+            )
+            author = AUTHOR_DEVICE
+    finally:
+        device.close()
+    return features, author
 
 
 def _install_signals(stop: threading.Event) -> Callable[[], None]:

@@ -16,6 +16,7 @@ from adapter.core.reference import ReferenceData
 from adapter.decide import Backend
 from adapter.ehr import FhirClient
 from adapter.pipeline import Pipeline, PipelineSettings
+from adapter.pipeline.capabilities import EhrFeatures
 from adapter.pipeline.metrics import Metrics
 from adapter.serve.app import HttpSettings, build_app
 from adapter.serve.extensions import Extension, ServeContext
@@ -45,9 +46,12 @@ class Service:
         extensions: Sequence[Extension] = (),
         jobs: Sequence[Job] = (),
         settings: object = None,
+        features: EhrFeatures | None = None,
     ) -> None:
         self.store = store
-        self.pipeline = Pipeline(store, data, backend, pipeline, ehr=ehr, metrics=Metrics(store))
+        self.pipeline = Pipeline(
+            store, data, backend, pipeline, ehr=ehr, metrics=Metrics(store), features=features
+        )
         self.context = ServeContext(self.pipeline, settings)
         self._probe_client = ehr() if ehr is not None else None
         if self._probe_client is not None:

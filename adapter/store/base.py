@@ -162,6 +162,9 @@ class Effect:
     created_at: float
     done_at: float | None
     result: str | None
+    #: claimed before by a holder that never finished it (its lease expired: it may have
+    #: performed the effect and died before recording it)
+    reclaimed: bool = False
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def ping(self) -> None:
         """Raise StateError when the store cannot answer (readiness)."""
+
+    def relax_durability_for_this_thread(self) -> None:  # noqa: B027 - optional
+        """Commits made by the calling thread from now on may be lost on a power cut or an OS
+        crash (never on a process crash), in exchange for not waiting on the disk. For threads
+        whose lost commit is simply redone (workers, outbox performers: the inbox item stays
+        pending, the effect stays due), never for a write that is acknowledged to a sender.
+        A later durable commit of any thread makes the earlier ones durable too (SQLite's WAL
+        is one sequence; PostgreSQL's synchronous_commit=off behaves alike)."""
 
     @property
     @abc.abstractmethod

@@ -12,6 +12,7 @@ import abc
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import resources as package_files
 from typing import Any
 
@@ -380,7 +381,7 @@ class SqlStore(Store):
     ) -> list[Effect]:
         with self.transaction():
             rows = self._all(
-                "SELECT o.id, o.patient FROM outbox o WHERE o.state = ? AND o.next_at <= ? "
+                "SELECT o.id, o.holder FROM outbox o WHERE o.state = ? AND o.next_at <= ? "
                 "AND (o.lease_until IS NULL OR o.lease_until <= ?) "
                 "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.patient = o.patient "
                 "AND p.state = ? AND p.id < o.id) "
@@ -388,7 +389,7 @@ class SqlStore(Store):
                 (OUTBOX_PENDING, now, now, OUTBOX_PENDING, limit),
             )
             claimed: list[Effect] = []
-            for effect_id, _patient in rows:
+            for effect_id, previous in rows:
                 row = self._one(
                     "UPDATE outbox SET holder = ?, lease_until = ? WHERE id = ? AND state = ? "
                     "AND (lease_until IS NULL OR lease_until <= ?) "
@@ -396,7 +397,7 @@ class SqlStore(Store):
                     (holder, now + lease_seconds, effect_id, OUTBOX_PENDING, now),
                 )
                 if row is not None:
-                    claimed.append(_effect(row))
+                    claimed.append(replace(_effect(row), reclaimed=previous is not None))
         return claimed
 
     def complete_effect(self, effect_id: int, now: float, result: str | None = None) -> None:

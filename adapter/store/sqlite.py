@@ -2,11 +2,13 @@
 
 - WAL journal: readers (metrics, the worklist) never block the writer, and several processes
   can share one file on one machine.
-- ``synchronous=FULL``: a commit is on disk when it returns. ``NORMAL`` in WAL mode survives a
-  process crash but may lose the last commits on a power cut or an OS crash; since ``202
-  Accepted`` (and an MLLP ``AA``) tells the sender it may forget the result, the inbox write
-  must survive those too. The cost is one fsync per commit; the pipeline batches writes into
-  few transactions.
+- ``synchronous=FULL`` (the default for every connection): a commit is on disk when it
+  returns. ``NORMAL`` in WAL mode survives a process crash but may lose the last commits on a
+  power cut or an OS crash; since ``202 Accepted`` (and an MLLP ``AA``) tells the sender it
+  may forget the result, the inbox write must survive those too. The cost is one fsync per
+  commit. Workers and outbox performers, whose lost commit is simply redone, use ``NORMAL`` on
+  their own connections (`relax_durability_for_this_thread`): in WAL mode that survives a
+  process crash, and the next FULL commit of any connection makes it durable too.
 - One connection per thread (sqlite3 objects are not shared between threads); writes take the
   lock up front (``BEGIN IMMEDIATE``) so two writers never deadlock on a lock upgrade, and wait
   up to ``busy_timeout`` for each other.
@@ -73,6 +75,10 @@ class SqliteStore(SqlStore):
         with self._lock:
             self._connections.append(connection)
         return connection
+
+    def relax_durability_for_this_thread(self) -> None:
+        self._local.synchronous = "NORMAL"
+        self._guard(self._run, self._connection(), "PRAGMA synchronous=NORMAL", ())
 
     def _begin(self, connection: Any) -> None:
         connection.execute("BEGIN IMMEDIATE")

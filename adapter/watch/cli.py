@@ -1,11 +1,11 @@
 """``rems-adapter watch``: poll an EHR FHIR server, decide, write DetectedIssues back.
 
     rems-adapter watch --config FILE [--once]
-    rems-adapter watch --fhir-base URL --once [--as-of DATETIME]
+    rems-adapter watch --fhir-base URL --once [--as-of DATETIME] [--reconcile]
 
-Exit codes (adapter.errors): 0 done, 2 usage, 3 configuration, 5 the EHR server failed
-(after retries) or the state file is unusable. Loop mode stops cleanly on SIGTERM/SIGINT
-after the current step.
+Exit codes (adapter.errors): 0 done, 2 usage, 3 configuration (also: the state file belongs to
+another EHR), 5 the EHR server failed (after retries) or the state file is unusable (corrupt).
+Loop mode stops cleanly on SIGTERM/SIGINT after the current step.
 
 """
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-from adapter import __version__
 from adapter.ehr import (
     Authorizer,
     EhrConfigurationError,
@@ -37,7 +37,6 @@ from adapter.settings import Loaded
 from adapter.watch.config import ConfigError, FhirSettings, watch_config
 from adapter.watch.state import StateError, StateStore
 from adapter.watch.watcher import Watcher, where
-from adapter.watch.writeback import ensure_author_device
 
 log = logging.getLogger("adapter.watch")
 
@@ -54,6 +53,11 @@ def add_parser(commands: Any, **common: Any) -> argparse.ArgumentParser:
         **common,
     )
     parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="first restore every DetectedIssue of ours deleted or changed on the EHR",
+    )
     parser.add_argument(
         "--fhir-base", metavar="URL", dest="fhir.base_url", help="FHIR base URL (fhir.base_url)"
     )
@@ -155,16 +159,6 @@ def run(args: argparse.Namespace, loaded: Loaded) -> int:
     data = load_reference_data(config.evaluation.mappings)
     client = build_client(config.fhir)
     try:
-        if not ensure_author_device(client, __version__):
-            log.warning(
-                "the EHR refused to create Device/rems-adapter (client-assigned ids); the "
-                "DetectedIssues name it as author all the same"
-            )
-    except FhirError as error:
-        client.close()
-        log.error("rems-adapter: EHR request failed: %s", error)
-        return error.exit_code
-    try:
         store = StateStore(config.watch.state)
     except BaseException:
         client.close()
@@ -172,7 +166,22 @@ def run(args: argparse.Namespace, loaded: Loaded) -> int:
     stop = StopFlag()
     restore = _install_signals(stop) if not args.once else (lambda: None)
     try:
-        watcher = Watcher(client, store, data, config.watch, config.evaluation, stop=stop)
+        watcher = Watcher(
+            client,
+            store,
+            data,
+            config.watch,
+            config.evaluation,
+            stop=stop,
+            reconcile_all=bool(getattr(args, "reconcile", False)),
+        )
+        try:
+            # binds the state to this EHR (another one: exit 3), reads what the server allows,
+            # creates the author Device
+            watcher.prepare()
+        except FhirError as error:
+            log.error("rems-adapter: EHR request failed: %s", error)
+            return error.exit_code
         while True:
             try:
                 report = watcher.cycle()
@@ -185,9 +194,12 @@ def run(args: argparse.Namespace, loaded: Loaded) -> int:
                 log.error("rems-adapter: EHR request failed: %s", error)
                 if args.once:
                     return error.exit_code
-            except StateError as error:
-                log.error("rems-adapter: %s", error)
-                return EXIT_UPSTREAM  # the state cannot be trusted: stop, never skip work silently
+            except StateError:
+                raise  # the state cannot be trusted: stop (exit 5, its path), never skip work
+            except sqlite3.Error as error:
+                raise StateError(
+                    f"the watch state failed: {error}", where=str(config.watch.state)
+                ) from error
             except Exception as error:
                 # The type and place only: a message could quote a value from a resource.
                 log.error("watch cycle failed: %s; trying again next cycle", where(error))

@@ -42,7 +42,9 @@ def _tokens(pairs: set[tuple[str | None, str]]) -> str:
     return ",".join(sorted(f"{system}|{code}" if system else code for system, code in pairs))
 
 
-def watch_queries(data: ReferenceData, derive_anc: bool, use_include: bool) -> tuple[Query, ...]:
+def watch_queries(
+    data: ReferenceData, derive_anc: bool, use_include: bool, issue_identifier_search: bool = True
+) -> tuple[Query, ...]:
     labs = data.lab_codes
     codes = set(labs.anc)
     if derive_anc:
@@ -62,7 +64,13 @@ def watch_queries(data: ReferenceData, derive_anc: bool, use_include: bool) -> t
         Query("request", "MedicationRequest", (), request_include),
         Query("condition", "Condition", (("code", designations),)),
         Query("flag", "Flag", ()),  # R4 defines no `code` search parameter for Flag
-        Query("decision", "DetectedIssue", (("identifier", f"{DECISION_IDENTIFIER_SYSTEM}|"),)),
+        # A server without DetectedIssue `identifier` search (stock sekmet-fhir) is polled for
+        # every DetectedIssue; ours are recognised locally by their decision identifier.
+        Query(
+            "decision",
+            "DetectedIssue",
+            (("identifier", f"{DECISION_IDENTIFIER_SYSTEM}|"),) if issue_identifier_search else (),
+        ),
     )
 
 

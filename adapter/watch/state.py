@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from adapter.core.labs import numeric_version
+from adapter.errors import ConfigurationError
+from adapter.errors import StateError as _StateError
 from adapter.fhir.values import read_instant_or_none
 
 SCHEMA_VERSION = "1"
@@ -43,11 +46,38 @@ CREATE INDEX IF NOT EXISTS resources_identifier ON resources (identifier)
     WHERE identifier IS NOT NULL;
 CREATE TABLE IF NOT EXISTS dirty (patient TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS rechecks (patient TEXT PRIMARY KEY, due TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS decisions (
+    identifier TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_patient ON decisions (patient);
+CREATE TABLE IF NOT EXISTS undated (
+    id TEXT PRIMARY KEY,
+    patient TEXT NOT NULL,
+    specimen TEXT
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    last_updated TEXT NOT NULL,
+    PRIMARY KEY (type, id)
+);
 """
 
 
-class StateError(RuntimeError):
-    """The state file cannot be opened or belongs to another schema."""
+class StateError(_StateError):
+    """The state file cannot be opened, is corrupt or belongs to another schema (exit 5)."""
+
+
+class ForeignStateError(ConfigurationError):
+    """The state file belongs to another EHR (exit 3): never used against this one."""
+
+
+def normal_base(url: str) -> str:
+    return url.rstrip("/")
 
 
 def version_of(resource: dict[str, Any]) -> tuple[str, str]:
@@ -72,8 +102,9 @@ def instant_of(raw: str) -> datetime | None:
 def is_newer(candidate: tuple[str, str], held: tuple[str, str]) -> bool:
     """Whether version `candidate` (versionId, lastUpdated) is later than `held`."""
     (cand_v, cand_t), (held_v, held_t) = candidate, held
-    if cand_v.isdigit() and held_v.isdigit():
-        return int(cand_v) > int(held_v)
+    cand_n, held_n = numeric_version(cand_v), numeric_version(held_v)
+    if cand_n is not None and held_n is not None:
+        return cand_n > held_n
     if cand_v and cand_v == held_v:
         return False
     cand_i, held_i = instant_of(cand_t), instant_of(held_t)
@@ -97,10 +128,67 @@ class StateStore:
                 self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif row[0] != SCHEMA_VERSION:
                 raise StateError(
-                    f"{path}: state schema {row[0]}, this version needs {SCHEMA_VERSION}"
+                    f"state schema {row[0]}, this version needs {SCHEMA_VERSION}", where=str(path)
                 )
         except sqlite3.Error as error:
-            raise StateError(f"{path}: cannot open the watch state: {error}") from error
+            raise StateError(
+                f"cannot open the watch state (corrupt or not a state file?): {error}",
+                where=str(path),
+            ) from error
+
+    # -- what the state belongs to -------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def bind(self, base_url: str, fingerprint: str) -> bool:
+        """Tie the state to the EHR `base_url` (refusing another one: ForeignStateError) and
+        record the mappings and settings `fingerprint`. True when the fingerprint changed since
+        the state was written: every patient it knows is then marked to be decided again."""
+        try:
+            with self.step():
+                held = self._meta("ehr_base_url")
+                if held is None:
+                    self._set_meta("ehr_base_url", normal_base(base_url))
+                elif held != normal_base(base_url):
+                    raise ForeignStateError(
+                        f"this state file belongs to the EHR at {held}, not "
+                        f"{normal_base(base_url)}; use another --state file for this EHR "
+                        "(nothing was done)",
+                        where=str(self.path),
+                    )
+                if self._meta("decisions_recorded") is None:
+                    # a state file from before the decisions record: what it holds of ours is
+                    # the best record of what was decided
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO decisions SELECT identifier, patient, id, body "
+                        "FROM resources WHERE type = 'DetectedIssue' AND identifier IS NOT NULL "
+                        "AND patient IS NOT NULL"
+                    )
+                    self._set_meta("decisions_recorded", "1")
+                before = self._meta("fingerprint")
+                changed = before is not None and before != fingerprint
+                self._set_meta("fingerprint", fingerprint)
+                if changed:
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO dirty SELECT DISTINCT patient FROM resources "
+                        "WHERE patient IS NOT NULL"
+                    )
+                return changed
+        except sqlite3.Error as error:
+            raise StateError(f"cannot read the watch state: {error}", where=str(self.path)) from (
+                error
+            )
+
+    def base_url(self) -> str | None:
+        return self._meta("ehr_base_url")
 
     def close(self) -> None:
         self.db.close()
@@ -108,13 +196,30 @@ class StateStore:
     @contextmanager
     def step(self) -> Iterator[None]:
         """One transaction: everything inside commits together or not at all."""
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise StateError(f"cannot write the watch state: {error}", where=str(self.path)) from (
+                error
+            )
         try:
             yield
+        except sqlite3.Error as error:
+            self._rollback()
+            raise StateError(f"the watch state failed: {error}", where=str(self.path)) from error
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StateError(f"cannot write the watch state: {error}", where=str(self.path)) from (
+                error
+            )
+
+    def _rollback(self) -> None:
+        with suppress(sqlite3.Error):  # the transaction may be gone already
+            self.db.execute("ROLLBACK")
 
     # -- watermarks ----------------------------------------------------------------------------
 
@@ -168,7 +273,7 @@ class StateStore:
         row = self.db.execute(
             "SELECT body FROM resources WHERE type = ? AND id = ?", (kind, rid)
         ).fetchone()
-        return _loads(row[0]) if row else None
+        return _loads(row[0], self.path) if row else None
 
     def base_version(self, kind: str, rid: str) -> str | None:
         row = self.db.execute(
@@ -185,7 +290,7 @@ class StateStore:
             "SELECT body, base_version FROM resources WHERE patient = ? ORDER BY type, id",
             (patient,),
         ):
-            resource = _loads(body)
+            resource = _loads(body, self.path)
             if base is not None:
                 resource.setdefault("meta", {})["versionId"] = base
             out.append(resource)
@@ -205,6 +310,63 @@ class StateStore:
                 "SELECT COUNT(*) FROM resources WHERE type = ?", (kind,)
             ).fetchone()
         return int(row[0])
+
+    # -- what the adapter decided (the record reconcile restores from) --------------------------
+
+    def record_decision(self, identifier: str, patient: str, resource: dict[str, Any]) -> None:
+        """What the adapter last wrote for decision `identifier` (final or withdrawn)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO decisions VALUES (?, ?, ?, ?)",
+            (identifier, patient, str(resource["id"]), orjson.dumps(resource)),
+        )
+
+    def decision(self, identifier: str) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT body FROM decisions WHERE identifier = ?", (identifier,)
+        ).fetchone()
+        return _loads(row[0], self.path) if row else None
+
+    def decisions_of(self, patients: Iterable[str]) -> list[tuple[str, str, dict[str, Any]]]:
+        """(identifier, patient, resource as the adapter wrote it) for the patients."""
+        out = []
+        for patient in patients:
+            for identifier, body in self.db.execute(
+                "SELECT identifier, body FROM decisions WHERE patient = ? ORDER BY 1", (patient,)
+            ):
+                out.append((str(identifier), patient, _loads(body, self.path)))
+        return out
+
+    def decided_patients(self) -> list[str]:
+        return [str(r[0]) for r in self.db.execute("SELECT DISTINCT patient FROM decisions")]
+
+    # -- results without an effective time, to be dated by their report or specimen ---------
+
+    def add_undated(self, rid: str, patient: str, specimen: str | None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO undated VALUES (?, ?, ?)", (rid, patient, specimen))
+
+    def undated(self, limit: int) -> list[tuple[str, str, str | None]]:
+        return [
+            (str(rid), str(patient), str(spec) if spec is not None else None)
+            for rid, patient, spec in self.db.execute(
+                "SELECT id, patient, specimen FROM undated ORDER BY 1 LIMIT ?", (limit,)
+            )
+        ]
+
+    def clear_undated(self, ids: Iterable[str]) -> None:
+        self.db.executemany("DELETE FROM undated WHERE id = ?", ((i,) for i in ids))
+
+    # -- quarantined versions (reported once, never re-fetched into the rules) -----------------
+
+    def quarantined(self, kind: str, rid: str, version: tuple[str, str]) -> bool:
+        row = self.db.execute(
+            "SELECT version, last_updated FROM quarantine WHERE type = ? AND id = ?", (kind, rid)
+        ).fetchone()
+        return row is not None and (str(row[0]), str(row[1])) == version
+
+    def quarantine(self, kind: str, rid: str, version: tuple[str, str]) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO quarantine VALUES (?, ?, ?, ?)", (kind, rid, *version)
+        )
 
     # -- patients to decide --------------------------------------------------------------------
 
@@ -238,7 +400,11 @@ class StateStore:
         ]
 
 
-def _loads(raw: bytes) -> dict[str, Any]:
-    value = orjson.loads(raw)
-    assert isinstance(value, dict)
+def _loads(raw: object, path: Path | None = None) -> dict[str, Any]:
+    try:
+        value = orjson.loads(raw) if isinstance(raw, bytes | str) else None
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise StateError("a stored resource is corrupt", where=str(path) if path else None)
     return value

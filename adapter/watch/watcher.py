@@ -5,6 +5,7 @@ Logging here is counts and timings only: never a patient reference, value or res
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import traceback
@@ -15,13 +16,20 @@ from typing import Any
 
 import orjson
 
+from adapter import __version__
 from adapter.batch.collect import Collector
 from adapter.batch.sources import Located
 from adapter.core.calendar import local_date
 from adapter.core.evaluate import Context, Evaluation, evaluate_patient
 from adapter.core.monitoring import Schedule
 from adapter.core.reference import ReferenceData
-from adapter.ehr import FhirClient, FhirNotFoundError
+from adapter.ehr import (
+    FhirClient,
+    FhirError,
+    FhirNotFoundError,
+    FhirServerError,
+    FhirTransientError,
+)
 from adapter.fhir.read import (
     DECISION_IDENTIFIER_SYSTEM,
     FhirInputError,
@@ -29,16 +37,63 @@ from adapter.fhir.read import (
     decision_identifier,
     reference,
 )
-from adapter.fhir.write import detected_issue, withdrawn_issue
+from adapter.fhir.write import AUTHOR_DEVICE, detected_issue, withdrawn_issue
+from adapter.mappings_loader import MAPPING_FILES
 from adapter.watch.config import EvaluationSettings, WatchSettings
 from adapter.watch.queries import Query, later, poll_from, watch_queries
-from adapter.watch.state import StateStore, instant_of, is_newer, version_of
-from adapter.watch.writeback import Write, Written, send
+from adapter.watch.state import StateError, StateStore, instant_of, is_newer, version_of
+from adapter.watch.writeback import (
+    EhrFeatures,
+    Write,
+    Written,
+    ehr_features,
+    ensure_author_device,
+    send,
+)
 
 log = logging.getLogger(__name__)
 
 #: Patients decided and written back per durable step.
 PATIENTS_PER_STEP = 200
+#: Undated results whose DiagnosticReport / Specimen are looked up per cycle, and per search.
+UNDATED_PER_CYCLE = 500
+UNDATED_PER_SEARCH = 20
+#: Our DetectedIssues read back per search when reconciling.
+RECONCILE_PER_SEARCH = 50
+#: The elements of a DetectedIssue the adapter owns; reconcile restores them, and leaves the
+#: rest (a prescriber's `mitigation`, the server's `meta`) as the server holds it.
+OWNED = (
+    "identifier",
+    "status",
+    "code",
+    "severity",
+    "patient",
+    "identifiedDateTime",
+    "author",
+    "implicated",
+    "evidence",
+    "detail",
+)
+
+
+def fingerprint(evaluation: EvaluationSettings) -> str:
+    """Of everything a decision depends on besides the inputs and the clock: the adapter version,
+    the mappings files in force (bundled or the site's), the time zone and derive_anc."""
+    from importlib import resources
+
+    digest = hashlib.sha256(f"{__version__}|{evaluation.site_tz}|{evaluation.derive_anc}".encode())
+    for name in MAPPING_FILES:
+        own = evaluation.mappings / name if evaluation.mappings is not None else None
+        try:
+            raw = (
+                own.read_bytes()
+                if own is not None and own.is_file()
+                else resources.files("adapter.mappings").joinpath(name).read_bytes()
+            )
+        except OSError:
+            raw = b""
+        digest.update(name.encode() + b"\0" + hashlib.sha256(raw).digest())
+    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -59,6 +114,12 @@ class CycleReport:
     input_problems: int = 0
     #: resources that could not be read or kept (reported; their patient is still decided)
     quarantined: int = 0
+    #: DetectedIssues deleted or changed on the server and restored from what was decided
+    restored: int = 0
+    #: DiagnosticReports / Specimens read to date results without an effective time
+    collection_context_read: int = 0
+    #: the mappings or settings changed since the state was written: every patient re-decided
+    redecided_all: bool = False
     #: patients whose decision failed unexpectedly: contained, logged, decided again next cycle
     patient_errors: int = 0
     complete: bool = True
@@ -74,8 +135,14 @@ class CycleReport:
             f"{self.dispenses_linked} dispenses linked; {self.conflicts} conflicts, "
             f"{self.write_errors} write errors, {self.input_problems} input problems, "
             f"{self.quarantined} resources quarantined, {self.patient_errors} patients failed "
-            f"(retried next cycle); "
-            f"{self.seconds:.2f}s" + ("" if self.complete else " (stopped early; more to do)")
+            f"(retried next cycle); {self.restored} DetectedIssues restored; "
+            + (
+                "mappings or settings changed: every patient re-decided; "
+                if self.redecided_all
+                else ""
+            )
+            + f"{self.seconds:.2f}s"
+            + ("" if self.complete else " (stopped early; more to do)")
         )
 
 
@@ -112,6 +179,16 @@ def where(error: BaseException) -> str:
     return type(error).__name__ + (place if frames else "")
 
 
+def _undated(resource: dict[str, Any]) -> bool:
+    return not any(
+        key in resource for key in ("effectiveDateTime", "effectivePeriod", "effectiveInstant")
+    )
+
+
+def _owned_differ(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    return any(ours.get(key) != theirs.get(key) for key in OWNED)
+
+
 def _storable(resource: dict[str, Any]) -> dict[str, Any]:
     """The top-level elements of `resource` the state file can hold (a value nested deeper than
     the serialiser allows is dropped; what the rules needed from it is then unreadable)."""
@@ -136,6 +213,9 @@ class Watcher:
         *,
         stop: Callable[[], bool] = lambda: False,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        features: EhrFeatures | None = None,
+        author: str | None = None,
+        reconcile_all: bool = False,
     ) -> None:
         self.client = client
         self.store = store
@@ -147,12 +227,60 @@ class Watcher:
         self.reader = Reader(data, evaluation.site_tz)
         self.queries = watch_queries(data, evaluation.derive_anc, watch.use_include)
         self._medications: dict[str, bool] = {}
+        self.features = features
+        self.author = author
+        self.reconcile_all = reconcile_all
+        self._prepared = False
+        self._redecided_all = False
+
+    def prepare(self) -> None:
+        """Once, before the first cycle: bind the state to this EHR and the fingerprint (another
+        EHR: ForeignStateError, exit 3), read what the server allows for writes, and create the
+        author Device. Errors propagate (the caller maps them to exit codes)."""
+        if self._prepared:
+            return
+        self._redecided_all = self.store.bind(self.client.base_url, fingerprint(self.evaluation))
+        if self._redecided_all:
+            log.warning(
+                "the mappings or settings changed since the state was written: every patient "
+                "is decided again"
+            )
+        if self.features is None:
+            self.features = ehr_features(self.client.capabilities())
+            self.queries = watch_queries(
+                self.data,
+                self.evaluation.derive_anc,
+                self.settings.use_include,
+                self.features.issue_identifier_search,
+            )
+        if self.author is None:
+            try:
+                self.author = ensure_author_device(
+                    self.client, __version__, self.features.create_mode
+                )
+            except FhirServerError as error:
+                log.warning(
+                    "the EHR refused to create the author Device (%s); the DetectedIssues name "
+                    "it all the same",
+                    error,
+                )
+                self.author = AUTHOR_DEVICE
+        if self.reconcile_all:
+            with self.store.step():
+                self.store.mark_dirty(self.store.decided_patients())
+        self._prepared = True
+
+    @property
+    def create_mode(self) -> str:
+        return (self.features or EhrFeatures()).create_mode
 
     # ------------------------------------------------------------------ the cycle
 
     def cycle(self) -> CycleReport:
         started = time.monotonic()
-        report = CycleReport()
+        self.prepare()
+        report = CycleReport(redecided_all=self._redecided_all)
+        self._redecided_all = False
         clock = self.evaluation.as_of or self.now().replace(microsecond=0)
         self._medications = {}  # per-cycle cache: a Medication edited on the server is re-read
         for query in self._expanded_queries():
@@ -160,6 +288,8 @@ class Watcher:
                 report.complete = False
                 break
             self._poll(query, report)
+        if report.complete:
+            self._date_undated(report)
         if report.complete:
             today = local_date(clock, self.evaluation.site_tz)
             with self.store.step():
@@ -174,7 +304,11 @@ class Watcher:
             patients = self._group_members(self.settings.group)
         if not patients and self.settings.group is None:
             return list(self.queries)
-        return [query.for_patient(patient) for patient in patients for query in self.queries]
+        # DetectedIssues polled without any search parameter (the server has none for them):
+        # one global query; ours are recognised locally and carry their patient
+        shared = [q for q in self.queries if q.resource_type == "DetectedIssue" and not q.params]
+        scoped = [q for q in self.queries if q not in shared]
+        return shared + [query.for_patient(patient) for patient in patients for query in scoped]
 
     def _group_members(self, group: str) -> list[str]:
         resource = self.client.read("Group", group.removeprefix("Group/"))
@@ -286,9 +420,17 @@ class Watcher:
     ) -> None:
         """Keep one polled resource; one that cannot be read or kept is quarantined (counted,
         logged by type and FHIR path, its patient still decided) and never stops the page."""
+        kind, rid = resource.get("resourceType"), resource.get("id")
+        version = version_of(resource)
+        known = isinstance(kind, str) and isinstance(rid, str) and bool(rid)
+        if known and self.store.quarantined(str(kind), str(rid), version):
+            report.duplicates += 1  # this version was quarantined and reported already
+            return
         try:
             self._take(resource, touched, report)
         except Exception as error:
+            if known:
+                self.store.quarantine(str(kind), str(rid), version)
             report.quarantined += 1
             kind = resource.get("resourceType")
             what = str(error) if isinstance(error, FhirInputError) else where(error)
@@ -331,6 +473,9 @@ class Watcher:
                 touched.add(patient)
             if kind == "Observation" and self.reader.lab_role(resource) == "anc":
                 report.new_anc += 1
+            if kind == "Observation" and patient is not None and _undated(resource):
+                # kept in the same step as the result: a crash before it is dated loses nothing
+                self.store.add_undated(rid, patient, reference(resource.get("specimen")))
         elif held is not None:
             # it was relevant and no longer is (recoded, another drug): forget it, re-decide
             previous = self.store.resource(kind, rid)
@@ -367,6 +512,135 @@ class Watcher:
             return False, None, None
         return relevant, patient, None
 
+    # ------------------------------------------------------------------ collection context
+
+    def _date_undated(self, report: CycleReport) -> None:
+        """Results without an effective time: read the DiagnosticReports that list them
+        (``DiagnosticReport?result=``) and the Specimens they or those reports name, and keep
+        them under the patient, so the collector dates the result as batch mode does
+        (adapter.fhir.read.collection_time). Bounded: UNDATED_PER_CYCLE results, one search per
+        UNDATED_PER_SEARCH of them, one read per Specimen."""
+        pending = self.store.undated(UNDATED_PER_CYCLE)
+        if not pending:
+            return
+        specimens: dict[str, str] = {}
+        done: list[tuple[str, str, str | None]] = []
+        for start in range(0, len(pending), UNDATED_PER_SEARCH):
+            chunk = pending[start : start + UNDATED_PER_SEARCH]
+            patient_of = {f"Observation/{rid}": patient for rid, patient, _ in chunk}
+            try:
+                found = self.client.search(
+                    "DiagnosticReport",
+                    [("result", ",".join(patient_of))],
+                    count=100,
+                    max_pages=2,
+                )
+            except FhirTransientError as error:
+                # kept for the next cycle (an outage must not leave them undated for good)
+                log.warning("could not read the DiagnosticReports of undated results: %s", error)
+                continue
+            except FhirError as error:
+                # the server cannot answer this search: the results stay unevaluable
+                log.warning("cannot search the DiagnosticReports of undated results: %s", error)
+                done += chunk
+                continue
+            done += chunk
+            specimens.update({spec: patient for _, patient, spec in chunk if spec})
+            with self.store.step():
+                for item in found.matches:
+                    if item.get("resourceType") != "DiagnosticReport" or not item.get("id"):
+                        continue
+                    owners = [
+                        patient_of[ref]
+                        for result in item.get("result") or []
+                        if (ref := reference(result)) in patient_of
+                    ]
+                    if not owners:
+                        continue
+                    self.store.upsert(item, owners[0])
+                    report.collection_context_read += 1
+                    for spec in item.get("specimen") or []:
+                        if (ref := reference(spec)) and ref.startswith("Specimen/"):
+                            specimens.setdefault(ref, owners[0])
+        for ref, patient in sorted(specimens.items()):
+            rid = ref.removeprefix("Specimen/")
+            if not ref.startswith("Specimen/") or self.store.held_version("Specimen", rid):
+                continue
+            try:
+                specimen = self.client.read("Specimen", rid)
+            except (FhirNotFoundError, ValueError):
+                continue
+            except FhirError as error:
+                log.warning("could not read the Specimen of an undated result: %s", error)
+                continue
+            with self.store.step():
+                self.store.upsert(specimen, patient)
+            report.collection_context_read += 1
+        with self.store.step():
+            # looked up once; the patients were marked when the results arrived (same cycle)
+            # or are marked now, so they are decided with what was found
+            self.store.clear_undated(rid for rid, _, _ in done)
+            self.store.mark_dirty({patient for _, patient, _ in done})
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _reconcile(self, patients: list[str], report: CycleReport) -> None:
+        """Restore our DetectedIssues that were deleted or changed on the server from what the
+        adapter decided (the state's `decisions`): a deleted one is created again, a changed
+        one gets the adapter's elements back (If-Match on the server's version; the elements
+        others may add, such as a prescriber's mitigation, are kept)."""
+        decided = self.store.decisions_of(patients)
+        if not decided:
+            return
+        ids = sorted({str(ours["id"]) for _, _, ours in decided})
+        on_server: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), RECONCILE_PER_SEARCH):
+            chunk = ids[start : start + RECONCILE_PER_SEARCH]
+            found = self.client.search(
+                "DetectedIssue", [("_id", ",".join(chunk))], count=len(chunk), max_pages=2
+            )
+            for item in found.matches:
+                if item.get("resourceType") == "DetectedIssue" and isinstance(item.get("id"), str):
+                    on_server[item["id"]] = item
+        writes: list[Write] = []
+        for identifier, patient, ours in decided:
+            theirs = on_server.get(str(ours["id"]))
+            mine = {k: v for k, v in ours.items() if k != "meta"}
+            if theirs is None:
+                token = f"{DECISION_IDENTIFIER_SYSTEM}|{identifier}"
+                writes.append(Write(patient, mine, condition=token))
+            elif _owned_differ(ours, theirs):
+                restored = {k: v for k, v in theirs.items() if k not in OWNED}
+                restored.update({k: ours[k] for k in OWNED if k in ours})
+                version = version_of(theirs)[0] or None
+                writes.append(Write(patient, restored, if_match=version))
+            else:
+                continue
+        if not writes:
+            return
+        written = self._send(writes)
+        with self.store.step():
+            for result in written:
+                if result.ok and result.resource is not None:
+                    resource = result.resource
+                    restored_id = decision_identifier(resource)
+                    self.store.upsert(resource, result.write.patient, restored_id)
+                    if restored_id is not None:
+                        self.store.record_decision(restored_id, result.write.patient, resource)
+                    report.restored += 1
+                else:
+                    self._refused(result, report)
+        log.info("reconcile: %d DetectedIssues restored", report.restored)
+
+    def _send(self, writes: list[Write]) -> list[Written]:
+        return send(
+            self.client,
+            writes,
+            use_bundles=self.settings.use_bundles,
+            batch_size=self.settings.write_batch_size,
+            create_mode=self.create_mode,
+        )
+
     # ------------------------------------------------------------------ deciding
 
     def _context(self, clock: datetime) -> Context:
@@ -389,6 +663,14 @@ class Watcher:
             writes: list[Write] = []
             rechecks: dict[str, Any] = {}
             failed: set[str] = set()
+            try:
+                self._reconcile(chunk, report)
+            except FhirError as error:
+                # the decisions still go ahead; the next decision of these patients (or
+                # `watch --reconcile`) tries again
+                log.warning(
+                    "reconcile failed: %s; retried when these patients are next decided", error
+                )
             for patient in chunk:
                 try:
                     evaluation, collector = self._evaluate(patient, context, report)
@@ -398,6 +680,8 @@ class Watcher:
                         continue
                     planned = self._writes(evaluation, collector, clock, writes)
                     recheck = self._recheck(evaluation)
+                except StateError:
+                    raise  # the state store itself is broken: stop (exit 5), never skip work
                 except Exception as error:
                     # Logged without the patient or any value; the patient stays marked and is
                     # decided again next cycle (a fix to the data or the adapter then takes).
@@ -408,23 +692,9 @@ class Watcher:
                 report.patients_decided += 1
                 writes += planned
                 rechecks[patient] = recheck
-            written = send(
-                self.client,
-                writes,
-                use_bundles=self.settings.use_bundles,
-                batch_size=self.settings.write_batch_size,
-            )
+            written = self._send(writes)
             links = self._links(written) if self.settings.link_dispense else []
-            linked = (
-                send(
-                    self.client,
-                    [w for w, _ in links],
-                    use_bundles=self.settings.use_bundles,
-                    batch_size=self.settings.write_batch_size,
-                )
-                if links
-                else []
-            )
+            linked = self._send([w for w, _ in links]) if links else []
             with self.store.step():
                 for result in written:
                     self._record(result, report)
@@ -480,6 +750,8 @@ class Watcher:
                 continue  # decided before (here or on the server): a replay writes nothing
             seen.add(token)
             resource = detected_issue(finding, self.data.finding_system, clock)
+            if self.author is not None and self.author != AUTHOR_DEVICE:
+                resource["author"] = {**resource["author"], "reference": self.author}
             out.append(Write(evaluation.patient, resource, condition=token))
         for withdrawal in evaluation.withdrawals:
             raw = collector.raw_issue(withdrawal.issue.ref)
@@ -502,7 +774,10 @@ class Watcher:
             self._refused(result, report)
             return
         resource = result.resource
-        self.store.upsert(resource, result.write.patient, decision_identifier(resource))
+        identifier = decision_identifier(resource)
+        self.store.upsert(resource, result.write.patient, identifier)
+        if identifier is not None:
+            self.store.record_decision(identifier, result.write.patient, resource)
         if not result.write.is_create:
             report.withdrawn += 1
         elif result.status == 201:

@@ -82,10 +82,10 @@ def stock_server() -> Iterator[StockSekmet]:
         server.stop()
 
 
-def fast_client(base_url: str) -> FhirClient:
+def fast_client(base_url: str, read_timeout: float = 5.0) -> FhirClient:
     """A client that gives up quickly (the outbox retries, not the client)."""
     transport = Transport(
-        timeouts=Timeouts(2.0, 5.0),
+        timeouts=Timeouts(2.0, read_timeout),
         retry=RetryPolicy(max_attempts=1, max_total_seconds=5),
     )
     return FhirClient(base_url, transport=transport)
@@ -103,6 +103,7 @@ class Serve:
     retry: OutboxRetry = field(
         default_factory=lambda: OutboxRetry(first_seconds=0.05, max_seconds=0.5, max_attempts=200)
     )
+    read_timeout: float = 5.0
     service: Service | None = None
     store: Store | None = None
 
@@ -112,6 +113,8 @@ class Serve:
         device = fast_client(self.ehr_url)
         try:
             ensure_author_device(device, "test")
+        except Exception:
+            pass  # the EHR may be down on purpose; the Device is made when it is back
         finally:
             device.close()
         worker = replace(self.worker, retry_seconds=0.05, retry_max_seconds=0.5)
@@ -119,7 +122,7 @@ class Serve:
             self.store,
             load_reference_data(),
             self.backend,
-            ehr=lambda: fast_client(self.ehr_url),
+            ehr=lambda: fast_client(self.ehr_url, self.read_timeout),
             pipeline=PipelineSettings(worker=worker, retry=self.retry),
             http=self.http,
         )
@@ -138,6 +141,15 @@ class Serve:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def metric(self, name: str) -> float:
+        """The value of one sample of /metrics (0 when absent)."""
+        text = requests.get(f"{self.url}/metrics", timeout=10).text
+        for line in text.splitlines():
+            head, _, value = line.rpartition(" ")
+            if not line.startswith("#") and head == name:
+                return float(value)
+        return 0.0
 
     def push(self, resource: dict[str, Any], **headers: str) -> requests.Response:
         return requests.post(

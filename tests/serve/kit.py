@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,8 +14,36 @@ from tests.watch.seeding import LOINC, History, bundle, created_ids
 FINDING_SYSTEM = "https://rems-adapter.github.io/fhir/CodeSystem/finding"
 
 
+#: What identifies the people seeded here (made up): the log scan looks for every one of them.
+SEEDED_PHI: list[str] = []
+
+
+def _person(n: int) -> dict[str, Any]:
+    """A made-up person: a distinctive name, a birth date and an MRN (tokens a log must never
+    contain)."""
+    tag = uuid.uuid4().hex[:8]
+    family, given = f"Quorvath{tag}", f"Elsbeth{tag[::-1]}"
+    birth = f"19{40 + n % 50:02d}-{1 + n % 12:02d}-{1 + n % 27:02d}"
+    mrn = f"MRN{tag.upper()}{n:04d}"
+    SEEDED_PHI.extend([family, given, mrn, f"{given} {family}"])
+    folder = os.environ.get("REMS_ADAPTER_TEST_LOG_DIR")
+    if folder:
+        with open(os.path.join(folder, "seeded-phi.txt"), "a", encoding="utf-8") as out:
+            out.write("\n".join([family, given, mrn, birth]) + "\n")
+    return {
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.999.2", "value": mrn}],
+        "name": [{"family": family, "given": [given], "text": f"{given} {family}"}],
+        "birthDate": birth,
+    }
+
+
 def seed(base_url: str, histories: list[History]) -> dict[str, str]:
     request = bundle(histories)
+    people = 0
+    for entry in request["entry"]:
+        if entry["resource"]["resourceType"] == "Patient":
+            entry["resource"].update(_person(people))
+            people += 1
     response = requests.post(base_url, json=request, timeout=60)
     assert response.status_code == 200, response.text[:500]
     return created_ids(response.json(), request)

@@ -18,6 +18,7 @@ from adapter.mappings_loader import load_reference_data
 from adapter.watch.config import EvaluationSettings, WatchSettings
 from adapter.watch.state import StateStore
 from adapter.watch.watcher import Watcher
+from adapter.watch.writeback import CONDITIONAL, EhrFeatures
 from tests.fhir_server import SekmetServer, start_sekmet
 from tests.watch.seeding import History, bundle, created_ids
 
@@ -47,6 +48,18 @@ class CountingTransport(Transport):
 
 
 @pytest.fixture
+def stock_server() -> Iterator[SekmetServer]:
+    """A fresh STOCK sekmet-fhir (no search-parameter patch: no DetectedIssue search at all)."""
+    server = start_sekmet(
+        workdir=Path(tempfile.mkdtemp(prefix="sekmet-stock-")), search_parameters=False
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def watch_server() -> Iterator[SekmetServer]:
     """A fresh, empty server per test: the watcher polls everything, so tests stay apart."""
     server = start_sekmet(workdir=Path(tempfile.mkdtemp(prefix="sekmet-watch-")))
@@ -67,17 +80,33 @@ def seed(server: SekmetServer, histories: list[History]) -> dict[str, str]:
 class Harness:
     """A watcher on a state file, with its own counting transport (a restart = a new Harness)."""
 
-    def __init__(self, server: SekmetServer, state: Path, **settings: Any) -> None:
+    def __init__(
+        self,
+        server: SekmetServer,
+        state: Path,
+        *,
+        discover: bool = False,
+        features: EhrFeatures | None = None,
+        reconcile_all: bool = False,
+        **settings: Any,
+    ) -> None:
+        """`discover`: read the CapabilityStatement and create the author Device as `watch`
+        does; otherwise conditional creates on the patched server, no extra requests."""
         self.transport = CountingTransport()
         self.client = FhirClient(server.base_url, transport=self.transport)
         self.store = StateStore(state)
         watch = replace(WatchSettings(state=state, overlap_seconds=120), **settings)
+        if not discover and features is None:
+            features = EhrFeatures(CONDITIONAL, True)
         self.watcher = Watcher(
             self.client,
             self.store,
             load_reference_data(),
             watch,
             EvaluationSettings(as_of=AS_OF),
+            features=features,
+            author=None if discover else "Device/rems-adapter",
+            reconcile_all=reconcile_all,
         )
 
     def cycle(self) -> Any:

@@ -199,3 +199,33 @@ def test_a_resource_the_state_cannot_hold_is_quarantined_and_its_patient_decided
     assert again.patient_errors == 0
     # held without the element it could not keep, and decided: the 700 is a moderate finding
     assert "anc-moderate-neutropenia" in by_status(watch_server, patient)["final"]
+
+
+def test_a_quarantined_version_is_remembered_not_quarantined_again_at_every_poll(
+    watch_server: SekmetServer, tmp_path: Path
+) -> None:
+    history = mild()
+    ids = seed(watch_server, [history])
+    patient = patient_of(ids, history)
+    deep: dict[str, Any] = {"url": "urn:x", "valueString": "x"}
+    for _ in range(300):
+        deep = {"url": "urn:x", "extension": [deep]}
+    resource = {**_anc(patient, "2025-08-11T20:00:00Z", value=700), "id": "deep-2"}
+    resource["extension"] = [deep]
+    resource["meta"] = {"versionId": "1", "lastUpdated": "2025-08-11T20:00:00Z"}
+    page = {"resourceType": "Bundle", "entry": [{"resource": resource, "search": "match"}]}
+    harness = Harness(watch_server, tmp_path / "state.sqlite")
+    report = harness.cycle()
+    query = harness.watcher.queries[0]
+    harness.watcher._take_page(query, page, None, report)
+    assert report.quarantined == 1
+    for _ in range(3):  # the same version polled again (overlap window, restarts)
+        again = harness.cycle()
+        harness.watcher._take_page(query, page, None, again)
+        assert again.quarantined == 0 and again.duplicates >= 1
+    # a new version of it is new input: read (and quarantined) again
+    resource["meta"] = {"versionId": "2", "lastUpdated": "2025-08-11T21:00:00Z"}
+    newer = harness.cycle()
+    harness.watcher._take_page(query, page, None, newer)
+    assert newer.quarantined == 1
+    harness.close()

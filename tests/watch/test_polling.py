@@ -15,6 +15,7 @@ from adapter.watch.config import EvaluationSettings, WatchSettings
 from adapter.watch.queries import format_instant, later, poll_from
 from adapter.watch.state import StateStore, is_newer
 from adapter.watch.watcher import Watcher
+from adapter.watch.writeback import CONDITIONAL, EhrFeatures
 
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 
@@ -40,6 +41,11 @@ def test_versions_order_by_version_id_then_last_updated() -> None:
     assert not is_newer(("2", "x"), ("2", "y"))
     assert is_newer(("", "2026-01-02T00:00:00Z"), ("", "2026-01-01T00:00:00Z"))
     assert not is_newer(("", "2026-01-01T00:00:00Z"), ("", "2026-01-01T00:00:00Z"))
+    # a versionId that is no count (5,000 digits, a Unicode digit) is opaque: never an error
+    huge = "9" * 5000
+    assert is_newer((huge, "2026-01-02T00:00:00Z"), ("3", "2026-01-01T00:00:00Z"))
+    assert not is_newer((huge, "2026-01-01T00:00:00Z"), (huge, "2026-01-01T00:00:00Z"))
+    assert is_newer(("\u00b2", "2026-01-02T00:00:00Z"), ("1", "2026-01-01T00:00:00Z"))
 
 
 class FakeFhir:
@@ -49,6 +55,7 @@ class FakeFhir:
         self.resources = resources
         self.searches: list[dict[str, str]] = []
         self.pages = 0
+        self.base_url = "http://127.0.0.1:1/fhir"  # what the state binds to
 
     def search_pages(
         self,
@@ -105,6 +112,8 @@ def watcher(fake: FakeFhir, state: Path, **settings: Any) -> Watcher:
         load_reference_data(),
         WatchSettings(state=state, **settings),
         EvaluationSettings(as_of=T0 + timedelta(days=1)),
+        features=EhrFeatures(CONDITIONAL, True),
+        author="Device/rems-adapter",
     )
 
 
