@@ -24,8 +24,18 @@ def _serve(base_url: str, tmp_path: Path, port: int, log: Path) -> subprocess.Po
     env = {k: v for k, v in os.environ.items() if not k.startswith("REMS_ADAPTER_")}
     env["REMS_ADAPTER_WATCH_INTERVAL_SECONDS"] = "1"
     env["REMS_ADAPTER_WATCH_STATE"] = str(tmp_path / "poll.sqlite")
-    argv = [sys.executable, "-m", "adapter", "serve", "--fhir-base", base_url,
-            "--listen", f"127.0.0.1:{port}", "--state", str(tmp_path / "state.sqlite")]
+    argv = [
+        sys.executable,
+        "-m",
+        "adapter",
+        "serve",
+        "--fhir-base",
+        base_url,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--state",
+        str(tmp_path / "state.sqlite"),
+    ]
     with log.open("ab") as out:
         return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
@@ -50,8 +60,12 @@ def test_polled_results_are_decided_once_across_a_restart(stock_server, tmp_path
     process = _serve(stock_server.base_url, tmp_path, port, log)
     try:
         _wait(lambda: "anc-mild-neutropenia" in codes(issues(stock_server.base_url, patient)))
-        _wait(lambda: 'rems_adapter_results_received_total{source="poll"} 3.0'
-              in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+        _wait(
+            lambda: (
+                'rems_adapter_results_received_total{source="poll"} 3.0'
+                in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            )
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         first = sorted(i["id"] for i in issues(stock_server.base_url, patient))
