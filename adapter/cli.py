@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapter import __version__, logs
+from adapter.batch.report import ReportBuilder
 from adapter.batch.run import PROBLEMS_FILE, BatchSettings, plural, run_batch
 from adapter.batch.sources import InputProblem
 from adapter.decide import Backend, LocalBackend
@@ -54,7 +55,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "run": ("evaluation", "rems", "log"),
     "demo": ("evaluation", "demo", "log"),
     "rems-server": ("rems_server", "log"),
-    "watch": ("fhir", "watch", "evaluation", "log"),
+    "watch": ("fhir", "watch", "evaluation", "rems", "serve", "log"),
     "serve": ("fhir", "serve", "inbound", "watch", "evaluation", "rems", "log"),
     "outbox": ("serve", "log"),
     "audit": ("serve", "log"),
@@ -197,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write a self-contained HTML report (worklist and ANC charts) to FILE",
     )
+    group = run.add_argument_group("reading at scale")
+    _setting(group, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
+    group.add_argument(
+        "--strict",
+        dest="batch.strict",
+        action="store_const",
+        const=True,
+        default=None,
+        help="parse and check every line (default: lines with no lab code or resource type "
+        "the rules read are counted, not parsed)",
+    )
     _rems_options(run)
     _evaluation_options(run)
 
@@ -233,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow /admin/* writes without an admin token (tests and demos only)",
     )
 
-    watch_cli.add_parser(commands, **sub)
+    watch = watch_cli.add_parser(commands, **sub)
+    _rems_options(watch)
 
     serve = commands.add_parser(
         "serve",
@@ -444,22 +457,24 @@ def run_command(args: argparse.Namespace, loaded: Loaded) -> int:
         site_tz=site_tz,
         derive_anc=evaluation.derive_anc,
         rems=rems_settings(loaded),
+        strict=loaded.settings.batch.strict,
+        jobs=loaded.settings.batch.jobs,
+        retain=False,  # the summary needs counts only: memory stays flat on large inputs
     )
     output_folder(args.out, "--out")
     report_file = report_path(args.report) if args.report is not None else None
     progress = _progress(loaded)
+    builder = ReportBuilder() if report_file is not None else None
     try:
-        result = run_batch(settings, data, progress)
+        result = run_batch(settings, data, progress, observe=builder)
     finally:
         progress.done()
     report_problems(result.problems, args.out)
     for note in result.notes:
         log.warning("REMS: %s", note)
     summary = result.summary(args.out, monotonic_time.monotonic() - started)
-    if report_file is not None:
-        from adapter.batch.report import write_report
-
-        write_report(result, data.protocol, report_file)
+    if builder is not None and report_file is not None:
+        builder.write(data.protocol, report_file)
         summary += f"\nReport: {report_file}"
     _say(loaded, summary)
     return 0
@@ -578,7 +593,16 @@ def rems_server_command(args: argparse.Namespace, loaded: Loaded) -> int:
 
 
 def watch_command(args: argparse.Namespace, loaded: Loaded) -> int:
-    return watch_cli.run(args, loaded)
+    """`watch` is `serve` with only the poll source (no HTTP endpoints), same flags as ever."""
+    from adapter.serve.command import run_watch
+
+    return run_watch(
+        loaded,
+        decision_backend(loaded),
+        once=args.once,
+        as_of=args.as_of,
+        reconcile=bool(getattr(args, "reconcile", False)),
+    )
 
 
 # ------------------------------------------------------------------ serve

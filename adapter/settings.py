@@ -399,6 +399,22 @@ class LogSection(Section):
     )
 
 
+class BatchSection(Section):
+    """``[batch]``: batch mode at scale (`run`)."""
+
+    jobs: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="worker processes reading the input (default: the machine's CPUs)",
+        examples=[1, 2],
+    )
+    strict: StrictBool = Field(
+        False,
+        description="parse and check every line (default: skip lines nothing reads, unchecked)",
+        examples=[True, False],
+    )
+
+
 class DemoSection(Section):
     """``[demo]``: the bundled demo."""
 
@@ -424,6 +440,7 @@ class Settings(BaseSettings):
     serve: ServeSection = ServeSection()
     inbound: InboundSection = InboundSection()
     rems_server: RemsServerSection = RemsServerSection()
+    batch: BatchSection = BatchSection()
     demo: DemoSection = DemoSection()
     log: LogSection = LogSection()
 
@@ -468,6 +485,8 @@ FLAGS: dict[str, str] = {
     "rems_server.seed": "--seed",
     "rems_server.rules": "--rules",
     "rems_server.insecure_admin": "--insecure-admin",
+    "batch.jobs": "--jobs",
+    "batch.strict": "--strict",
     "demo.out": "--out",
     "demo.format": "--format",
     "log.level": "--log-level",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from adapter.batch.engine import Collected, Tuning, collect, default_jobs
 from adapter.batch.sources import read_sources
 from adapter.core.evaluate import Context, Evaluation, Withdrawal, evaluate_patient
 from adapter.core.findings import Finding
@@ -20,7 +22,6 @@ from adapter.core.reference import ReferenceData
 from adapter.decide import Backend, Directory, Outcome, local_outcome
 from adapter.decide.rems import RemsDecider, RemsSettings
 from adapter.fhir.collect import Collector, IdentityCollector, InputProblem, identity_refs
-from adapter.fhir.read import Reader
 from adapter.fhir.records import status_record
 from adapter.fhir.write import detected_issue, withdrawn_issue
 
@@ -43,6 +44,13 @@ class BatchSettings:
     derive_anc: bool = True
     #: The `rems` backend's settings; None for the local backend.
     rems: RemsSettings | None = None
+    #: Parse and check every line (no prefilter: every malformed line is reported).
+    strict: bool = False
+    #: Worker processes (None: the machine's CPUs).
+    jobs: int | None = None
+    #: Keep every patient's evaluation in the result (False: only counts; memory stays flat).
+    retain: bool = True
+    tuning: Tuning = field(default_factory=Tuning)
 
 
 @dataclass(frozen=True)
@@ -57,24 +65,24 @@ class BatchResult:
     decisions: tuple[DispenseDecision, ...] = ()
     #: What the backend could not do, for stderr (no patient data beyond references).
     notes: tuple[str, ...] = ()
-    #: What each evaluation was made from, and how (the report draws its history from them).
-    inputs: tuple[PatientInputs, ...] = ()
-    context: Context | None = None
-    #: The findings written (the REMS backend's when it decided).
-    findings: tuple[Finding, ...] = ()
+    #: Lines skipped unparsed by the prefilter (counted in `resources_read`).
+    skipped: int = 0
+    #: Patients on clozapine, and of them overdue for an ANC (also when not `retain`ed).
+    on_clozapine: int = 0
+    overdue: int = 0
 
     def summary(self, out: Path, seconds: float | None = None) -> str:
-        on_clozapine = [e for e in self.evaluations if e.on_clozapine]
         outcomes = Counter(d.outcome for d in self.decisions)
-        overdue = sum(1 for e in on_clozapine if e.status.overdue)
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         read = f"Read {plural(self.resources_read, 'resource')}{took}"
+
         lines = [
             f"{read}; {plural(len(self.problems), 'input problem')} "
             f"(on stderr; all in {PROBLEMS_FILE})."
             if self.problems
             else f"{read}.",
-            f"{plural(len(on_clozapine), 'patient')} on clozapine ({overdue} overdue for an ANC).",
+            f"{plural(self.on_clozapine, 'patient')} on clozapine "
+            f"({self.overdue} overdue for an ANC).",
             "Dispenses decided: "
             + (", ".join(f"{n} {k}" for k, n in sorted(outcomes.items())) or "none")
             + ".",
@@ -82,6 +90,12 @@ class BatchResult:
             f"({plural(self.withdrawn, 'withdrawal')}).",
             f"Outputs in {out}",
         ]
+        if self.skipped:
+            lines.insert(
+                1,
+                f"{plural(self.skipped, 'line')} skipped unparsed (nothing the rules read; "
+                "--strict checks every line).",
+            )
         if self.unresolved_medications:
             n = self.unresolved_medications
             lines.insert(
@@ -124,23 +138,30 @@ def _write_atomically(path: Path, lines: Iterable[str]) -> None:
 Progress = Callable[[int], None]
 
 
-def _evaluate(
-    settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
-) -> tuple[Collector, list[PatientInputs], list[Evaluation], Context]:
-    collector = Collector(Reader(data, settings.site_tz), settings.as_of)
-    for count, located in enumerate(read_sources(settings.sources, collector.problems), 1):
-        collector.add(located)
-        if progress is not None and count % 5000 == 0:
-            progress(count)
-    context = Context(
+def _context(settings: BatchSettings, data: ReferenceData) -> Context:
+    return Context(
         protocol=data.protocol,
         units=data.units,
         site_tz=settings.site_tz,
         clock=settings.as_of,
         derive_anc=settings.derive_anc,
     )
-    inputs = collector.patients()
-    return collector, inputs, [evaluate_patient(item, context) for item in inputs], context
+
+
+def _collect(
+    settings: BatchSettings, data: ReferenceData, progress: Progress | None, spill: bool | None
+) -> Collected:
+    return collect(
+        settings.sources,
+        data,
+        settings.site_tz,
+        settings.as_of,
+        jobs=settings.jobs or default_jobs(),
+        strict=settings.strict,
+        tuning=settings.tuning,
+        spill=spill,
+        progress=progress,
+    )
 
 
 @dataclass
@@ -193,47 +214,166 @@ def _rems(
     return outputs
 
 
-def run_batch(
-    settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
-) -> BatchResult:
-    collector, inputs, evaluations, context = _evaluate(settings, data, progress)
-    if settings.rems is None:
-        outputs = _local(evaluations)
-    else:
-        outputs = _rems(settings, settings.rems, data, collector, inputs, evaluations)
+def _issues(
+    settings: BatchSettings,
+    data: ReferenceData,
+    collector: Collector,
+    outputs: _Outputs,
+) -> list[dict[str, Any]]:
     issues = [detected_issue(f, data.finding_system, settings.as_of) for f in outputs.findings]
     issues += [
         withdrawn_issue(collector.raw_issue(withdrawal.issue.ref), withdrawal)
         for withdrawal in outputs.withdrawals
     ]
-    issues.sort(key=lambda r: (r["patient"]["reference"], r["code"]["coding"][-1]["code"], r["id"]))
+    issues.sort(key=_issue_key)
+    return issues
 
-    status = [status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine]
-    outputs.authorizations.sort(key=lambda r: (r["patient"], r["dispense"]))
-    outputs.forms.sort(key=lambda r: (r["patient"], r["reportingPeriod"]))
+
+def _issue_key(r: dict[str, Any]) -> tuple[str, str, str]:
+    return (r["patient"]["reference"], r["code"]["coding"][-1]["code"], r["id"])
+
+
+def _pair_key(second: str) -> Callable[[dict[str, Any]], tuple[str, str]]:
+    return lambda r: (r["patient"], r[second])
+
+
+#: The outputs, each with the order its records are sorted in (None: patient order).
+_ORDER: Sequence[tuple[str, Callable[[dict[str, Any]], Any] | None]] = (
+    ("DetectedIssue.ndjson", _issue_key),
+    ("status.ndjson", None),
+    ("authorizations.ndjson", _pair_key("dispense")),
+    ("psf.ndjson", _pair_key("reportingPeriod")),
+)
+
+
+def _parsed(key: Callable[[dict[str, Any]], Any]) -> Callable[[str], Any]:
+    return lambda line: key(json.loads(line))
+
+
+class _Runs:
+    """Each output as sorted runs (one per batch of patients) in a temporary folder, merged
+    into the output file at the end: the same bytes as sorting everything at once."""
+
+    def __init__(self, out: Path) -> None:
+        self.folder = tempfile.TemporaryDirectory(prefix=".runs-", dir=out)
+        self.runs: dict[str, list[Path]] = {name: [] for name, _ in _ORDER}
+
+    def add(self, name: str, records: Iterable[dict[str, Any]]) -> None:
+        path = Path(self.folder.name) / f"{name}.{len(self.runs[name])}"
+        with path.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(_dump(record))
+                handle.write("\n")
+        self.runs[name].append(path)
+
+    def write(self, out: Path) -> None:
+        for name, key in _ORDER:
+            handles = [path.open(encoding="utf-8") for path in self.runs[name]]
+            try:
+                lines: Iterable[str]
+                if key is None or len(handles) == 1:
+                    lines = (line for handle in handles for line in handle)
+                else:
+                    lines = heapq.merge(*handles, key=_parsed(key))
+                _write_atomically(out / name, (line.rstrip("\n") for line in lines))
+            finally:
+                for handle in handles:
+                    handle.close()
+
+    def close(self) -> None:
+        self.folder.cleanup()
+
+
+#: Called once per batch of patients decided, with what was decided and written: their inputs,
+#: evaluations, the evaluation context, and the dispense decisions and findings of the backend
+#: that decided (the report is drawn from them without keeping every patient's inputs).
+Observer = Callable[
+    [
+        Sequence[PatientInputs],
+        Sequence[Evaluation],
+        Context,
+        Sequence[DispenseDecision],
+        Sequence[Finding],
+    ],
+    None,
+]
+
+
+def run_batch(
+    settings: BatchSettings,
+    data: ReferenceData,
+    progress: Progress | None = None,
+    observe: Observer | None = None,
+) -> BatchResult:
+    """Batch mode: read every source (on `settings.jobs` processes), decide every patient,
+    write the outputs. Large inputs are spilled to disk and decided a batch of patients at a
+    time; the outputs are byte-identical either way."""
+    spill = False if settings.rems is not None else None  # the REMS backend reads it all
+    collected = _collect(settings, data, progress, spill)
+    try:
+        return _decide(settings, data, collected, observe)
+    finally:
+        collected.close()
+
+
+def _decide(
+    settings: BatchSettings,
+    data: ReferenceData,
+    collected: Collected,
+    observe: Observer | None = None,
+) -> BatchResult:
+    context = _context(settings, data)
     settings.out.mkdir(parents=True, exist_ok=True)
-    files: Sequence[tuple[str, list[dict[str, Any]]]] = (
-        ("DetectedIssue.ndjson", issues),
-        ("status.ndjson", status),
-        ("authorizations.ndjson", outputs.authorizations),
-        ("psf.ndjson", outputs.forms),
-    )
-    for name, records in files:
-        _write_atomically(settings.out / name, (_dump(record) for record in records))
+    runs = _Runs(settings.out)
+    kept: list[Evaluation] = []
+    decisions: list[DispenseDecision] = []
+    notes: list[str] = []
+    on_clozapine = overdue = issues_written = withdrawn = 0
+    try:
+        for collector, inputs in collected.patient_batches(settings.tuning.batch_patients):
+            evaluations = [evaluate_patient(item, context) for item in inputs]
+            if settings.rems is None:
+                outputs = _local(evaluations)
+            else:
+                outputs = _rems(settings, settings.rems, data, collector, inputs, evaluations)
+            if observe is not None:
+                observe(inputs, evaluations, context, outputs.decisions, outputs.findings)
+            issues = _issues(settings, data, collector, outputs)
+            status = [
+                status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine
+            ]
+            outputs.authorizations.sort(key=_pair_key("dispense"))
+            outputs.forms.sort(key=_pair_key("reportingPeriod"))
+            runs.add("DetectedIssue.ndjson", issues)
+            runs.add("status.ndjson", status)
+            runs.add("authorizations.ndjson", outputs.authorizations)
+            runs.add("psf.ndjson", outputs.forms)
+            on_clozapine += sum(1 for e in evaluations if e.on_clozapine)
+            overdue += sum(1 for e in evaluations if e.on_clozapine and e.status.overdue)
+            issues_written += len(issues)
+            withdrawn += len(outputs.withdrawals)
+            decisions += outputs.decisions
+            notes += outputs.notes
+            if settings.retain:
+                kept += evaluations
+        runs.write(settings.out)
+    finally:
+        runs.close()
+    problems = collected.collector.problems
     _write_atomically(
         settings.out / PROBLEMS_FILE,
-        (_dump({"location": p.location, "message": p.message}) for p in collector.problems),
+        (_dump({"location": p.location, "message": p.message}) for p in problems),
     )
     return BatchResult(
-        evaluations=tuple(evaluations),
-        problems=tuple(collector.problems),
-        resources_read=collector.resources_read,
-        unresolved_medications=collector.unresolved_medications(),
-        issues_written=len(issues),
-        withdrawn=len(outputs.withdrawals),
-        decisions=tuple(outputs.decisions),
-        notes=tuple(outputs.notes),
-        inputs=tuple(inputs),
-        context=context,
-        findings=tuple(outputs.findings),
+        evaluations=tuple(kept),
+        problems=tuple(problems),
+        resources_read=collected.resources,
+        unresolved_medications=collected.unresolved_medications(),
+        issues_written=issues_written,
+        withdrawn=withdrawn,
+        decisions=tuple(decisions),
+        notes=tuple(notes),
+        skipped=collected.skipped,
+        on_clozapine=on_clozapine,
+        overdue=overdue,
     )

@@ -7,7 +7,11 @@ at all is an :class:`UnreadableInput` error: the run cannot be trusted to be com
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +62,90 @@ def expand(paths: Sequence[str]) -> list[Path]:
     return files
 
 
+#: Positions of the resources of one file: ``file index << FILE_SHIFT`` plus the byte offset of
+#: the line (plus the entry's rank inside it), so that arrival order is reading order however
+#: the files are split between worker processes.
+FILE_SHIFT = 40
+
+
+def arrival_base(file_index: int) -> int:
+    return (file_index + 1) << FILE_SHIFT
+
+
+@dataclass
+class Counts:
+    """What a reader saw besides resources: lines (blank ones too), lines skipped unparsed."""
+
+    lines: int = 0
+    skipped: int = 0
+
+
+_TYPE_PREFIX = b'{"resourceType":"'
+
+
+@dataclass(frozen=True)
+class Prefilter:
+    """Which NDJSON lines cannot matter to the rules, told without parsing them.
+
+    A line is skipped only when all of these hold (anything else is parsed):
+
+    - it starts exactly with ``{"resourceType":"T"`` (the compact form every Bulk Data server
+      writes), the text ``"resourceType"`` occurs nowhere else in it (no contained resource, no
+      repeated key) and it has no backslash (no escape can hide a name or a code);
+    - T is neither a type the rules read (`read_types`) nor a Bundle, or T is ``Observation``
+      and no ``"code": "C"`` in it names one of the lab codes in mappings (`codes`: every code
+      a lab role is read from; codes of any system, anywhere in the resource).
+
+    A skipped line is counted as a resource read but never checked: a malformed one is not
+    reported. ``--strict`` (no prefilter) parses and checks every line."""
+
+    read_types: frozenset[bytes]
+    codes: re.Pattern[bytes]
+
+    @classmethod
+    def of(cls, read_types: Iterable[str], codes: Iterable[str]) -> Prefilter:
+        alternatives = b"|".join(re.escape(code.encode()) for code in sorted(set(codes)))
+        return cls(
+            frozenset(kind.encode() for kind in (*read_types, "Bundle")),
+            re.compile(rb'"code"\s*:\s*"(?:' + alternatives + rb')"'),
+        )
+
+    def skips(self, line: bytes) -> bool:
+        if not line.startswith(_TYPE_PREFIX):
+            return False
+        end = line.find(b'"', 17)
+        if end < 0 or line.find(b'"resourceType"', 2) >= 0 or b"\\" in line:
+            return False
+        kind = line[17:end]
+        if kind == b"Observation":
+            return self.codes.search(line) is None
+        return kind not in self.read_types
+
+
 def read_sources(paths: Sequence[str], problems: list[InputProblem]) -> Iterator[Located]:
-    for path in expand(paths):
-        if path.suffix in (".ndjson", ".jsonl"):
-            yield from _ndjson(path, problems)
-        else:
-            yield from _json(path, problems)
+    for index, path in enumerate(expand(paths)):
+        yield from read_file(path, index, problems)
+
+
+def read_file(
+    path: Path,
+    index: int,
+    problems: list[InputProblem],
+    start: int = 0,
+    end: int | None = None,
+    prefilter: Prefilter | None = None,
+    counts: Counts | None = None,
+) -> Iterator[Located]:
+    """The resources of one file (the `index`-th of the input), or of the lines starting in
+    bytes [start, end) of an NDJSON file, whose line numbers then count from `start`."""
+    counts = counts if counts is not None else Counts()
+    base = arrival_base(index)
+    if path.suffix in (".ndjson", ".jsonl"):
+        yield from _ndjson(path, problems, base, start, end, prefilter, counts)
+    elif streamed(path):
+        yield from _streamed(path, problems, base)
+    else:
+        yield from _json(path, problems, base)
 
 
 def _wide(head: bytes) -> tuple[str | None, int]:
@@ -91,7 +173,24 @@ def _to_utf8(raw: bytes, codec: str) -> bytes | None:
         return None
 
 
-def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
+def wide_file(path: Path) -> bool:
+    """A UTF-16/32 file (read whole, as text: it cannot be split on byte boundaries)."""
+    try:
+        with path.open("rb") as handle:
+            return _wide(handle.read(8))[0] is not None
+    except OSError as error:
+        raise UnreadableInput(f"{path}: {error.strerror}") from error
+
+
+def _ndjson(
+    path: Path,
+    problems: list[InputProblem],
+    base: int,
+    start: int,
+    end: int | None,
+    prefilter: Prefilter | None,
+    counts: Counts,
+) -> Iterator[Located]:
     # The per-line work is kept minimal (no location string, no copy of the line): this loop
     # runs once for every resource of a Bulk Data export.
     try:
@@ -101,19 +200,30 @@ def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
     name = str(path)
     with handle:
         try:
-            codec, mark = _wide(handle.read(8))
-            handle.seek(0)
+            codec, mark = _wide(handle.read(8)) if start == 0 else (None, 0)
+            if mark and codec is None:  # only the mark is wrong: every line still counts
+                problems.append(_stray_mark(f"{name}:1"))
+                start = mark
+            handle.seek(start)
             lines: Iterable[bytes] = handle
             if codec is not None:  # UTF-16/32 with a byte order mark: read as text
                 converted = _to_utf8(handle.read(), codec)
                 if converted is None:
                     problems.append(InputProblem(f"{name}:1", f"not valid {codec.upper()}"))
                     return
-                lines = converted.splitlines()
-            elif mark:  # only the mark is wrong: every line still counts
-                problems.append(_stray_mark(f"{name}:1"))
-                handle.seek(mark)
-            for number, line in enumerate(lines, start=1):
+                lines = converted.splitlines(keepends=True)
+            if prefilter is not None and codec is None:
+                yield from _blocks(handle, name, problems, base, start, end, prefilter, counts)
+                return
+            limit = end if end is not None and codec is None else None
+            offset = start
+            number = 0
+            for line in lines:
+                if limit is not None and offset >= limit:
+                    break
+                at = offset
+                offset += len(line)
+                number += 1
                 if not line or line.isspace():  # blank lines are allowed, as in line.strip()
                     continue
                 if line.startswith(_UTF8_BOM):  # files concatenated with their marks
@@ -131,14 +241,107 @@ def _ndjson(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
                     )
                     continue
                 if resource["resourceType"] == "Bundle":
-                    yield from _bundle(f"{name}:{number}", resource, problems)
+                    yield from _bundle(f"{name}:{number}", resource, problems, arrival=base + at)
                 else:
-                    yield Located(name, resource, number)
+                    yield Located(name, resource, number, base + at)
+            counts.lines += number
         except OSError as error:
             raise UnreadableInput(f"{path}: {error.strerror}") from error
 
 
-def _json(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
+#: Lines are prefiltered a block at a time: the checks run in C over the whole block.
+BLOCK_BYTES = 4 * 1024 * 1024
+_OBSERVATION = b'{"resourceType":"Observation",'
+_NEXT_OBSERVATION = b"\n" + _OBSERVATION
+_LINE_TYPES = re.compile(rb'\n\{"resourceType":"([^"\n]*)"')
+
+
+def _blocks(
+    handle: Any,
+    name: str,
+    problems: list[InputProblem],
+    base: int,
+    start: int,
+    end: int | None,
+    prefilter: Prefilter,
+    counts: Counts,
+) -> Iterator[Located]:
+    """NDJSON lines [start, end) with the prefilter, a block of whole lines at a time. A block
+    whose every line starts with the compact type prefix, holds ``"resourceType"`` once and no
+    backslash, is decided from its line types alone (all types nothing reads: all skipped;
+    all Observations: only the lines holding a lab code are parsed); any other block is read
+    line by line with `Prefilter.skips`. Both give what reading line by line would."""
+    offset, number = start, 0
+    skip_types = prefilter.read_types | {b"Observation"}
+    while end is None or offset < end:
+        block = handle.read(BLOCK_BYTES if end is None else min(BLOCK_BYTES, end - offset))
+        if not block:
+            break
+        if not block.endswith(b"\n"):
+            block += handle.readline()  # to the end of the line (end falls at a line start)
+        lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        kinds = None
+        if block.count(b'"resourceType"') == lines and block.find(b"\\") < 0:
+            # Every line holds "resourceType" once (if each starts with the prefix) and no escape.
+            if block.startswith(_OBSERVATION) and block.count(_NEXT_OBSERVATION) == lines - 1:
+                kinds = {b"Observation"}
+            elif block.startswith(_TYPE_PREFIX):
+                close = block.find(b'"', 17)
+                first = block[17:close] if close >= 0 else b"\n"  # "\n": not a type
+                found = _LINE_TYPES.findall(block)  # one per line after the first, if all match
+                if len(found) == lines - 1 and b"\n" not in first:
+                    kinds = {first, *found}
+        if kinds is not None and kinds.isdisjoint(skip_types):
+            counts.skipped += lines  # nothing the rules read
+        elif kinds == {b"Observation"}:
+            starts = sorted(
+                {block.rfind(b"\n", 0, m.start()) + 1 for m in prefilter.codes.finditer(block)}
+            )
+            counts.skipped += lines - len(starts)
+            line_number, counted = number + 1, 0
+            for at in starts:
+                line_number += block.count(b"\n", counted, at)
+                counted = at
+                stop = block.find(b"\n", at)
+                line = block[at : stop + 1 if stop >= 0 else len(block)]
+                yield from _line(name, line, line_number, base + offset + at, problems)
+        else:
+            at, index, size = 0, number, len(block)
+            while at < size:  # lines end at "\n" only, as when iterating over the file
+                stop = block.find(b"\n", at)
+                stop = size if stop < 0 else stop + 1
+                here, line, at, index = at, block[at:stop], stop, index + 1
+                if line.isspace():
+                    continue
+                if line.startswith(_UTF8_BOM):
+                    line = line[3:]
+                if prefilter.skips(line):
+                    counts.skipped += 1
+                    continue
+                yield from _line(name, line, index, base + offset + here, problems)
+        offset += len(block)
+        number += lines
+    counts.lines += number
+
+
+def _line(
+    name: str, line: bytes, number: int, arrival: int, problems: list[InputProblem]
+) -> Iterator[Located]:
+    try:
+        resource = _loads(line)
+    except _DecodeError:
+        problems.append(InputProblem(f"{name}:{number}", "not valid JSON"))
+        return
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        problems.append(InputProblem(f"{name}:{number}", "not a FHIR resource (no resourceType)"))
+        return
+    if resource["resourceType"] == "Bundle":
+        yield from _bundle(f"{name}:{number}", resource, problems, arrival=arrival)
+    else:
+        yield Located(name, resource, number, arrival)
+
+
+def _json(path: Path, problems: list[InputProblem], base: int) -> Iterator[Located]:
     try:
         raw = path.read_bytes()
     except OSError as error:
@@ -161,13 +364,25 @@ def _json(path: Path, problems: list[InputProblem]) -> Iterator[Located]:
         line = raw[: getattr(error, "pos", 0) or 0].count(b"\n") + 1
         problems.append(InputProblem(f"{path}:{line}", "not valid JSON"))
         return
+    del raw
     if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
         problems.append(InputProblem(f"{path}:1", "not a FHIR resource (no resourceType)"))
         return
     if document["resourceType"] == "Bundle":
-        yield from _bundle(str(path), document, problems)
+        yield from _bundle(str(path), document, problems, arrival=base)
     else:
-        yield Located(f"{path}:1", document)
+        yield Located(f"{path}:1", document, 0, base)
+
+
+class _Arrivals:
+    """Arrival positions handed out in reading order from `next`."""
+
+    def __init__(self, first: int) -> None:
+        self.next = first
+
+    def take(self) -> int:
+        self.next += 1
+        return self.next - 1
 
 
 def _bundle(
@@ -176,6 +391,7 @@ def _bundle(
     problems: list[InputProblem],
     path: str = "Bundle",
     depth: int = 1,
+    arrival: int | _Arrivals = 0,
 ) -> Iterator[Located]:
     entries = bundle.get("entry")
     if entries is None:
@@ -183,8 +399,22 @@ def _bundle(
     if not isinstance(entries, list):
         problems.append(InputProblem(f"{where}#{path}.entry", "expected a list"))
         return
-    local_ids = _local_ids(entries)
-    for index, entry in enumerate(entries):
+    arrivals = arrival if isinstance(arrival, _Arrivals) else _Arrivals(arrival)
+    yield from _entries(
+        where, enumerate(entries), _local_ids(entries), problems, path, depth, arrivals
+    )
+
+
+def _entries(
+    where: str,
+    entries: Iterable[tuple[int, Any]],
+    local_ids: dict[str, str],
+    problems: list[InputProblem],
+    path: str,
+    depth: int,
+    arrivals: _Arrivals,
+) -> Iterator[Located]:
+    for index, entry in entries:
         location = f"{where}#{path}.entry[{index}]"
         if not isinstance(entry, dict):
             problems.append(InputProblem(location, "Bundle.entry is not an object"))
@@ -204,9 +434,214 @@ def _bundle(
                 )
                 continue
             inner = f"{path}.entry[{index}].resource"
-            yield from _bundle(where, resource, problems, inner, depth + 1)
+            yield from _bundle(where, resource, problems, inner, depth + 1, arrivals)
             continue
-        yield Located(location, resource)
+        yield Located(location, resource, 0, arrivals.take())
+
+
+#: A Bundle file larger than this is streamed (two passes with an incremental parser, one entry
+#: in memory at a time) rather than loaded whole.
+STREAM_BYTES = 64 * 1024 * 1024
+_MISSING = object()
+_COMPLEX = object()  # a value that is an object or an array
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_U64_MAX = 2**64 - 1
+_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
+
+
+def streamed(path: Path) -> bool:
+    """A large UTF-8 JSON file: read with the incremental parser."""
+    try:
+        return path.stat().st_size > STREAM_BYTES and not wide_file(path)
+    except OSError as error:
+        raise UnreadableInput(f"{path}: {error.strerror}") from error
+
+
+class _Counting:
+    """A binary file that counts the lines it has handed out (where a syntax error is)."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.before = 0  # newlines before the last chunk read
+        self.seen = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk: bytes = self.handle.read(size)
+        self.before = self.seen
+        self.seen += chunk.count(b"\n")
+        return chunk
+
+
+class _Fallback(Exception):
+    """A shape the streaming reader does not reproduce exactly: read the file whole."""
+
+
+@dataclass
+class _Scan:
+    """What the first streaming pass learns: the document's shape and its local ids."""
+
+    kind: object = _MISSING
+    entry: str | None = None  # the first event of Bundle.entry's value
+    local_ids: dict[str, str] = field(default_factory=dict)
+    ids: dict[int, str] = field(default_factory=dict)  # entry index -> id to give its resource
+    #: An integer beyond 64 bits: the second pass reads numbers exactly and converts them as
+    #: orjson does (the C backend's floats would overflow).
+    wide_numbers: bool = False
+    #: A number orjson refuses (infinite as a double): the file is not valid JSON.
+    refused: bool = False
+
+
+def _scan(handle: Any) -> _Scan:
+    import ijson  # only large Bundles need it
+
+    scan = _Scan()
+    index = -1
+    top_keys: set[str] = set()
+    full_url: object = None
+    resource = False
+    kind: object = _MISSING
+    own: object = _MISSING
+    for prefix, event, value in ijson.parse(handle):
+        if event == "number":
+            if type(value) is int:
+                if not _I64_MIN <= value <= _I64_MAX:
+                    scan.wide_numbers = True
+            elif math.isinf(float(value)):
+                scan.refused = True
+                return scan
+        if prefix == "":
+            if event == "map_key":
+                if value in top_keys or "." in value:
+                    raise _Fallback
+                top_keys.add(value)
+            elif event in _STARTS and event != "start_map":
+                raise _Fallback  # not an object: the whole-file reader reports it
+        elif prefix == "resourceType":
+            scan.kind = value if event == "string" else _COMPLEX
+        elif prefix == "entry":
+            if scan.entry is None and event in _STARTS:
+                scan.entry = event
+        elif prefix == "entry.item":
+            if event == "map_key":
+                if "." in value:
+                    raise _Fallback
+            elif event == "end_map":
+                if resource and isinstance(full_url, str) and full_url.startswith("urn:"):
+                    if kind is _COMPLEX or not (kind is _MISSING or isinstance(kind, str)):
+                        raise _Fallback
+                    local = own if isinstance(own, str) and own else full_url.rsplit(":", 1)[-1]
+                    shown = None if kind is _MISSING else kind
+                    scan.local_ids[full_url] = f"{shown}/{local}"
+                    if own is _MISSING or own is None:
+                        scan.ids[index] = local
+            elif event in _STARTS:
+                index += 1
+                full_url, resource, kind, own = None, False, _MISSING, _MISSING
+        elif prefix == "entry.item.fullUrl":
+            if event in _STARTS:
+                full_url = value if event == "string" else None
+        elif prefix == "entry.item.resource":
+            if event == "map_key":
+                if "." in value:
+                    raise _Fallback
+            elif event in _STARTS:
+                resource, kind, own = event == "start_map", _MISSING, _MISSING
+        elif prefix == "entry.item.resource.resourceType":
+            if event in _STARTS:
+                kind = value if event == "string" else _COMPLEX
+        elif prefix == "entry.item.resource.id" and event in _STARTS:
+            own = _COMPLEX if event in ("start_map", "start_array") else value
+    return scan
+
+
+def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[Located]:
+    """A large Bundle, streamed: a first pass checks the JSON and gathers the local
+    (``urn:``) ids, a second reads one entry at a time. Memory follows the largest entry."""
+    import ijson
+
+    try:
+        with path.open("rb") as raw:
+            counting = _Counting(raw)
+            if raw.read(3) != _UTF8_BOM:
+                raw.seek(0)
+            try:
+                scan = _scan(counting)
+            except _Fallback:
+                scan = None
+            except ijson.JSONError:
+                scan = _Scan(refused=True)
+            if scan is not None and scan.refused:
+                # The line is that of the start of the buffer the error was found in.
+                problems.append(InputProblem(f"{path}:{counting.before + 1}", "not valid JSON"))
+                return
+    except OSError as error:
+        raise UnreadableInput(f"{path}: {error.strerror}") from error
+    if scan is None or scan.kind != "Bundle":
+        if scan is not None and not isinstance(scan.kind, str):
+            problems.append(InputProblem(f"{path}:1", "not a FHIR resource (no resourceType)"))
+            return
+        yield from _json(path, problems, base)  # not a Bundle, or an odd one: read it whole
+        return
+    if scan.entry is None or scan.entry == "null":
+        return
+    if scan.entry != "start_array":
+        problems.append(InputProblem(f"{path}#Bundle.entry", "expected a list"))
+        return
+    try:
+        with path.open("rb") as raw:
+            if raw.read(3) != _UTF8_BOM:
+                raw.seek(0)
+            items = ijson.items(raw, "entry.item", use_float=not scan.wide_numbers)
+            if scan.wide_numbers:
+                items = map(_as_orjson, items)
+            entries = enumerate(items)
+            yield from _entries(
+                str(path),
+                _given_ids(entries, scan.ids),
+                scan.local_ids,
+                problems,
+                "Bundle",
+                1,
+                _Arrivals(base),
+            )
+    except OSError as error:
+        raise UnreadableInput(f"{path}: {error.strerror}") from error
+    except ijson.JSONError:  # the first pass read it whole: not expected
+        problems.append(InputProblem(f"{path}:1", "not valid JSON"))
+
+
+def _as_orjson(node: Any) -> Any:
+    """Numbers as orjson reads them: integers within 64 bits as int, any other number as the
+    nearest float (what an exact Decimal or a wide int converts to)."""
+    root = [node]
+    stack: list[tuple[Any, Any]] = [(root, 0)]
+    while stack:
+        container, key = stack.pop()
+        value = container[key]
+        if isinstance(value, dict):
+            stack.extend((value, k) for k in value)
+        elif isinstance(value, list):
+            stack.extend((value, i) for i in range(len(value)))
+        elif isinstance(value, Decimal) or (
+            type(value) is int and not _I64_MIN <= value <= _U64_MAX
+        ):
+            container[key] = float(value)
+    return root[0]
+
+
+def _given_ids(
+    entries: Iterable[tuple[int, Any]], ids: dict[int, str]
+) -> Iterator[tuple[int, Any]]:
+    """Entries with the ids the first pass gave resources that have none (as `_local_ids`)."""
+    for index, entry in entries:
+        local = ids.get(index)
+        if (
+            local is not None
+            and isinstance(entry, dict)
+            and isinstance(entry.get("resource"), dict)
+        ):
+            entry["resource"]["id"] = local
+        yield index, entry
 
 
 def _local_ids(entries: list[Any]) -> dict[str, str]:

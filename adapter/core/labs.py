@@ -136,13 +136,13 @@ def scale_count(lab: LabObservation, units: UnitTable, sanity: Sanity) -> _Scale
     return _Scaled(per_ul, None)
 
 
-#: Longest versionId read as a number: no server counts past this, and a longer string of digits
-#: (or a Unicode digit such as "²") is an opaque version, never an integer conversion error.
-_MAX_VERSION_DIGITS = 18
+#: Longest versionId read as a number (the largest 64-bit integer's digits): no server counts past
+#: it, and a longer string of digits is an opaque version, never an integer conversion error.
+_MAX_VERSION_DIGITS = len("9223372036854775807")
 
 
 def numeric_version(version: str) -> int | None:
-    """A versionId that counts (ASCII digits, at most 18 of them) as a number; None otherwise."""
+    """A versionId that counts (ASCII digits, at most 19 of them) as a number; None otherwise."""
     if version.isascii() and version.isdigit() and len(version) <= _MAX_VERSION_DIGITS:
         return int(version)
     return None

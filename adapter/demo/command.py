@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from adapter.batch.report import write_report
+from adapter.batch.report import ReportBuilder
 from adapter.batch.run import BatchResult, BatchSettings, run_batch
 from adapter.core.evaluate import Evaluation
 from adapter.core.reference import ReferenceData
@@ -223,8 +223,9 @@ def run_demo(
         site_tz=site_tz,
         derive_anc=derive_anc,
     )
-    result = run_batch(settings, data)
-    write_report(result, data.protocol, out / REPORT_FILE)
+    builder = ReportBuilder()
+    result = run_batch(settings, data, observe=builder)
+    builder.write(data.protocol, out / REPORT_FILE)
     grace = data.protocol.timing.grace_days
     records = rows(result, DEMO_AS_OF, site_tz, grace)
     if output_format == "json":

@@ -9,7 +9,7 @@ same resource are reconciled (the latest wins); translation errors become input 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -24,6 +24,12 @@ from adapter.core.model import (
     Supply,
 )
 from adapter.fhir.read import FhirInputError, Reader, ReportTimes, collection_time
+
+#: (results without an effective time) -> (reports listing each result, specimens by reference).
+CollectionContext = Callable[
+    [list[LabObservation]],
+    tuple[Mapping[str, list[ReportTimes]], Mapping[str, tuple[datetime, str]]],
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class Located(NamedTuple):
     where: str  # the file, or "file:line#Bundle.entry[n]"
     resource: dict[str, Any]
     line: int = 0  # the line in ``where``; 0 when ``where`` is already complete
+    #: Its position in the input (see `adapter.batch.sources.arrival_base`), in reading order;
+    #: 0: not known (the collector counts instead). Only compared: the latest of equal versions
+    #: wins.
+    arrival: int = 0
 
     @property
     def location(self) -> str:
@@ -100,9 +110,12 @@ class Collector:
     #: When results were collected, for those whose Observation does not say (latest version).
     reports: dict[str, tuple[tuple[int, str, int], ReportTimes]] = field(default_factory=dict)
     specimens: dict[str, tuple[tuple[int, str, int], datetime, str]] = field(default_factory=dict)
+    #: The position of the resource being read (its `Located.arrival`, else the count read).
+    arrival: int = 0
 
     def add(self, located: Located) -> None:
         self.resources_read += 1
+        self.arrival = located.arrival or self.resources_read
         resource = located.resource
         kind = resource["resourceType"]
         handler = _HANDLERS.get(kind)
@@ -118,14 +131,14 @@ class Collector:
             self.problems.append(InputProblem(located.location, f"{kind}: {error}"))
 
     def _observation(self, resource: dict[str, Any]) -> None:
-        lab, unreadable = self.reader.read_observation(resource, arrival=self.resources_read)
+        lab, unreadable = self.reader.read_observation(resource, arrival=self.arrival)
         if unreadable is not None:  # reported, and still decided (as unevaluable)
             raise _Reported(lab, unreadable)
         if lab is not None:
             self.labs[lab.patient].append(lab)
 
     def _dispense(self, resource: dict[str, Any]) -> None:
-        rank = _rank(resource, self.resources_read)
+        rank = _rank(resource, self.arrival)
         ref = f"MedicationDispense/{resource.get('id')}"
         held = self.dispenses.get(ref)
         if held is not None and held.rank > rank:
@@ -156,7 +169,7 @@ class Collector:
         report = self.reader.report(resource)
         if report is None:
             return
-        rank = _rank(resource, self.resources_read)
+        rank = _rank(resource, self.arrival)
         ref = f"DiagnosticReport/{resource.get('id')}"
         held = self.reports.get(ref)
         if held is None or held[0] <= rank:
@@ -167,7 +180,7 @@ class Collector:
         if found is None:
             return
         ref, moment, raw = found
-        rank = _rank(resource, self.resources_read)
+        rank = _rank(resource, self.arrival)
         held = self.specimens.get(ref)
         if held is None or held[0] <= rank:
             self.specimens[ref] = (rank, moment, raw)
@@ -186,10 +199,35 @@ class Collector:
         issue = self.reader.prior_issue(resource)
         if issue is None:
             return
-        rank = _rank(resource, self.resources_read)
+        rank = _rank(resource, self.arrival)
         held = self.issues.get(issue.ref)
         if held is None or held[0] <= rank:
             self.issues[issue.ref] = (rank, issue, resource)
+
+    def merge(self, later: Collector) -> None:
+        """Take in what `later` collected from input read after this collector's: the result
+        is what one collector reading both in order would hold (the same dict orders too)."""
+        self.problems += later.problems
+        self.resources_read += later.resources_read
+        for patient, labs in later.labs.items():
+            self.labs[patient].extend(labs)
+        for ref, dispense in later.dispenses.items():
+            held = self.dispenses.get(ref)
+            if held is None or held.rank <= dispense.rank:
+                self.dispenses[ref] = dispense
+        self.requests.update(later.requests)
+        self.medications.update(later.medications)
+        for patient, found in later.designations.items():
+            self.designations[patient] |= found
+        for ranked, mine in ((later.issues, self.issues), (later.reports, self.reports)):
+            for ref, item in ranked.items():
+                held_item = mine.get(ref)
+                if held_item is None or held_item[0] <= item[0]:
+                    mine[ref] = item  # type: ignore[assignment]
+        for ref, specimen in later.specimens.items():
+            held_specimen = self.specimens.get(ref)
+            if held_specimen is None or held_specimen[0] <= specimen[0]:
+                self.specimens[ref] = specimen
 
     # ------------------------------------------------------------------ results
 
@@ -205,7 +243,9 @@ class Collector:
             if held.clozapine is None and held.medication_ref not in self.medications
         )
 
-    def patients(self) -> list[PatientInputs]:
+    def patients(self, context: CollectionContext | None = None) -> list[PatientInputs]:
+        """Every patient's inputs, sorted by patient. `context` gives the reports and specimens
+        that date results without an effective time (default: those collected here)."""
         supplies: dict[str, list[Supply]] = defaultdict(list)
         pending: dict[str, list[PendingDispense]] = defaultdict(list)
         for held in self.dispenses.values():
@@ -226,7 +266,16 @@ class Collector:
                 prescribed[request.patient].append(ref)
         # Results without an effective time are dated by their report or specimen.
         undated = any(lab.collected is None for labs in self.labs.values() for lab in labs)
-        by_result, specimens = self._collection_context() if undated else ({}, {})
+        by_result: Mapping[str, list[ReportTimes]]
+        specimens: Mapping[str, tuple[datetime, str]]
+        if not undated:
+            by_result, specimens = {}, {}
+        elif context is None:
+            by_result, specimens = self._collection_context()
+        else:
+            by_result, specimens = context(
+                [lab for labs in self.labs.values() for lab in labs if lab.collected is None]
+            )
 
         def dated(labs: Iterable[LabObservation]) -> tuple[LabObservation, ...]:
             return tuple(collection_time(lab, by_result, specimens) for lab in labs)

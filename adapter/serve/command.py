@@ -13,15 +13,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import ip_address
+from pathlib import Path
 from types import FrameType
 
 from adapter import __version__
 from adapter.decide import Backend
-from adapter.ehr import FhirClient, FhirServerError
-from adapter.errors import ConfigurationError
+from adapter.ehr import FhirClient, FhirError, FhirServerError
+from adapter.errors import EXIT_UPSTREAM, ConfigurationError
 from adapter.fhir.write import AUTHOR_DEVICE
 from adapter.mappings_loader import load_reference_data
-from adapter.pipeline import PipelineSettings, RetryPolicy, WorkerSettings
+from adapter.pipeline import Pipeline, PipelineSettings, RetryPolicy, WorkerSettings
 from adapter.pipeline.capabilities import EhrFeatures, ehr_features, ensure_author_device
 from adapter.pipeline.history import HistoryLimits
 from adapter.pipeline.worker import mappings_version
@@ -31,7 +32,7 @@ from adapter.serve.poll import PollJob, PollSource
 from adapter.serve.service import Service
 from adapter.serve.worklist import make_worklist
 from adapter.settings import Loaded
-from adapter.store import open_store
+from adapter.store import Store, open_store
 from adapter.watch.cli import build_client
 from adapter.watch.config import watch_config
 from adapter.watch.state import StateStore
@@ -58,10 +59,10 @@ def parse_listen(raw: str, where: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def settings_for(loaded: Loaded) -> tuple[PipelineSettings, HttpSettings]:
+def settings_for(loaded: Loaded, as_of: str | None = None) -> tuple[PipelineSettings, HttpSettings]:
     serve = loaded.settings.serve
     inbound = loaded.settings.inbound
-    config = watch_config(loaded, None)
+    config = watch_config(loaded, as_of)
     evaluation = config.evaluation
     worker = WorkerSettings(
         site_tz=evaluation.site_tz,
@@ -169,6 +170,90 @@ def run(
         backend.close()
         store.close()
     return 0
+
+
+def pipeline_state(loaded: Loaded, cursor: Path) -> str:
+    """watch's pipeline store: `serve.state` when set, else beside the poll's cursor file
+    (``state.sqlite`` -> ``state.pipeline.sqlite``), so `--state` keeps everything together."""
+    if loaded.origins.of("serve.state") != "default":
+        return loaded.settings.serve.state
+    return str(cursor.with_name(f"{cursor.stem}.pipeline{cursor.suffix or '.sqlite'}"))
+
+
+def run_watch(
+    loaded: Loaded, backend: Backend, *, once: bool, as_of: str | None, reconcile: bool
+) -> int:
+    """`watch`: serve with only the poll source (no HTTP endpoints). `--once` polls one cycle,
+    decides and writes everything it brought, prints the summary and exits."""
+    config = watch_config(loaded, as_of)
+    pipeline_settings, _ = settings_for(loaded, as_of)
+    data = load_reference_data(config.evaluation.mappings)
+
+    def factory() -> FhirClient:  # one client per thread
+        return build_client(config.fhir)
+
+    cursor = StateStore(config.watch.state)
+    client = factory()
+    source = PollSource(
+        client, cursor, data, config.watch, config.evaluation, reconcile_all=reconcile
+    )
+    store: Store | None = None
+    pipeline: Pipeline | None = None
+    stop = threading.Event()
+    restore: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        try:
+            source.prepare()  # the cursor bound to this EHR (another: exit 3), the Device
+        except FhirError as error:
+            log.error("rems-adapter: EHR request failed: %s", error)
+            return error.exit_code
+        store = open_store(pipeline_state(loaded, config.watch.state))
+        store.bind_ehr(config.fhir.base_url)
+        worker = replace(pipeline_settings.worker, author=source.author or AUTHOR_DEVICE)
+        pipeline_settings.worker = worker
+        pipeline = Pipeline(
+            store, data, backend, pipeline_settings, ehr=factory, features=source.features
+        )
+        source.attach(pipeline.intake)
+        if once:
+            try:
+                report = source.cycle()
+            except FhirError as error:
+                log.error("rems-adapter: EHR request failed: %s", error)
+                return error.exit_code
+            pipeline.settle()
+            source.learn_writes()
+            summary = report.summary()
+            waiting = store.outbox_depth()
+            if not loaded.settings.log.quiet:
+                print(summary, flush=True)
+            else:
+                log.info("%s", summary)
+            if waiting:
+                log.error(
+                    "rems-adapter: %d writes could not be made now (the EHR failed); "
+                    "they are kept and made by the next run",
+                    waiting,
+                )
+                return EXIT_UPSTREAM
+            return 0
+        cursor.close()
+        path = config.watch.state
+        job = PollJob(source, store, config.watch.interval_seconds, lambda: StateStore(path))
+        restore = _install_signals(stop)
+        pipeline.start([job])
+        while not stop.wait(1.0):
+            pass
+        return 0
+    finally:
+        restore()
+        if pipeline is not None:
+            pipeline.stop()
+        client.close()
+        cursor.close()
+        backend.close()
+        if store is not None:
+            store.close()
 
 
 def _prepare_writes(factory: Callable[[], FhirClient]) -> tuple[EhrFeatures, str]:

@@ -22,9 +22,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from adapter.ehr import FhirError
+from adapter.fhir.read import decision_identifier
 from adapter.pipeline import Arrival, Intake
+from adapter.pipeline.effects import ISSUE_CREATE, ISSUE_UPDATE
 from adapter.store import Store
+from adapter.store.base import OUTBOX_DONE
 from adapter.watch.state import StateError as WatchStateError
 from adapter.watch.state import StateStore, version_of
 from adapter.watch.watcher import PATIENTS_PER_STEP, CycleReport, Watcher, where
@@ -32,6 +37,8 @@ from adapter.watch.watcher import PATIENTS_PER_STEP, CycleReport, Watcher, where
 log = logging.getLogger(__name__)
 
 POLL_LEASE = "poll"
+#: The cursor's watermark: the last pipeline effect whose write it has recorded.
+SYNC_MARK = "pipeline-effects"
 
 
 class PollSource(Watcher):
@@ -40,6 +47,36 @@ class PollSource(Watcher):
     def attach(self, intake: Intake) -> PollSource:
         self.intake = intake
         return self
+
+    def cycle(self) -> CycleReport:
+        self.learn_writes()
+        return super().cycle()
+
+    def learn_writes(self, limit: int = 10_000) -> int:
+        """Record in the poll's cursor the DetectedIssues the pipeline wrote since last time (as
+        watch recorded its own writes): the poll then knows them when they come back, and
+        reconcile can restore one deleted or changed on the server."""
+        pipeline = self.intake.store
+        raw = self.store.watermark(SYNC_MARK)
+        after = int(raw) if raw and raw.isdigit() else 0
+        learnt = 0
+        with self.store.step():
+            for effect in pipeline.effects(OUTBOX_DONE, limit, after=after):
+                after = effect.id
+                if effect.kind not in (ISSUE_CREATE, ISSUE_UPDATE) or effect.patient is None:
+                    continue
+                rid = str(orjson.loads(effect.result or "{}").get("id") or "")
+                resource = pipeline.resource("DetectedIssue", rid) if rid else None
+                if resource is None:
+                    continue
+                identifier = decision_identifier(resource)
+                self.store.upsert(resource, effect.patient, identifier)
+                if identifier is not None:
+                    self.store.record_decision(identifier, effect.patient, resource)
+                learnt += 1
+            if after:
+                self.store.set_watermark(SYNC_MARK, str(after))
+        return learnt
 
     def _decide(self, clock: datetime, report: CycleReport) -> None:
         patients = self.store.dirty()
@@ -56,18 +93,32 @@ class PollSource(Watcher):
                     "reconcile failed: %s; retried when these patients are next polled", error
                 )
             arrivals: list[Arrival] = []
+            handed: list[str] = []
             for patient in chunk:
-                for resource in self._held_for(patient):
+                held = self._held_for(patient)
+                if not report.redecided_all and not self._news(held):
+                    continue  # what the pipeline wrote, coming back: nothing to decide
+                handed.append(patient)
+                for resource in held:
                     kind, rid = resource["resourceType"], resource["id"]
                     version, updated = version_of(resource)
                     key = f"poll:{kind}/{rid}/_history/{version}|{updated}"
                     arrivals.append(Arrival(resource, "poll", patient=patient, key=key))
             self.intake.receive(arrivals)
-            # decided again even when nothing it holds is new (a recheck, a reconcile)
-            self.intake.decide_again(chunk, "poll", stamp)
+            # decided again even when nothing it holds is new (changed settings, a reconcile)
+            self.intake.decide_again(handed, "poll", stamp)
             with self.store.step():
                 self.store.clear_dirty(chunk)
-            report.patients_decided += len(chunk)
+            report.patients_decided += len(handed)
+
+    def _news(self, held: list[dict[str, Any]]) -> bool:
+        """Whether the pipeline's store lacks any of these versions."""
+        pipeline = self.intake.store
+        for resource in held:
+            version = version_of(resource)
+            if pipeline.held_version(resource["resourceType"], resource["id"]) != version:
+                return True
+        return False
 
     def _held_for(self, patient: str) -> list[dict[str, Any]]:
         held = self.store.patient_resources(patient)

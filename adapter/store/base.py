@@ -318,8 +318,8 @@ class Store(abc.ABC):
     def effect_by_key(self, key: str) -> Effect | None: ...
 
     @abc.abstractmethod
-    def effects(self, state: str, limit: int = 1000) -> list[Effect]:
-        """Effects in `state`, oldest first."""
+    def effects(self, state: str, limit: int = 1000, *, after: int = 0) -> list[Effect]:
+        """Effects in `state` whose id is above `after`, oldest first."""
 
     @abc.abstractmethod
     def outbox_depth(self) -> int:

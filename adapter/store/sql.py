@@ -437,10 +437,10 @@ class SqlStore(Store):
         row = self._one(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE effect_key = ?", (key,))
         return None if row is None else _effect(row)
 
-    def effects(self, state: str, limit: int = 1000) -> list[Effect]:
+    def effects(self, state: str, limit: int = 1000, *, after: int = 0) -> list[Effect]:
         rows = self._all(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = ? ORDER BY id LIMIT ?",
-            (state, limit),
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = ? AND id > ? ORDER BY id LIMIT ?",
+            (state, after, limit),
         )
         return [_effect(row) for row in rows]
 

@@ -17,8 +17,6 @@ from typing import Any
 import orjson
 
 from adapter import __version__
-from adapter.batch.collect import Collector
-from adapter.batch.sources import Located
 from adapter.core.calendar import local_date
 from adapter.core.evaluate import Context, Evaluation, evaluate_patient
 from adapter.core.monitoring import Schedule
@@ -30,6 +28,7 @@ from adapter.ehr import (
     FhirServerError,
     FhirTransientError,
 )
+from adapter.fhir.collect import Collector, Located
 from adapter.fhir.read import (
     DECISION_IDENTIFIER_SYSTEM,
     FhirInputError,

@@ -8,7 +8,11 @@ reference data are loaded (before the measured part) and ``rss_peak_kib`` at the
 
 Modes:
 - ``floor DIR``: read every NDJSON line of the export and parse it with orjson, nothing else;
-- ``batch DIR OUT``: ``adapter.batch.run.run_batch`` on the export, writing the four outputs;
+- ``batch DIR OUT [strict] [JOBS]``: ``adapter.batch.run.run_batch`` on the export (or a Bundle
+  file) as ``rems-adapter run`` calls it, writing the outputs; ``strict`` parses every line;
+  JOBS worker processes (default: the machine's CPUs). Also reports the largest worker's peak
+  resident set (``children_peak_kib``);
+- ``load FILE``: orjson-parse a whole file at once (how a Bundle was read before streaming);
 - ``naive DIR STRIDE LIMIT``: every STRIDE-th resource (at most LIMIT) validated with its
   ``fhir.resources.R4B`` model (orjson parse + ``model_validate``), the naive way to read;
 - ``stages DIR``: the source reader alone, then the reader feeding the collector (cumulative);
@@ -51,6 +55,15 @@ def _rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
 
 
+_CPU_AT_READY = [0.0]
+
+
+def _ready() -> int:
+    """The peak resident set before the measured part; notes the CPU time spent so far."""
+    _CPU_AT_READY[0] = _cpu_s()
+    return _rss_kib()
+
+
 def _files(folder: Path) -> list[Path]:
     from adapter.batch.sources import expand
 
@@ -61,7 +74,7 @@ def floor(folder: Path) -> dict[str, Any]:
     import orjson
 
     files = _files(folder)
-    ready = _rss_kib()
+    ready = _ready()
     began = time.perf_counter()
     parsed = 0
     for path in files:
@@ -74,26 +87,51 @@ def floor(folder: Path) -> dict[str, Any]:
     return {"seconds": seconds, "items": parsed, "rss_ready_kib": ready}
 
 
-def batch(folder: Path, out: Path) -> dict[str, Any]:
+def _children_kib() -> int:
+    """The largest peak resident set of this process's finished children (the workers), KiB."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def batch(folder: Path, out: Path, strict: bool = False, jobs: int | None = None) -> dict[str, Any]:
     from adapter.batch.run import BatchSettings, run_batch
     from adapter.mappings_loader import load_reference_data
 
     data = load_reference_data()
-    settings = BatchSettings(sources=(str(folder),), out=out, as_of=AS_OF, site_tz=UTC)
-    ready = _rss_kib()
+    settings = BatchSettings(
+        sources=(str(folder),),
+        out=out,
+        as_of=AS_OF,
+        site_tz=UTC,
+        strict=strict,
+        jobs=jobs,
+        retain=False,  # as `rems-adapter run`
+    )
+    ready = _ready()
     began = time.perf_counter()
     result = run_batch(settings, data)
     seconds = time.perf_counter() - began
-    decided = sum(len(e.decisions) for e in result.evaluations)
+    decided = len(result.decisions)
     return {
         "seconds": seconds,
         "items": result.resources_read,
+        "skipped": result.skipped,
         "rss_ready_kib": ready,
-        "patients": len(result.evaluations),
+        "children_peak_kib": _children_kib(),
+        "patients": result.on_clozapine,
         "problems": len(result.problems),
         "decisions": decided,
         "issues": result.issues_written,
     }
+
+
+def load(path: Path) -> dict[str, Any]:
+    import orjson
+
+    ready = _ready()
+    began = time.perf_counter()
+    document = orjson.loads(path.read_bytes())
+    seconds = time.perf_counter() - began
+    return {"seconds": seconds, "items": len(document.get("entry", [])), "rss_ready_kib": ready}
 
 
 def naive(folder: Path, stride: int, limit: int) -> dict[str, Any]:
@@ -101,7 +139,7 @@ def naive(folder: Path, stride: int, limit: int) -> dict[str, Any]:
     from fhir.resources.R4B import get_fhir_model_class
 
     files = _files(folder)
-    ready = _rss_kib()
+    ready = _ready()
     seconds = 0.0
     validated = failed = seen = 0
     for path in files:
@@ -129,9 +167,9 @@ def naive(folder: Path, stride: int, limit: int) -> dict[str, Any]:
 
 
 def core(folder: Path) -> dict[str, Any]:
-    from adapter.batch.collect import Collector
     from adapter.batch.sources import read_sources
     from adapter.core.evaluate import Context, evaluate_patient
+    from adapter.fhir.collect import Collector
     from adapter.fhir.read import Reader
     from adapter.mappings_loader import load_reference_data
 
@@ -141,7 +179,7 @@ def core(folder: Path) -> dict[str, Any]:
         collector.add(located)
     patients = collector.patients()
     context = Context(data.protocol, data.units, UTC, AS_OF)
-    ready = _rss_kib()
+    ready = _ready()
     evaluations = [evaluate_patient(inputs, context) for inputs in patients]  # warm-up pass
     passes, total, best = 0, 0.0, float("inf")
     while passes < CORE_MIN_PASSES or (total < CORE_MIN_SECONDS and passes < CORE_MAX_PASSES):
@@ -163,13 +201,13 @@ def core(folder: Path) -> dict[str, Any]:
 def stages(folder: Path) -> dict[str, Any]:
     """Cumulative stages of batch mode, for where the time goes: the source reader alone
     (read, parse, locate), then the reader feeding the collector."""
-    from adapter.batch.collect import Collector
     from adapter.batch.sources import read_sources
+    from adapter.fhir.collect import Collector
     from adapter.fhir.read import Reader
     from adapter.mappings_loader import load_reference_data
 
     data = load_reference_data()
-    ready = _rss_kib()
+    ready = _ready()
     began = time.perf_counter()
     read = sum(1 for _ in read_sources([str(folder)], []))
     sources_s = time.perf_counter() - began
@@ -187,16 +225,24 @@ def stages(folder: Path) -> dict[str, Any]:
     }
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and its finished children so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str]) -> int:
     mode, folder = argv[0], Path(argv[1])
     if mode == "floor":
         figures = floor(folder)
     elif mode == "batch":
-        if len(argv) > 2:
-            figures = batch(folder, Path(argv[2]))
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
-                figures = batch(folder, Path(out))
+        strict = "strict" in argv[2:]
+        jobs = next((int(a) for a in argv[2:] if a.isdigit()), None)
+        with tempfile.TemporaryDirectory(prefix="bench-out-") as out:
+            figures = batch(folder, Path(out), strict, jobs)
+    elif mode == "load":
+        figures = load(folder)
     elif mode == "naive":
         figures = naive(folder, int(argv[2]), int(argv[3]))
     elif mode == "core":
@@ -208,6 +254,8 @@ def main(argv: list[str]) -> int:
         return 2
     figures["mode"] = mode
     figures["rss_peak_kib"] = _rss_kib()
+    # CPU seconds of the measured part, this process and its workers (user + system)
+    figures["cpu_s"] = _cpu_s() - _CPU_AT_READY[0]
     print(json.dumps(figures))
     return 0
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, date
 from pathlib import Path
 
 import pytest
 
-from adapter.batch.run import BatchResult, BatchSettings, run_batch
+from adapter.batch.run import BatchSettings, run_batch
 from adapter.cli import main
+from adapter.core.evaluate import Context, Evaluation
+from adapter.core.findings import Finding
 from adapter.core.history import patient_history
+from adapter.core.model import DispenseDecision, PatientInputs
 from adapter.demo.command import DEMO_AS_OF, demo_sources
 from adapter.mappings_loader import load_reference_data
 from adapter.report.chart import chart_spec
@@ -23,20 +27,44 @@ from .conftest import DemoRun
 DATA = load_reference_data(None)
 
 
+@dataclass
+class Observed:
+    """What run_batch hands its observer (every batch), as the report sees it."""
+
+    inputs: list[PatientInputs] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    decisions: list[DispenseDecision] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    context: Context | None = None
+
+    def __call__(self, inputs, evaluations, context, decisions, findings) -> None:  # type: ignore[no-untyped-def]
+        self.inputs += inputs
+        self.evaluations += evaluations
+        self.decisions += decisions
+        self.findings += findings
+        self.context = context
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> BatchResult:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Observed:
     out = tmp_path_factory.mktemp("batch")
-    return run_batch(BatchSettings(tuple(demo_sources()), out, DEMO_AS_OF, UTC), DATA)
+    observed = Observed()
+    result = run_batch(
+        BatchSettings(tuple(demo_sources()), out, DEMO_AS_OF, UTC), DATA, observe=observed
+    )
+    assert list(result.evaluations) == observed.evaluations  # the same decisions, observed
+    assert list(result.decisions) == observed.decisions
+    return observed
 
 
 @pytest.fixture(scope="module")
-def views(demo: BatchResult) -> dict[str, PatientView]:
+def views(demo: Observed) -> dict[str, PatientView]:
     assert demo.context is not None
     built = build_views(demo.inputs, demo.evaluations, demo.context, demo.decisions, demo.findings)
     return {view.key: view for view in built}
 
 
-def test_the_history_replays_exactly_the_decisions(demo: BatchResult) -> None:
+def test_the_history_replays_exactly_the_decisions(demo: Observed) -> None:
     assert demo.context is not None
     for inputs, evaluation in zip(demo.inputs, demo.evaluations, strict=True):
         history = patient_history(inputs, evaluation, demo.context)
@@ -93,7 +121,7 @@ def test_a_restart_after_a_long_gap_is_a_new_course(views: dict[str, PatientView
 
 
 def test_every_patient_on_clozapine_is_on_the_worklist_once_in_group_order(
-    demo: BatchResult, views: dict[str, PatientView]
+    demo: Observed, views: dict[str, PatientView]
 ) -> None:
     on = {e.patient.removeprefix("Patient/") for e in demo.evaluations if e.on_clozapine}
     assert set(views) == on
@@ -108,7 +136,7 @@ def test_every_patient_on_clozapine_is_on_the_worklist_once_in_group_order(
         assert view.reasons and view.notes
 
 
-def test_groups_follow_the_decisions(demo: BatchResult, views: dict[str, PatientView]) -> None:
+def test_groups_follow_the_decisions(demo: Observed, views: dict[str, PatientView]) -> None:
     by_patient = {d.dispense.patient.removeprefix("Patient/"): d for d in demo.decisions}
     for key, view in views.items():
         decision = by_patient.get(key)

@@ -280,6 +280,7 @@ def test_dead_letters_are_listed_replayed_and_do_not_block_their_patient(store: 
     assert replayed is not None and replayed.state == OUTBOX_PENDING and replayed.attempts == 0
     assert store.dead_letters() == 0 and store.outbox_depth() == 2
     assert store.effect(10_000) is None
+    assert [e.key for e in store.effects(OUTBOX_PENDING, after=first.id)] == ["a2"]
 
 
 def test_concurrent_effect_claims_never_share_an_effect(open_store):
