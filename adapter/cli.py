@@ -34,6 +34,7 @@ from adapter.errors import (
     AdapterError,
     ConfigurationError,
     UnreadableInputError,
+    UpstreamError,
     UsageError,
     as_adapter_error,
 )
@@ -59,6 +60,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "serve": ("fhir", "serve", "inbound", "watch", "evaluation", "rems", "log"),
     "outbox": ("serve", "log"),
     "audit": ("serve", "log"),
+    "backfill": ("fhir", "backfill", "batch", "evaluation", "rems", "log"),
 }
 
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -311,6 +313,59 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("patient", metavar="PATIENT", help="Patient id or Patient/id")
     audit.add_argument("--json", action="store_true", help="one JSON object a line")
     _setting(audit, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="batch mode over a FHIR Bulk Data $export of the EHR (optionally write back)",
+        description="Run a FHIR Bulk Data $export on the EHR (what the rules need only), follow "
+        "it to its end, download the NDJSON files, decide them in batch mode (the outputs of "
+        "'run') and, with --write-back, write the DetectedIssues to the EHR as watch does. "
+        "Ctrl-C cancels a running export on the server. EHR settings and secrets as for watch.",
+        **sub,
+    )
+    _setting(backfill, "fhir.base_url", "EHR FHIR R4 base URL (fhir.base_url)", metavar="URL")
+    backfill.add_argument("--out", required=True, type=Path, help="output folder (as for run)")
+    backfill.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
+    export = backfill.add_argument_group("the export")
+    _setting(
+        export,
+        "backfill.since",
+        "only resources changed since this instant (_since; a date means its start)",
+        metavar="INSTANT",
+    )
+    _setting(
+        export,
+        "backfill.level",
+        "system (default), patient, or group (with --group)",
+        choices=("system", "patient", "group"),
+    )
+    _setting(export, "backfill.group", "export the members of this Group", metavar="ID")
+    _setting(
+        export,
+        "backfill.work_dir",
+        "keep the downloaded files in this folder (default: a temporary one, removed)",
+        metavar="DIR",
+    )
+    export.add_argument(
+        "--write-back",
+        dest="backfill.write_back",
+        action="store_const",
+        const=True,
+        default=None,
+        help="write the DetectedIssues to the EHR (as watch does)",
+    )
+    scale = backfill.add_argument_group("reading at scale (as for run)")
+    _setting(scale, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
+    scale.add_argument(
+        "--strict",
+        dest="batch.strict",
+        action="store_const",
+        const=True,
+        default=None,
+        help="parse and check every line of the export",
+    )
+    _rems_options(backfill)
+    _evaluation_options(backfill)
     return parser
 
 
@@ -658,6 +713,49 @@ def audit_command(args: argparse.Namespace, loaded: Loaded) -> int:
         store.close()
 
 
+# ------------------------------------------------------------------ backfill
+
+
+def backfill_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    from adapter.backfill.command import backfill_options, run_backfill
+
+    started = monotonic_time.monotonic()
+    site_tz = site_zone(loaded)
+    evaluation = loaded.settings.evaluation
+    data = load_reference_data(Path(evaluation.mappings) if evaluation.mappings else None)
+    rems = rems_settings(loaded)
+    options = backfill_options(loaded, data, site_tz, identities=rems is not None)
+    settings = BatchSettings(
+        sources=(),
+        out=args.out,
+        as_of=parse_as_of(args.as_of, site_tz),
+        site_tz=site_tz,
+        derive_anc=evaluation.derive_anc,
+        rems=rems,
+        strict=loaded.settings.batch.strict,
+        jobs=loaded.settings.batch.jobs,
+        retain=False,  # the summary needs counts only: memory stays flat on large exports
+    )
+    output_folder(args.out, "--out")
+    progress = _progress(loaded)
+    try:
+        result = run_backfill(loaded, options, settings, data, progress)
+    finally:
+        progress.done()
+    if result.batch is not None:
+        report_problems(result.batch.problems, args.out)
+        for note in result.batch.notes:
+            log.warning("REMS: %s", note)
+    _say(loaded, result.summary(args.out, monotonic_time.monotonic() - started))
+    if result.written is not None and result.written.refused_count:
+        raise UpstreamError(
+            f"the EHR refused {plural(result.written.refused_count, 'DetectedIssue write')} "
+            "(the outputs are complete; run backfill --write-back again once the cause is fixed)",
+            where="--write-back",
+        )
+    return 0
+
+
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "run": run_command,
     "demo": demo_command,
@@ -666,6 +764,7 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "serve": serve_command,
     "outbox": outbox_command,
     "audit": audit_command,
+    "backfill": backfill_command,
 }
 
 

@@ -195,6 +195,56 @@ class WatchSection(Section):
     )
 
 
+class BackfillSection(Section):
+    """``[backfill]``: a FHIR Bulk Data ``$export`` from the EHR, decided in batch mode."""
+
+    level: Literal["system", "patient", "group"] = Field(
+        "system",
+        description="export level: system ([base]/$export), patient or group (with group)",
+        examples=["patient", "group"],
+    )
+    group: str | None = Field(
+        None, description="Group id of a Group-level export (sets the level)", examples=["g1", "g2"]
+    )
+    since: str | None = Field(
+        None,
+        description="only resources changed since this instant (_since; a date: its start)",
+        examples=["2025-01-01T00:00:00Z", "2025-06-01"],
+    )
+    work_dir: str | None = Field(
+        None,
+        description="folder the NDJSON files are downloaded to and kept in (default: a "
+        "temporary folder, removed afterwards)",
+        examples=["w1", "w2"],
+    )
+    write_back: StrictBool = Field(
+        False,
+        description="also write the DetectedIssues to the EHR, as watch does",
+        examples=[True, False],
+    )
+    poll_interval_seconds: float = Field(
+        5.0,
+        ge=0.1,
+        description="seconds between status requests when the server sends no Retry-After",
+        examples=[1.0, 2.0],
+    )
+    max_poll_interval_seconds: float = Field(
+        120.0,
+        ge=0.1,
+        description="upper bound on a server's Retry-After between status requests",
+        examples=[10.0, 20.0],
+    )
+    max_polls: StrictInt = Field(
+        2000, ge=1, description="status requests before giving up", examples=[10, 20]
+    )
+    max_wait_seconds: float = Field(
+        21600.0,
+        ge=0,
+        description="seconds to wait for the export before giving up (and cancelling it)",
+        examples=[60.0, 120.0],
+    )
+
+
 class EvaluationSection(Section):
     """``[evaluation]``: how results are read and decided (run, demo, watch, serve)."""
 
@@ -439,6 +489,7 @@ class Settings(BaseSettings):
     watch: WatchSection = WatchSection()
     serve: ServeSection = ServeSection()
     inbound: InboundSection = InboundSection()
+    backfill: BackfillSection = BackfillSection()
     rems_server: RemsServerSection = RemsServerSection()
     batch: BatchSection = BatchSection()
     demo: DemoSection = DemoSection()
@@ -479,6 +530,11 @@ FLAGS: dict[str, str] = {
     "serve.state": "--state",
     "serve.poll": "--no-poll",
     "serve.mllp": "--mllp",
+    "backfill.level": "--level",
+    "backfill.group": "--group",
+    "backfill.since": "--since",
+    "backfill.work_dir": "--work-dir",
+    "backfill.write_back": "--write-back",
     "rems_server.host": "--host",
     "rems_server.port": "--port",
     "rems_server.db": "--db",

@@ -133,6 +133,55 @@ CASES: list[tuple[str, dict[str, str], int, list[str]]] = [
         ["REMS_ADAPTER_FHIR_AUTH", "REMS_ADAPTER_FHIR_TOKEN"],
     ),
     ("watch --once --config {bad_toml}", {}, 3, ["bad.toml"]),
+    # backfill (none of these may reach a server: port 9 is discard, nothing listens)
+    ("backfill --out {tmp}/o", {}, 3, ["fhir.base_url", "--fhir-base"]),
+    ("backfill --fhir-base localhost:8080 --out {tmp}/o", {}, 2, ["--fhir-base", "http(s)"]),
+    ("backfill --fhir-base http://127.0.0.1:9/fhir", {}, 2, ["--out"]),
+    (
+        "backfill --fhir-base http://127.0.0.1:9/fhir --out {file}",
+        {},
+        2,
+        ["--out", "not a folder"],
+    ),
+    ("backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o --since soon", {}, 2, ["--since"]),
+    (
+        "backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o",
+        {"REMS_ADAPTER_BACKFILL_SINCE": "2025-13-01"},
+        3,
+        ["REMS_ADAPTER_BACKFILL_SINCE", "ISO 8601"],
+    ),
+    (
+        "backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o --level group",
+        {},
+        2,
+        ["--level"],
+    ),
+    ("backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o --group a/b", {}, 2, ["--group"]),
+    (
+        "backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o --level patient --group g",
+        {},
+        2,
+        ["--level", "Group"],
+    ),
+    (
+        "backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o --work-dir {file}",
+        {},
+        2,
+        ["--work-dir"],
+    ),
+    ("backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o --as-of soon", {}, 2, ["--as-of"]),
+    (
+        "backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o",
+        {"REMS_ADAPTER_FHIR_AUTH": "bearer"},
+        3,
+        ["REMS_ADAPTER_FHIR_AUTH", "REMS_ADAPTER_FHIR_TOKEN"],
+    ),
+    (
+        "backfill --fhir-base http://127.0.0.1:9/fhir --out {tmp}/o",
+        {"REMS_ADAPTER_FHIR_MAX_ATTEMPTS": "1", "REMS_ADAPTER_FHIR_CONNECT_TIMEOUT": "0.5"},
+        5,
+        ["$export", "could not connect"],
+    ),
     ("frobnicate", {}, 2, ["frobnicate"]),
 ]
 

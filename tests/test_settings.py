@@ -24,7 +24,11 @@ from adapter.settings import (
 
 README = Path(__file__).parent.parent / "README.md"
 KEYS = list(keys())
-REQUIRED = {"run": ["--source", "s", "--out", "o"], "audit": ["Patient/p1"]}
+REQUIRED = {
+    "run": ["--source", "s", "--out", "o"],
+    "audit": ["Patient/p1"],
+    "backfill": ["--out", "o"],
+}
 
 
 def _secret_free(value: Any) -> Any:

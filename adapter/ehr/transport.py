@@ -87,10 +87,11 @@ class Transport:
         json_body: Any = None,
         form: Callable[[], Mapping[str, str]] | None = None,
         authorize: Callable[[], Mapping[str, str]] | None = None,
+        stream: bool = False,
     ) -> tuple[requests.Response, int]:
         """Send once, or with retries when `idempotent`; returns (last response, attempts).
         `form` and `authorize` are called per attempt so every attempt carries a fresh client
-        assertion or token."""
+        assertion or token. `stream`: the body is left unread (the caller reads and closes it)."""
 
         def attempt_headers() -> Mapping[str, str]:
             all_headers = dict(headers or {})
@@ -117,6 +118,7 @@ class Transport:
                 verify=self.verify,
                 # certificate or handshake failure: retrying will not fix the configuration
                 not_retried=(requests.exceptions.SSLError,),
+                stream=stream,
             )
         except RequestFailed as failure:
             cause = failure.cause

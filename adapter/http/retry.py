@@ -153,6 +153,7 @@ def send(
     form: Callable[[], Mapping[str, str]] | None = None,
     verify: bool | str | None = None,
     not_retried: tuple[type[requests.RequestException], ...] = (),
+    stream: bool = False,
 ) -> tuple[requests.Response, int]:
     """Send once, or with retries when `retry_allowed`; returns (last response, attempts).
 
@@ -160,9 +161,12 @@ def send(
     assertion. `shown_as` is how logs name the request (never a query string: it can be PHI);
     `log` is the connector's logger. `verify` None keeps the session's TLS setting. Connection
     failures of a `not_retried` type raise `RequestFailed` at once instead of being retried.
+    `stream`: the body is not read here (large downloads); the caller reads and closes it.
     Raises `Unanswered` when no attempt got a response, `RequestFailed` as above."""
     attempts = 0
     request_options: dict[str, Any] = {"verify": verify} if verify is not None else {}
+    if stream:
+        request_options["stream"] = True
 
     def attempt() -> requests.Response:
         nonlocal attempts
