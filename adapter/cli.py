@@ -31,6 +31,7 @@ from adapter.decide import Backend, LocalBackend
 from adapter.decide.rems import RemsDecider, RemsSettings
 from adapter.errors import (
     EXIT_CODES,
+    EXIT_UPSTREAM,
     AdapterError,
     ConfigurationError,
     UnreadableInputError,
@@ -57,10 +58,11 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "demo": ("evaluation", "demo", "log"),
     "rems-server": ("rems_server", "log"),
     "watch": ("fhir", "watch", "evaluation", "rems", "serve", "log"),
-    "serve": ("fhir", "serve", "inbound", "watch", "evaluation", "rems", "log"),
+    "serve": ("fhir", "serve", "inbound", "mllp", "watch", "evaluation", "rems", "log"),
     "outbox": ("serve", "log"),
     "audit": ("serve", "log"),
     "backfill": ("fhir", "backfill", "batch", "evaluation", "rems", "log"),
+    "mllp": ("serve", "mllp", "log"),
 }
 
 EXIT_HELP = "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -366,6 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _rems_options(backfill)
     _evaluation_options(backfill)
+    mllp = commands.add_parser(
+        "mllp",
+        help="the HL7 v2 MLLP source of serve: results waiting for their patient",
+        description="`unmatched` lists HL7 v2 results stored and acknowledged whose patient "
+        "the EHR does not know yet (PID-3 under mllp.assigning_authority); they are decided "
+        "once it does.",
+        **sub,
+    )
+    mllp.add_argument("action", nargs="?", default="unmatched", choices=("unmatched", "send"))
+    mllp.add_argument(
+        "files", nargs="*", metavar="FILE", help="send: HL7 v2 message files (one message each)"
+    )
+    mllp.add_argument("--to", metavar="HOST:PORT", help="send: the MLLP listener to send to")
+    mllp.add_argument("--json", action="store_true", help="one JSON object a line")
+    _setting(mllp, "serve.state", "state store (default rems-adapter.sqlite)", metavar="DSN")
     return parser
 
 
@@ -756,6 +773,68 @@ def backfill_command(args: argparse.Namespace, loaded: Loaded) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ mllp
+
+
+def mllp_send(args: argparse.Namespace) -> int:
+    """Send each file as one message; print MSA-1 and MSA-2 of its ACK (exit 5 unless every
+    message was accepted)."""
+    from adapter.mllp.client import MllpClient
+
+    if not args.to or not args.files:
+        raise UsageError("send needs --to HOST:PORT and at least one FILE", where="--to")
+    host, sep, port = args.to.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"'{args.to}' is not HOST:PORT", where="--to")
+    payloads = []
+    for name in args.files:
+        try:
+            payloads.append((name, Path(name).read_bytes()))
+        except OSError as error:
+            raise UnreadableInputError(error.strerror or "cannot be read", where=name) from error
+    accepted = True
+    with MllpClient(host.strip("[]"), int(port)) as client:
+        for name, payload in payloads:
+            ack = client.send(payload).decode("utf-8", "replace")
+            msa = next((line for line in ack.split("\r") if line.startswith("MSA")), "MSA")
+            fields = [*msa.split("|"), "", ""]
+            code, control = fields[1], fields[2]
+            accepted = accepted and code in ("AA", "CA")
+            print(f"{name}: {code or '?'} {control}")
+    return 0 if accepted else EXIT_UPSTREAM
+
+
+def mllp_command(args: argparse.Namespace, loaded: Loaded) -> int:
+    import json
+
+    from adapter.pipeline.mllp_source import unmatched
+
+    if args.action == "send":
+        return mllp_send(args)
+
+    store = _existing_store(loaded)
+    try:
+        rows = unmatched(store)
+    finally:
+        store.close()
+    for row in rows:
+        received = datetime.fromtimestamp(row.received_at, UTC).isoformat(timespec="seconds")
+        if args.json:
+            identifier = {"system": row.identifier_system, "value": row.identifier_value}
+            record = {"received": received, "identifier": identifier, "code": row.code}
+            print(json.dumps({**record, "key": row.key}))
+        else:
+            print(
+                f"{received}  {row.identifier_system}|{row.identifier_value}  {row.code}  {row.key}"
+            )
+    if not args.json:
+        print(
+            f"{len(rows)} result{'s' if len(rows) != 1 else ''} waiting for their patient",
+            file=sys.stderr,
+        )
+    return 0
+
+
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "run": run_command,
     "demo": demo_command,
@@ -765,6 +844,7 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, Loaded], int]] = {
     "outbox": outbox_command,
     "audit": audit_command,
     "backfill": backfill_command,
+    "mllp": mllp_command,
 }
 
 

@@ -38,7 +38,9 @@ catches them and `.kind` tells what they are):
   `adapter.settings` validation (configuration);
 - `adapter.batch.sources.UnreadableInput` (unreadable input);
 - `adapter.watch.state.StateError` (state: a corrupt or unreadable state file, exit 5) and
-  `adapter.watch.state.ForeignStateError` (configuration: a state file of another EHR, exit 3).
+  `adapter.watch.state.ForeignStateError` (configuration: a state file of another EHR, exit 3);
+  likewise `adapter.store.StateError` and `adapter.store.ForeignStateError` for the state store
+  of serve (SQLite or PostgreSQL); serve answers every HTTP error with `operation_outcome`.
 
 An error carries `where` (what is at fault: a flag, a file, "file:line", a setting key, a
 message control id) and `expression` (the FHIR paths at fault, FHIRPath-like, e.g.

@@ -38,6 +38,7 @@ from adapter.core.reference import (
     ReferenceData,
 )
 from adapter.errors import ConfigurationError
+from adapter.hl7v2.tables import Hl7v2Tables, LocalCode
 
 FINDING_CODESYSTEM_FILE = "CodeSystem-finding.json"
 
@@ -120,6 +121,7 @@ MAPPING_FILES = (
     "clozapine.toml",
     "designations.toml",
     "dispense.toml",
+    "hl7v2.toml",
 )
 
 
@@ -408,6 +410,95 @@ def _dispense(f: _File) -> DispenseCodes:
         ),
         max_days_supply=f.integer(limits, "max_days_supply", "limits", minimum=1),
     )
+
+
+def _hl7v2(f: _File) -> Hl7v2Tables:
+    message = f.table("message")
+    types = f.strings(message.get("types"), "message.types")
+    for index, name in enumerate(types):
+        parts = name.split("^")
+        if len(parts) != 2 or not all(part.isalnum() and part.isupper() for part in parts):
+            f.fail(f"message.types[{index}]", f"must be CODE^EVENT (e.g. ORU^R01), got {name!r}")
+    charsets: list[tuple[str, str]] = []
+    for key, codec in f.table("message", "charsets").items():
+        if not isinstance(codec, str):
+            f.fail(f"message.charsets.{key}", "must name a codec")
+        try:
+            "".encode(codec)
+        except LookupError:
+            f.fail(f"message.charsets.{key}", f"unknown codec {codec!r}")
+        charsets.append((key.upper(), codec))
+    if not any(key == "" for key, _ in charsets):
+        f.fail("message.charsets", 'needs "" (the codec of a message without MSH-18)')
+    known_status = {
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+    status: list[tuple[str, str]] = []
+    for key, value in f.table("status").items():
+        if len(key) != 1 or not key.isupper():
+            f.fail(f"status.{key}", "an OBX-11 code is one upper-case letter (table 0085)")
+        if value not in known_status:
+            f.fail(f"status.{key}", f"not an Observation.status: {value!r}")
+        status.append((key, value))
+    types_table = f.table("value_types")
+    comparators = f.strings(types_table.get("comparators"), "value_types.comparators")
+    for item in comparators:
+        if item not in ("<", "<=", ">=", ">"):
+            f.fail("value_types.comparators", f"{item!r} is not a FHIR Quantity.comparator")
+    systems: list[tuple[str, str]] = []
+    for key, uri in f.table("coding_systems").items():
+        if not isinstance(uri, str) or ":" not in uri:
+            f.fail(f"coding_systems.{key}", f"must be a URI, got {uri!r}")
+        systems.append((key, uri))
+    if not any(uri == "http://loinc.org" for _, uri in systems):
+        f.fail("coding_systems", "needs the LOINC system name (LN)")
+    rows = f.data.get("local_code", [])
+    if not isinstance(rows, list):
+        f.fail("local_code", "must be a list of tables ([[local_code]])")
+    local: list[LocalCode] = []
+    for index, row in enumerate(rows):
+        where = f"local_code[{index}]"
+        if not isinstance(row, dict):
+            f.fail(where, "must be a table")
+        unknown = set(row) - {"code", "loinc", "system", "sender"}
+        if unknown:
+            f.fail(f"{where}.{sorted(unknown)[0]}", "unknown key (code, loinc, system, sender)")
+        for optional in ("system", "sender"):
+            if optional in row:
+                f.text(row, optional, where)
+        local.append(
+            LocalCode(
+                code=f.text(row, "code", where),
+                loinc=f.text(row, "loinc", where),
+                system=row.get("system"),
+                sender=row.get("sender"),
+            )
+        )
+    return Hl7v2Tables(
+        message_types=frozenset(types),
+        versions=frozenset(f.strings(message.get("versions"), "message.versions")),
+        charsets=tuple(charsets),
+        status=tuple(status),
+        numeric=frozenset(f.strings(types_table.get("numeric"), "value_types.numeric")),
+        structured_numeric=frozenset(
+            f.strings(types_table.get("structured_numeric"), "value_types.structured_numeric")
+        ),
+        comparators=frozenset(comparators),
+        coding_systems=tuple(systems),
+        local_codes=tuple(local),
+    )
+
+
+def load_hl7v2_tables(mappings_dir: Path | None = None) -> Hl7v2Tables:
+    """``mappings/hl7v2.toml`` (or the site's copy in `mappings_dir`), validated."""
+    return _hl7v2(_read(mappings_dir, "hl7v2.toml"))
 
 
 def finding_system_url(profiles_dir: Path | None = None) -> str:

@@ -404,6 +404,58 @@ class ServeSection(Section):
     )
 
 
+class MllpSection(Section):
+    """``[mllp]``: the HL7 v2 MLLP listener of `serve` (on with ``serve.mllp`` / ``--mllp``)."""
+
+    assigning_authority: str | None = Field(
+        None,
+        description="PID-3 assigning authority whose identifiers name the patient (CX-4 "
+        "namespace id or universal id); required with --mllp",
+        examples=["NORTH", "2.16.840.1.113883.19.5"],
+    )
+    patient_identifier_system: str | None = Field(
+        None,
+        description="FHIR Patient.identifier.system of those identifiers (default urn:oid: + "
+        "the authority's OID)",
+        examples=["urn:oid:1.2.3", "https://north.example/mrn"],
+    )
+    processing_ids: tuple[str, ...] = Field(
+        ("P",),
+        description="MSH-11 processing ids accepted (others get AR; env: comma-separated)",
+        examples=[("P", "T"), ("T",)],
+    )
+    allow_remote: StrictBool = Field(
+        False,
+        description="listen on a non-loopback address (MLLP has no authentication: a private "
+        "network or a TLS tunnel only)",
+        examples=[True, False],
+    )
+    max_connections: StrictInt = Field(
+        32, ge=1, le=1024, description="MLLP connections at once", examples=[4, 8]
+    )
+    idle_timeout: float = Field(
+        300.0, gt=0, description="seconds a connection may stay idle", examples=[10.0, 20.0]
+    )
+    message_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="seconds one message may take to arrive once started",
+        examples=[5.0, 6.0],
+    )
+    max_message_bytes: StrictInt = Field(
+        1_048_576,
+        ge=1024,
+        description="largest message accepted (AR beyond)",
+        examples=[2048, 4096],
+    )
+    match_interval: float = Field(
+        30.0,
+        gt=0,
+        description="seconds between passes matching parked results to EHR Patients",
+        examples=[1.0, 2.0],
+    )
+
+
 class InboundSection(Section):
     """``[inbound]``: what serve accepts on its HTTP endpoints."""
 
@@ -478,6 +530,89 @@ class DemoSection(Section):
     )
 
 
+class SubscriptionsSection(Section):
+    """``[subscriptions]``: FHIR Subscription notifications at ``/notify`` (serve)."""
+
+    enabled: StrictBool = Field(
+        False,
+        description="receive notifications at /notify and keep the Subscriptions on the EHR",
+        examples=[True, False],
+    )
+    kind: Literal["rest-hook", "backport"] = Field(
+        "rest-hook",
+        description="R4 rest-hook (criteria) or the R5 Backport IG (topic-based)",
+        examples=["backport", "rest-hook"],
+    )
+    endpoint: str | None = Field(
+        None,
+        description="URL the EHR notifies (default: http://<serve.listen>/notify)",
+        examples=["http://127.0.0.1:1/notify", "http://127.0.0.1:2/notify"],
+    )
+    observation_criteria: str | None = Field(
+        None,
+        description="Observation?params the EHR matches (default: the lab codes of mappings/)",
+        examples=["Observation?code=http://loinc.org|751-8", "Observation?category=laboratory"],
+    )
+    observation_topic: str | None = Field(
+        None,
+        description="topic canonical for Observations (backport; default: the adapter's own)",
+        examples=["https://a.example/topic", "https://b.example/topic"],
+    )
+    create_topic: StrictBool = Field(
+        False,
+        description="create the adapter's topic on the EHR as a backported Basic (backport)",
+        examples=[True, False],
+    )
+    content: Literal["full-resource", "id-only", "empty"] = Field(
+        "full-resource",
+        description="payload asked for: full-resource, id-only (backport) or empty",
+        examples=["id-only", "empty"],
+    )
+    heartbeat_seconds: StrictInt = Field(
+        60,
+        ge=0,
+        description="backport heartbeat period (0: none); silent 2 periods -> polling fallback",
+        examples=[10, 20],
+    )
+    manage: StrictBool = Field(
+        True,
+        description="create, check and re-activate the Subscriptions on the EHR",
+        examples=[False, True],
+    )
+    maintain_seconds: float = Field(
+        60.0,
+        ge=1,
+        description="seconds between Subscription checks on the EHR",
+        examples=[5.0, 7.0],
+    )
+    fallback_seconds: float = Field(
+        60.0,
+        ge=1,
+        description="seconds between re-queries while a Subscription is silent",
+        examples=[5.0, 7.0],
+    )
+    overlap_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="subtracted from the re-query watermark (_lastUpdated)",
+        examples=[10.0, 20.0],
+    )
+    gap_grace_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="how long a missing event may still arrive before it is recovered (0: at once)",
+        examples=[1.0, 2.0],
+    )
+    secret_header: str = Field(
+        "X-Rems-Adapter-Notify-Secret",
+        description="header carrying the shared secret on every notification",
+        examples=["X-A", "X-B"],
+    )
+    secret: SecretStr | None = secret(
+        "shared secret the EHR sends in secret_header (channel.header); checked on /notify"
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of every command. Build it with `load_settings`."""
 
@@ -490,6 +625,8 @@ class Settings(BaseSettings):
     serve: ServeSection = ServeSection()
     inbound: InboundSection = InboundSection()
     backfill: BackfillSection = BackfillSection()
+    mllp: MllpSection = MllpSection()
+    subscriptions: SubscriptionsSection = SubscriptionsSection()
     rems_server: RemsServerSection = RemsServerSection()
     batch: BatchSection = BatchSection()
     demo: DemoSection = DemoSection()

@@ -2,10 +2,15 @@
 
 Shared by tests/ehr and tests/watch.
 
+`postgres_server` is a private PostgreSQL (Debian's, installed when missing, started by
+`tests/setup/postgres.py` with initdb into a temporary folder on a free port of 127.0.0.1);
+`postgres_dsn` gives each test its own new, empty database on it, dropped afterwards.
+
 `fhir_server` is open (no auth), like the servers `watch --fhir-base URL` runs against.
 `smart_fhir_server` only accepts SMART Backend Services tokens; two clients are registered, one
 with an ES384 key and one with an RS384 key (`smart_keys`). Each server has its own empty
-database. Failing to install or start sekmet fails the tests that need it (never a silent skip).
+database. Failing to install or start sekmet (or PostgreSQL) fails the tests that need it (never
+a silent skip).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.fhir_server import SekmetServer, SmartClientRegistration, start_sekmet
+from tests.setup.postgres import PostgresServer, start_postgres
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,26 @@ def smart_fhir_server(
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    # PostgresUnavailable (cannot install or start) errors the tests that need it: never a skip
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new empty database of its own for one test (its DSN), dropped after the test."""
+    dsn = postgres_server.create_database()
+    try:
+        yield dsn
+    finally:
+        postgres_server.drop_database(dsn)
 
 
 # ------------------------------------------------------------------ every log line, kept

@@ -92,6 +92,19 @@ def test_a_version_id_that_is_not_a_count_is_opaque(
     assert _codes(files, "good") == expected
 
 
+def test_a_deeply_nested_meta_value_is_no_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by the fuzz run: str() of a versionId nested 1,000 deep was a RecursionError (exit 1).
+    expected = _baseline(tmp_path, capsys)
+    bad = _dispense("bad-d", "Patient/bad", "completed", "2026-01-05T10:00:00Z")
+    bad["meta"] = {"versionId": "DEEP"}
+    line = json.dumps(bad).replace('"DEEP"', "[" * 1000 + "1" + "]" * 1000).encode()
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", _good(), [line]), capsys)
+    assert "internal error" not in err
+    assert _codes(files, "good") == expected
+
+
 @pytest.mark.parametrize(
     "when",
     [

@@ -8,6 +8,7 @@ process reading everything in memory with `--strict`."""
 from __future__ import annotations
 
 import json
+import os
 import random
 from datetime import UTC, datetime
 from functools import cache
@@ -18,11 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.batch import sources
+from adapter.batch import engine, sources
 from adapter.batch.engine import Tuning, plan, prefilter_for
 from adapter.batch.run import BatchResult, BatchSettings, run_batch
 from adapter.batch.sources import Located
 from adapter.core.reference import ReferenceData
+from adapter.errors import InternalError
 from adapter.fhir.collect import Collector
 from adapter.fhir.read import Reader
 from adapter.mappings_loader import load_reference_data
@@ -373,3 +375,16 @@ def test_a_skipped_line_would_have_kept_nothing(resource: object, kind: str) -> 
     if isinstance(parsed, dict) and isinstance(parsed.get("resourceType"), str):
         collector.add(Located("x.ndjson", parsed, 1))
     assert not any(_kept(collector))
+
+
+def test_a_worker_that_dies_fails_the_run_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed (say by the out-of-memory killer) ends the run with an internal error."""
+
+    def killed(task: engine.Task) -> engine.TaskResult:
+        os._exit(9)
+
+    monkeypatch.setattr(engine, "_run_task", killed)
+    with pytest.raises(InternalError, match="worker process ended unexpectedly"):
+        _run(DEMO, tmp_path / "out", jobs=2, tuning=SMALL)

@@ -19,6 +19,8 @@ import pickle
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -34,6 +36,7 @@ from adapter.batch.sources import (
 )
 from adapter.core.model import LabObservation, PatientInputs
 from adapter.core.reference import ReferenceData
+from adapter.errors import InternalError
 from adapter.fhir.collect import _HANDLERS, Collector
 from adapter.fhir.read import Reader, ReportTimes
 
@@ -196,17 +199,22 @@ def run_tasks(
         return
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = context.Pool(
-        min(jobs, len(tasks)), initializer=_init, initargs=(data, site_tz, clock, strict, spill)
+    pool = ProcessPoolExecutor(
+        min(jobs, len(tasks)),
+        mp_context=context,
+        initializer=_init,
+        initargs=(data, site_tz, clock, strict, spill),
     )
     try:
-        for result in pool.imap(_run_detached, tasks):
+        for result in pool.map(_run_detached, tasks):
             result.collector.reader = Reader(data, site_tz)
             yield result
-        pool.close()
+    except BrokenProcessPool as error:  # a worker was killed: never wait for it forever
+        raise InternalError(
+            "a batch worker process ended unexpectedly (killed, or out of memory?)"
+        ) from error
     finally:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def shift_lines(result: TaskResult, base: int) -> None:

@@ -17,7 +17,7 @@ from adapter.batch.engine import Collected, Tuning, collect, default_jobs
 from adapter.batch.sources import read_sources
 from adapter.core.evaluate import Context, Evaluation, Withdrawal, evaluate_patient
 from adapter.core.findings import Finding
-from adapter.core.model import DispenseDecision, PatientInputs
+from adapter.core.model import WITHDRAWING_STATUSES, DispenseDecision, PatientInputs
 from adapter.core.reference import ReferenceData
 from adapter.decide import Backend, Directory, Outcome, local_outcome
 from adapter.decide.rems import RemsDecider, RemsSettings
@@ -214,16 +214,40 @@ def _rems(
     return outputs
 
 
+def _standing_withdrawals(
+    inputs: Sequence[PatientInputs], findings: Sequence[Finding], clock: datetime
+) -> list[str]:
+    """Refs of fed-back DetectedIssues that were withdrawn already (cancelled / entered in
+    error) and that no decision of this run re-makes: they are written again as they are, so
+    the output stays the whole record of decisions (final and withdrawn) and feeding it back
+    again is a fixpoint. Without them, a withdrawal would drop out of the files one run after
+    it was made (lost if that run's output never reached the EHR)."""
+    made = {finding.identifier for finding in findings}
+    return [
+        issue.ref
+        for patient in inputs
+        for issue in patient.prior_issues
+        if issue.status in WITHDRAWING_STATUSES
+        and issue.identifier not in made
+        and not (issue.identified and issue.identified > clock)
+    ]
+
+
 def _issues(
     settings: BatchSettings,
     data: ReferenceData,
     collector: Collector,
+    inputs: Sequence[PatientInputs],
     outputs: _Outputs,
 ) -> list[dict[str, Any]]:
     issues = [detected_issue(f, data.finding_system, settings.as_of) for f in outputs.findings]
     issues += [
         withdrawn_issue(collector.raw_issue(withdrawal.issue.ref), withdrawal)
         for withdrawal in outputs.withdrawals
+    ]
+    issues += [
+        collector.raw_issue(ref)
+        for ref in _standing_withdrawals(inputs, outputs.findings, settings.as_of)
     ]
     issues.sort(key=_issue_key)
     return issues
@@ -338,7 +362,7 @@ def _decide(
                 outputs = _rems(settings, settings.rems, data, collector, inputs, evaluations)
             if observe is not None:
                 observe(inputs, evaluations, context, outputs.decisions, outputs.findings)
-            issues = _issues(settings, data, collector, outputs)
+            issues = _issues(settings, data, collector, inputs, outputs)
             status = [
                 status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine
             ]

@@ -314,6 +314,10 @@ def withdraw(
                 out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
             elif (answer := _answering_result(issue, labs, clock)) is not None:
                 out.append(Withdrawal(issue, "cancelled", f"answered by {answer}"))
+            elif known := [ref for ref in issue.evidence if ref in labs.current_versions]:
+                # its result still stands but this alert was not made again (the result was
+                # corrected in place, or the schedule changed): no longer the open problem
+                out.append(Withdrawal(issue, "cancelled", f"re-decided: {known[0]}"))
         elif issue.finding == PSF_ACTION and issue.identified is not None:
             identified = issue.identified.astimezone(clock.tzinfo)
             if (identified.year, identified.month) == month:

@@ -72,8 +72,18 @@ def _rank(resource: dict[str, Any], arrival: int) -> tuple[int, str, int]:
     if not isinstance(meta, dict):
         meta = {}
     return version_rank(
-        str(meta.get("versionId") or ""), str(meta.get("lastUpdated") or ""), arrival
+        _meta_text(meta.get("versionId")), _meta_text(meta.get("lastUpdated")), arrival
     )
+
+
+def _meta_text(value: object) -> str:
+    """A meta string for ordering versions only: a number as written, anything else (a list,
+    an object: never repr'd, which could recurse without bound) as absent."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # the JSON parser bounds integers to 64 bits
+    return ""
 
 
 @dataclass

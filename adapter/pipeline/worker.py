@@ -46,6 +46,7 @@ from adapter.errors import AdapterError, UpstreamError
 from adapter.fhir.collect import Collector, Located
 from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader
 from adapter.fhir.records import status_record
+from adapter.fhir.values import read_instant_or_none
 from adapter.fhir.write import AUTHOR_DEVICE, detected_issue, withdrawn_issue
 from adapter.pipeline.effects import issue_create, issue_update
 from adapter.pipeline.gather import Keeper, subject_of
@@ -319,6 +320,10 @@ class Worker:
             token = f"{PUSHED_IDENTIFIER_SYSTEM}|{digest}"
         try:
             written = self.ehr.create_if_none_exist(body, {"identifier": token})
+            if not written.created and _superseded(written.resource, body):
+                # the same result again, changed (corrected, amended, withdrawn): a new version
+                # of the EHR's copy, so that the decisions made with the earlier one are re-made
+                return self._supersede(written.resource, body)
         except FhirServerError as error:
             if error.status is not None and 400 <= error.status < 500:
                 log.warning(
@@ -330,6 +335,15 @@ class Worker:
                 return resource
             raise
         return written.resource
+
+    def _supersede(self, held: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        assert self.ehr is not None
+        meta = held.get("meta")
+        version = meta.get("versionId") if isinstance(meta, dict) else None
+        return self.ehr.update(
+            {**body, "id": held["id"]},
+            if_match_version=version if isinstance(version, str) else None,
+        )
 
     def _decide(
         self, patient: str, clock: datetime
@@ -441,6 +455,45 @@ class Worker:
         schedule = Schedule(self.data.protocol, status.hospice)
         due: date = schedule.current_until(status.next_due) + timedelta(days=1)
         return due
+
+
+#: What makes a result received again a new version of it (status, value, collection time).
+_RESULT_ELEMENTS = ("status", "dataAbsentReason", "value", "effective")
+
+
+#: A later status never gives way to an earlier one when the reports do not say which is newer.
+_STATUS_RANK = {
+    "registered": 0,
+    "preliminary": 1,
+    "final": 2,
+    "amended": 3,
+    "corrected": 3,
+    "cancelled": 4,
+    "entered-in-error": 4,
+}
+
+
+def _superseded(held: dict[str, Any], received: dict[str, Any]) -> bool:
+    """Whether `received` is a newer version of the result the EHR holds as `held` (same
+    identifier): it changes the status, value or collection time, and is not older (by
+    `issued` when both say, else by status: a late original never undoes a correction or a
+    withdrawal)."""
+
+    def result(resource: dict[str, Any]) -> dict[str, Any]:
+        return {
+            key: value
+            for key, value in resource.items()
+            if key == "status" or key.startswith(_RESULT_ELEMENTS[1:])
+        }
+
+    if result(held) == result(received):
+        return False
+    held_at = read_instant_or_none(held.get("issued"))
+    received_at = read_instant_or_none(received.get("issued"))
+    if held_at is not None and received_at is not None and held_at != received_at:
+        return received_at > held_at
+    rank = _STATUS_RANK.get(str(received.get("status")), 0)
+    return rank >= _STATUS_RANK.get(str(held.get("status")), 0)
 
 
 def _identifier_token(resource: dict[str, Any]) -> str | None:

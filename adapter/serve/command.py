@@ -28,6 +28,7 @@ from adapter.pipeline.history import HistoryLimits
 from adapter.pipeline.worker import mappings_version
 from adapter.serve.app import HttpSettings
 from adapter.serve.extensions import Extension
+from adapter.serve.notify import from_settings as notifications_from_settings
 from adapter.serve.poll import PollJob, PollSource
 from adapter.serve.service import Service
 from adapter.serve.worklist import make_worklist
@@ -40,7 +41,10 @@ from adapter.watch.state import StateStore
 log = logging.getLogger("adapter.serve")
 
 #: Extensions other issues add (Subscriptions, MLLP, worklist): factories given the settings.
-EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [make_worklist]
+EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [
+    notifications_from_settings,
+    make_worklist,
+]
 
 
 def loopback(host: str) -> bool:
@@ -112,6 +116,8 @@ def run(
     config = watch_config(loaded, None)
     pipeline_settings, http = settings_for(loaded)
     data = load_reference_data(config.evaluation.mappings)
+    # extensions check their settings before anything is opened or contacted
+    extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
     store = open_store(serve.state)
     try:
         store.bind_ehr(config.fhir.base_url)
@@ -134,7 +140,6 @@ def run(
         else:
             features, author = _prepare_writes(factory)
         pipeline_settings.worker = replace(pipeline_settings.worker, author=author)
-        extensions = [ext for make in EXTENSIONS if (ext := make(loaded)) is not None]
         service = Service(
             store,
             data,
@@ -291,5 +296,13 @@ def _install_signals(stop: threading.Event) -> Callable[[], None]:
 
     return restore
 
+
+def _register() -> None:
+    from adapter.serve.mllp import mllp_extension
+
+    EXTENSIONS.append(mllp_extension)
+
+
+_register()
 
 __all__ = ["EXTENSIONS", "loopback", "parse_listen", "run"]

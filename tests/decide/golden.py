@@ -38,7 +38,7 @@ def reference_rems(folder: Path) -> Iterator[str]:
 
 
 def produce(out: Path, rems: str) -> None:
-    argv = ["run", "--source", str(DEMO), "--out", str(out), "--as-of", AS_OF, "--quiet"]
+    argv = ["run", "--source", str(DEMO), "--out", str(out), "--as-of", AS_OF]
     assert main([*argv, "--rems", rems]) == 0
 
 

@@ -71,7 +71,7 @@ class Report:
 
 
 class ServeProcess:
-    def __init__(self, base_url: str, state: Path, port: int, log: Path) -> None:
+    def __init__(self, base_url: str, state: Path | str, port: int, log: Path) -> None:
         self.base_url = base_url
         self.state = state
         self.port = port
@@ -156,7 +156,15 @@ def _depths(url: str) -> tuple[float, float] | None:
     return values["rems_adapter_inbox_depth"], values["rems_adapter_outbox_depth"]
 
 
-def run(results: int, kills: int, patients: int, rng: random.Random, workdir: Path) -> Report:
+def run(
+    results: int,
+    kills: int,
+    patients: int,
+    rng: random.Random,
+    workdir: Path,
+    state: str | None = None,
+) -> Report:
+    """`state`: a postgresql:// DSN (issue 14) instead of a SQLite file in `workdir`."""
     report = Report(results=results)
     started = time.monotonic()
     server = start_stock_sekmet(workdir / "sekmet")
@@ -180,7 +188,9 @@ def run(results: int, kills: int, patients: int, rng: random.Random, workdir: Pa
             )
             pushed.append(result)
         report.log = workdir / "serve.log"
-        serve = ServeProcess(server.base_url, workdir / "state.sqlite", free_port(), report.log)
+        serve = ServeProcess(
+            server.base_url, state or workdir / "state.sqlite", free_port(), report.log
+        )
         serve.start()
         done = threading.Event()
         lock = threading.Lock()

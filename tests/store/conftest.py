@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from adapter.store import Store
+from adapter.store.postgres import PostgresStore
 from adapter.store.sqlite import SqliteStore
 
 Opener = Callable[[], Store]
@@ -24,7 +25,16 @@ def _sqlite(tmp_path: Path, request: pytest.FixtureRequest) -> Opener:
     return lambda: SqliteStore(path)
 
 
-BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Opener]] = {"sqlite": _sqlite}
+def _postgresql(tmp_path: Path, request: pytest.FixtureRequest) -> Opener:
+    # a new empty database on the session's private server, dropped after the test
+    dsn: str = request.getfixturevalue("postgres_dsn")
+    return lambda: PostgresStore(dsn)
+
+
+BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Opener]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgresql,
+}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
