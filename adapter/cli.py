@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from adapter import __version__, logs
+from adapter.batch.report import ReportBuilder
 from adapter.batch.run import PROBLEMS_FILE, BatchSettings, plural, run_batch
 from adapter.batch.sources import InputProblem
 from adapter.decide import Backend, LocalBackend
@@ -194,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     run.add_argument("--as-of", default=None, help="evaluation clock (default: now)")
+    run.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write a self-contained HTML report (worklist and ANC charts) to FILE",
+    )
     group = run.add_argument_group("reading at scale")
     _setting(group, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
     group.add_argument(
@@ -526,16 +534,34 @@ def run_command(args: argparse.Namespace, loaded: Loaded) -> int:
         retain=False,  # the summary needs counts only: memory stays flat on large inputs
     )
     output_folder(args.out, "--out")
+    report_file = report_path(args.report) if args.report is not None else None
     progress = _progress(loaded)
+    builder = ReportBuilder() if report_file is not None else None
     try:
-        result = run_batch(settings, data, progress)
+        result = run_batch(settings, data, progress, observe=builder)
     finally:
         progress.done()
     report_problems(result.problems, args.out)
     for note in result.notes:
         log.warning("REMS: %s", note)
-    _say(loaded, result.summary(args.out, monotonic_time.monotonic() - started))
+    summary = result.summary(args.out, monotonic_time.monotonic() - started)
+    if builder is not None and report_file is not None:
+        builder.write(data.protocol, report_file)
+        summary += f"\nReport: {report_file}"
+    _say(loaded, summary)
     return 0
+
+
+def report_path(path: Path) -> Path:
+    """The report file: its folder must exist and be writable; not a folder itself."""
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a file", where="--report")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"folder {folder} does not exist", where="--report")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"folder {folder} is not writable", where="--report")
+    return path
 
 
 def _say(loaded: Loaded, text: str) -> None:

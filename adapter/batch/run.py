@@ -308,8 +308,26 @@ class _Runs:
         self.folder.cleanup()
 
 
+#: Called once per batch of patients decided, with what was decided and written: their inputs,
+#: evaluations, the evaluation context, and the dispense decisions and findings of the backend
+#: that decided (the report is drawn from them without keeping every patient's inputs).
+Observer = Callable[
+    [
+        Sequence[PatientInputs],
+        Sequence[Evaluation],
+        Context,
+        Sequence[DispenseDecision],
+        Sequence[Finding],
+    ],
+    None,
+]
+
+
 def run_batch(
-    settings: BatchSettings, data: ReferenceData, progress: Progress | None = None
+    settings: BatchSettings,
+    data: ReferenceData,
+    progress: Progress | None = None,
+    observe: Observer | None = None,
 ) -> BatchResult:
     """Batch mode: read every source (on `settings.jobs` processes), decide every patient,
     write the outputs. Large inputs are spilled to disk and decided a batch of patients at a
@@ -317,12 +335,17 @@ def run_batch(
     spill = False if settings.rems is not None else None  # the REMS backend reads it all
     collected = _collect(settings, data, progress, spill)
     try:
-        return _decide(settings, data, collected)
+        return _decide(settings, data, collected, observe)
     finally:
         collected.close()
 
 
-def _decide(settings: BatchSettings, data: ReferenceData, collected: Collected) -> BatchResult:
+def _decide(
+    settings: BatchSettings,
+    data: ReferenceData,
+    collected: Collected,
+    observe: Observer | None = None,
+) -> BatchResult:
     context = _context(settings, data)
     settings.out.mkdir(parents=True, exist_ok=True)
     runs = _Runs(settings.out)
@@ -337,6 +360,8 @@ def _decide(settings: BatchSettings, data: ReferenceData, collected: Collected) 
                 outputs = _local(evaluations)
             else:
                 outputs = _rems(settings, settings.rems, data, collector, inputs, evaluations)
+            if observe is not None:
+                observe(inputs, evaluations, context, outputs.decisions, outputs.findings)
             issues = _issues(settings, data, collector, inputs, outputs)
             status = [
                 status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine

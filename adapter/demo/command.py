@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from adapter.batch.report import ReportBuilder
 from adapter.batch.run import BatchResult, BatchSettings, run_batch
 from adapter.core.evaluate import Evaluation
 from adapter.core.reference import ReferenceData
@@ -25,6 +26,8 @@ from adapter.core.reference import ReferenceData
 DEMO_AS_OF = datetime.fromisoformat("2026-03-02T12:00:00+00:00")
 
 WIDTH = 100
+#: The worklist and ANC charts, written beside the other outputs (interfaces.md section 3).
+REPORT_FILE = "report.html"
 
 _CATEGORY = {
     "normal": "normal",
@@ -220,7 +223,9 @@ def run_demo(
         site_tz=site_tz,
         derive_anc=derive_anc,
     )
-    result = run_batch(settings, data)
+    builder = ReportBuilder()
+    result = run_batch(settings, data, observe=builder)
+    builder.write(data.protocol, out / REPORT_FILE)
     grace = data.protocol.timing.grace_days
     records = rows(result, DEMO_AS_OF, site_tz, grace)
     if output_format == "json":

@@ -31,6 +31,7 @@ from adapter.serve.extensions import Extension
 from adapter.serve.notify import from_settings as notifications_from_settings
 from adapter.serve.poll import PollJob, PollSource
 from adapter.serve.service import Service
+from adapter.serve.worklist import make_worklist
 from adapter.settings import Loaded
 from adapter.store import Store, open_store
 from adapter.watch.cli import build_client
@@ -40,7 +41,10 @@ from adapter.watch.state import StateStore
 log = logging.getLogger("adapter.serve")
 
 #: Extensions other issues add (Subscriptions, MLLP, worklist): factories given the settings.
-EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [notifications_from_settings]
+EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [
+    notifications_from_settings,
+    make_worklist,
+]
 
 
 def loopback(host: str) -> bool:
