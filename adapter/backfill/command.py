@@ -22,7 +22,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import tzinfo
@@ -41,6 +41,7 @@ from adapter.backfill.plan import (
 )
 from adapter.backfill.writeback import WriteBackReport, write_back
 from adapter.batch.run import BatchResult, BatchSettings, Progress, plural, run_batch
+from adapter.core.model import WITHDRAWING_STATUSES
 from adapter.core.reference import ReferenceData
 from adapter.ehr import FhirClient
 from adapter.ehr.bulk import (
@@ -268,12 +269,26 @@ def _run(
                 _issues(batch.out / "DetectedIssue.ndjson"),
                 use_bundles=options.use_bundles,
                 batch_size=options.write_batch_size,
+                withdrawn_already=_withdrawn_on_server(result.files),
             )
         if options.work_dir is not None:
             result.kept_in = folder
         return result
     finally:
         cleanup()
+
+
+def _withdrawn_on_server(files: Iterable[Downloaded]) -> set[str]:
+    """Ids of the exported DetectedIssues that are withdrawn already (cancelled or entered in
+    error): what a replay must not write again."""
+    withdrawn: set[str] = set()
+    for downloaded in files:
+        if downloaded.file.type != "DetectedIssue":
+            continue
+        for issue in _issues(downloaded.path):
+            if issue.get("status") in WITHDRAWING_STATUSES:
+                withdrawn.add(str(issue.get("id")))
+    return withdrawn
 
 
 def _issues(path: Path) -> Iterator[dict[str, Any]]:

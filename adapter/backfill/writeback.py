@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +87,10 @@ def write_back(
     *,
     use_bundles: bool,
     batch_size: int,
+    withdrawn_already: Collection[str] = (),
 ) -> WriteBackReport:
+    """`withdrawn_already`: ids of DetectedIssues the export held withdrawn already; batch mode
+    writes them again as they are (the record of decisions), and the EHR has them: no write."""
     features = ehr_features(client.capabilities())
     try:
         author = ensure_author_device(client, __version__, features.create_mode)
@@ -102,6 +105,9 @@ def write_back(
     report = WriteBackReport()
     chunk: list[dict[str, Any]] = []
     for issue in issues:
+        if issue.get("status") != "final" and issue.get("id") in withdrawn_already:
+            report.already_there += 1
+            continue
         chunk.append(issue)
         if len(chunk) >= CHUNK:
             _write(client, plan(chunk, author), report, use_bundles, batch_size, features)
