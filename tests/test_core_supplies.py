@@ -9,11 +9,12 @@ the reasons that held when it was handed over."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from adapter.core.model import Supply
+from adapter.core.model import PriorIssue, Supply
 from tests.core_kit import PATIENT, START, anc, at, evaluate, issue, pending, supply
 
 DR = "Practitioner/dr"
@@ -212,3 +213,63 @@ def test_a_supply_that_the_label_allows_is_not_surfaced():
     result = evaluate(labs, _weekly(0, 56))
     assert result.surfaced == ()
     assert not [f for f in result.findings if f.code.startswith("dispense-")]
+
+
+def _as_prior(finding, when) -> PriorIssue:
+    """A finding as the EHR holds it after it was written (final, no answer)."""
+    return PriorIssue(
+        ref=f"DetectedIssue/{finding.identifier[:12]}",
+        identifier=finding.identifier,
+        patient=PATIENT,
+        finding=finding.code,
+        status="final",
+        identified=when,
+        evidence=finding.evidence,
+        implicated=finding.implicated,
+        mitigations=(),
+        reasons=finding.reasons,
+    )
+
+
+# Clinical-rules 1: "entered-in-error ... withdraw the result: every decision that used it is
+# withdrawn and re-made"; interfaces 2 `evidence.detail` (the ANC Observations used). A supply
+# refused because an earlier severe result still blocks (below the rechallenge level: interrupt;
+# at it: the prescriber must decide) used that result; one a result blocks by its own band did
+# not use the results before it. Rows: the history, then which of its results are cited.
+CITED = [
+    pytest.param([*BASE, anc(10, 400), anc(11, 1200)], (2, 3), id="below-the-rechallenge-level"),
+    pytest.param(
+        [*BASE, anc(10, 1400), anc(11, 400), anc(12, 800), anc(13, 1600)],
+        (3, 5),
+        id="at-the-rechallenge-level-after-mild-and-moderate",
+    ),
+    pytest.param([*BASE, anc(10, 400), anc(12, 800)], (3,), id="moderate-blocks-by-itself"),
+    pytest.param([*BASE, anc(10, 700), anc(11, 800)], (3,), id="moderate-after-moderate"),
+]
+
+
+@pytest.mark.parametrize(("labs", "cited"), CITED)
+def test_a_refusal_cites_the_result_it_rests_on_and_goes_with_it(labs, cited):
+    latest = labs[-1]
+    given = supply(latest.collected.date(), 7)  # handed over the afternoon of the latest result
+    later = type(pending(0))("MedicationDispense/next", PATIENT, given.handed_over, 7, "outpatient")
+    supplies = [supply(0, 7), supply(7, 7), given]
+    clock = given.handed_over + timedelta(hours=1)
+    result = evaluate(labs, supplies, clock, pending_dispenses=(later,))
+    refusals = [f for f in result.findings if f.code == "dispense-not-authorized"]
+    assert sorted(f.implicated for f in refusals) == sorted([(given.ref,), (later.ref,)])
+    for finding in refusals:
+        assert set(finding.evidence) == {labs[i].ref for i in cited}, finding
+        for i in cited:
+            assert f"ANC {int(labs[i].value):,} cells/uL" in finding.detail
+    # Enter the oldest cited result in error: every refusal that used it is withdrawn as
+    # entered-in-error and none made again rests on it.
+    gone = labs[cited[0]]
+    corrected = [replace(lab, status="entered-in-error") if lab is gone else lab for lab in labs]
+    prior = tuple(_as_prior(f, clock) for f in refusals)
+    again = evaluate(corrected, supplies, clock, pending_dispenses=(later,), prior=prior)
+    assert all(gone.ref not in f.evidence for f in again.findings)
+    withdrawn = {w.issue.identifier: w.status for w in again.withdrawals}
+    assert {f.identifier: withdrawn.get(f.identifier) for f in refusals} == {
+        f.identifier: "entered-in-error" for f in refusals
+    }

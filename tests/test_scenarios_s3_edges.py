@@ -656,14 +656,11 @@ def test_s3_overdue_about_a_corrected_result(
 
 # CR 1 "entered-in-error ... withdraw the result: every decision that used it is withdrawn and
 # re-made"; CR 2.2 the surfaced supply; IF 2 "evidence.detail (the ANC Observations used)".
-# Found by a wider run of the replay property (S3 D2, NOT fixed, see SCENARIOS-S3.md): severe
+# Found by a wider run of the replay property (S3 D2, fixed, see SCENARIOS-S3.md): severe
 # 300 on 01-20, 1800 on 02-02 (rechallenge level, the prescriber has not decided), the 02-02
 # supply is handed over: it is surfaced as not authorized, citing only the 1800. When the 300 is
 # entered in error, that surfaced finding is neither withdrawn nor made again, so the EHR keeps
 # a final "handed over although NOT authorized" that rests on a result that never existed.
-@pytest.mark.xfail(
-    strict=True, reason="S3 D2: surfaced supply finding does not cite the severe result"
-)
 def test_s3_surfaced_supply_withdrawn_with_its_severe_result(tmp_path: Path) -> None:
     severe = anc("p", "2026-01-20", 300, oid="p-sev")
     first = run_batch(tmp_path, [*long_term("p"), severe], as_of("2026-02-20"))

@@ -27,6 +27,7 @@ from adapter.core.model import (
     Supply,
 )
 from adapter.core.monitoring import (
+    BLOCKING,
     RationaleCheck,
     Schedule,
     Timeline,
@@ -124,6 +125,10 @@ def decide(
             reasons.append("treatment-interrupted")
         elif recommendation == "prescriber-decision-required":
             reasons.append("rechallenge-requires-prescriber")
+        if recommendation in BLOCKING and latest.blocked_by is not None:
+            # The earlier result the block rests on (the severe one a rechallenge waits on) was
+            # used too: cited, so withdrawing it withdraws this decision (clinical-rules 1).
+            evidence.append(latest.blocked_by)
 
     if starts_course:
         # A first supply, or a restart as a new patient: baseline within the window before it.

@@ -217,6 +217,10 @@ class AncAssessment:
     repeat_by: datetime | None  # the 24-hour confirmation deadline, for a first low result
     therapy_start: date | None
     population: Population
+    #: An earlier result that makes this one's recommendation block a supply although its own
+    #: band does not (the severe result a rechallenge waits on): a decision refused for it cites
+    #: that result too, so it is withdrawn when that result is (clinical-rules section 1).
+    blocked_by: Anc | None = None
 
 
 @dataclass(frozen=True)

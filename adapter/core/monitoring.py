@@ -38,6 +38,9 @@ class Excursion:
     worst: Category
     interrupted: bool  # treatment was interrupted during it
     rechallenge: bool  # severe: a restart needs the prescriber and counts as a new patient
+    #: The result that made a supply wait: the first whose band ends in a rechallenge, else the
+    #: first that interrupted treatment (a decision it blocks cites it).
+    cause: Anc | None = None
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,9 @@ class _Replay:
                 excursion = None  # the rechallenge happened: a new patient from here
             state = replace(state, course_start=on, weekly_until=None)
         if excursion is not None and excursion.interrupted:
-            excursion = replace(excursion, interrupted=False)  # treatment resumed
+            # Treatment resumed; a rechallenge still to come keeps the result it waits on.
+            cause = excursion.cause if excursion.rechallenge else None
+            excursion = replace(excursion, interrupted=False, cause=cause)
         covered = [day for day in (state.supply_end, state.unsanctioned_end) if day is not None]
         self.state = replace(
             state,
@@ -291,11 +296,11 @@ class _Replay:
                 excursion, value, on, normal, weekly_until
             )
         elif band.interrupts:
-            excursion = self._deepen(excursion, band, interrupted=True)
+            excursion = self._deepen(excursion, band, anc, interrupted=True)
             frequency = band.frequency or normal
             recommendation = "interrupt"
         else:
-            excursion = self._deepen(excursion, band, interrupted=False)
+            excursion = self._deepen(excursion, band, anc, interrupted=False)
             frequency, recommendation = self._below_normal(excursion, band, value, normal)
 
         if recommendation == "interrupt" and state.interrupted_on is None and state.course_start:
@@ -304,6 +309,15 @@ class _Replay:
             interrupted_on = state.interrupted_on
         if state.course_start is None:
             recommendation = self._initiation(value)
+        # A block this result does not carry by its own band comes from the excursion's cause.
+        blocked_by = (
+            excursion.cause
+            if excursion is not None
+            and recommendation in BLOCKING
+            and not band.interrupts
+            and excursion.cause != anc
+            else None
+        )
 
         repeat_by = None
         if (
@@ -324,6 +338,7 @@ class _Replay:
                 repeat_by=repeat_by,
                 therapy_start=state.course_start,
                 population=self.population,
+                blocked_by=blocked_by,
             )
         )
         self.state = replace(
@@ -334,15 +349,24 @@ class _Replay:
             last_value=value,
         )
 
-    def _deepen(self, excursion: Excursion | None, band: Band, interrupted: bool) -> Excursion:
+    def _deepen(
+        self, excursion: Excursion | None, band: Band, anc: Anc, interrupted: bool
+    ) -> Excursion:
         order = [b.category for b in self.rules.bands]
         if excursion is None:
-            return Excursion(band.category, interrupted, band.ends_in_rechallenge)
+            cause = anc if band.ends_in_rechallenge or interrupted else None
+            return Excursion(band.category, interrupted, band.ends_in_rechallenge, cause)
         worst = max(excursion.worst, band.category, key=order.index)
+        cause = excursion.cause
+        if band.ends_in_rechallenge and not excursion.rechallenge:
+            cause = anc  # from here a restart waits on this result
+        elif cause is None and interrupted:
+            cause = anc
         return Excursion(
             worst,
             excursion.interrupted or interrupted,
             excursion.rechallenge or band.ends_in_rechallenge,
+            cause,
         )
 
     def _below_normal(
