@@ -315,3 +315,39 @@ def test_reconcile_in_conditional_create_mode(watch_server: SekmetServer, tmp_pa
     replay = Harness(watch_server, state, features=mode, reconcile_all=True)
     assert replay.cycle().restored == 0
     replay.close()
+
+
+def test_link_dispense_through_the_pipeline_on_a_stock_server(
+    stock_server: SekmetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`watch.link_dispense`: after the dispense decision is on the EHR, the outbox points the
+    MedicationDispense at it (If-Match); a replay neither links again nor decides again."""
+    history = mild()
+    ids = seed(stock_server, [history])
+    patient = patient_of(ids, history)
+    dispense_ref = ids[history.urns["MedicationDispense"][0]]
+    state = tmp_path / "state.sqlite"
+    monkeypatch.setenv("REMS_ADAPTER_WATCH_LINK_DISPENSE", "true")
+
+    assert main(argv(stock_server, state)) == 0
+    (decision,) = [i for i in ours(stock_server, patient) if finding(i) == "dispense-authorized"]
+    dispense = read(stock_server, dispense_ref)
+    assert dispense["detectedIssue"] == [{"reference": f"DetectedIssue/{decision['id']}"}]
+    assert dispense["meta"]["versionId"] == "2"
+
+    # our own edit comes back from the poll: not new input, nothing decided or written again
+    assert main(argv(stock_server, state)) == 0
+    assert read(stock_server, dispense_ref)["meta"]["versionId"] == "2"
+    assert len(ours(stock_server, patient)) == 2
+    assert read(stock_server, f"DetectedIssue/{decision['id']}")["meta"] == decision["meta"]
+
+
+def test_without_link_dispense_the_dispense_is_left_alone(
+    stock_server: SekmetServer, tmp_path: Path
+) -> None:
+    history = mild()
+    ids = seed(stock_server, [history])
+    dispense_ref = ids[history.urns["MedicationDispense"][0]]
+    assert main(argv(stock_server, tmp_path / "state.sqlite")) == 0
+    dispense = read(stock_server, dispense_ref)
+    assert "detectedIssue" not in dispense and dispense["meta"]["versionId"] == "1"
