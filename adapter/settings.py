@@ -182,7 +182,7 @@ class WatchSection(Section):
     )
     link_dispense: StrictBool = Field(
         False,
-        description="set MedicationDispense.detectedIssue to its decision",
+        description="set MedicationDispense.detectedIssue to its decision (watch and serve)",
         examples=[True, False],
     )
     group: str | None = Field(

@@ -134,7 +134,7 @@ class Pipeline:
         sinks: dict[str, Sink] = {}
         client = self._client()
         if client is not None:
-            sink = EhrSink(client, features=self.features)
+            sink = EhrSink(client, features=self.features, store=self.store)
             sinks.update({kind: sink for kind in sink.kinds})
         sinks.update(self._extra_sinks)
         return Outbox(

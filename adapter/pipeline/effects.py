@@ -2,6 +2,8 @@
 
     issue-create    one new DetectedIssue (deterministic id and identifier): created once
     issue-update    an earlier DetectedIssue of ours, withdrawn (If-Match on its version)
+    dispense-link   a MedicationDispense pointed at its new decision (`detectedIssue`; after
+                    the issue-create of that decision, with `watch.link_dispense`)
 
 Keys make an effect once: a decision replayed (a crash before the inbox item was marked done,
 the same result pushed twice) enqueues nothing new.
@@ -18,6 +20,7 @@ from adapter.store import NewEffect
 
 ISSUE_CREATE = "issue-create"
 ISSUE_UPDATE = "issue-update"
+DISPENSE_LINK = "dispense-link"
 
 
 def issue_create(
@@ -25,7 +28,7 @@ def issue_create(
 ) -> NewEffect:
     body = {"resource": resource, "condition": f"{DECISION_IDENTIFIER_SYSTEM}|{identifier}"}
     return NewEffect(
-        key=f"{ISSUE_CREATE}:{identifier}",
+        key=issue_create_key(identifier),
         kind=ISSUE_CREATE,
         patient=patient,
         body=orjson.dumps(body).decode(),
@@ -45,6 +48,23 @@ def issue_update(
         patient=patient,
         body=orjson.dumps(body).decode(),
         received_at=received_at,
+    )
+
+
+def issue_create_key(identifier: str) -> str:
+    return f"{ISSUE_CREATE}:{identifier}"
+
+
+def dispense_link(patient: str, dispense: str, identifier: str) -> NewEffect:
+    """Link `dispense` ("MedicationDispense/id") to the decision `identifier` (its
+    issue-create effect, enqueued before this one, runs first)."""
+    body = {"dispense": dispense, "identifier": identifier}
+    return NewEffect(
+        key=f"{DISPENSE_LINK}:{identifier}:{dispense}",
+        kind=DISPENSE_LINK,
+        patient=patient,
+        body=orjson.dumps(body).decode(),
+        received_at=None,
     )
 
 

@@ -65,12 +65,14 @@ class Performed:
     """What a sink did: `result` (JSON-able, kept on the effect), `keep` (a resource to hold in
     the store under the effect's patient, with our decision `identifier` when it is one of our
     DetectedIssues), `stored_on_ehr` (a DetectedIssue is now on the EHR: the end-to-end latency
-    ends here)."""
+    ends here), `base_version` (`keep` is a version we made only to link a decision: the version
+    it was edited from, so that our own edit never reads as new input)."""
 
     result: dict[str, Any]
     keep: dict[str, Any] | None = None
     identifier: str | None = None
     stored_on_ehr: bool = False
+    base_version: str | None = None
 
 
 class Sink(abc.ABC):
@@ -163,7 +165,9 @@ class Outbox:
         now = self.clock()
         with self.store.transaction():
             if performed.keep is not None:
-                self.store.upsert_resource(performed.keep, effect.patient, performed.identifier)
+                self.store.upsert_resource(
+                    performed.keep, effect.patient, performed.identifier, performed.base_version
+                )
             self.store.complete_effect(effect.id, now, orjson.dumps(performed.result).decode())
         if performed.stored_on_ehr and effect.received_at is not None and self.metrics:
             self.metrics.stored(now - effect.received_at)

@@ -44,11 +44,11 @@ from adapter.decide import Backend, Directory, Outcome
 from adapter.ehr import FhirClient, FhirError, FhirNotFoundError, FhirServerError
 from adapter.errors import AdapterError, UpstreamError
 from adapter.fhir.collect import Collector, Located
-from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader
+from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM, Reader, reference
 from adapter.fhir.records import status_record
 from adapter.fhir.values import read_instant_or_none
 from adapter.fhir.write import AUTHOR_DEVICE, detected_issue, withdrawn_issue
-from adapter.pipeline.effects import issue_create, issue_update
+from adapter.pipeline.effects import dispense_link, issue_create, issue_update
 from adapter.pipeline.gather import Keeper, subject_of
 from adapter.pipeline.history import HistoryLimits, patient_history
 from adapter.pipeline.intake import open_envelope
@@ -119,6 +119,8 @@ class WorkerSettings:
     retry_max_seconds: float = 300.0
     #: the Device our DetectedIssues name as author (`ensure_author_device`'s answer)
     author: str = AUTHOR_DEVICE
+    #: point each new decision's MedicationDispense at it (`watch.link_dispense`)
+    link_dispense: bool = False
     #: recorded in the audit with each decision
     mappings_version: str = field(default_factory=lambda: mappings_version(None))
 
@@ -404,10 +406,24 @@ class Worker:
             if self.settings.author != AUTHOR_DEVICE:
                 resource["author"] = {**resource["author"], "reference": self.settings.author}
             out.append(issue_create(patient, resource, finding.identifier, received_at))
+            if self.settings.link_dispense:
+                out += self._links(patient, resource, finding.identifier)
         for withdrawal in outcome.withdrawals:
             raw = collector.raw_issue(withdrawal.issue.ref)
             version = version_of(raw)[0] or None
             out.append(issue_update(patient, withdrawn_issue(raw, withdrawal), version, None))
+        return out
+
+    def _links(self, patient: str, resource: dict[str, Any], identifier: str) -> list[NewEffect]:
+        """A link of each held MedicationDispense the new decision implicates (performed after
+        the decision is on the EHR: effects of a patient run in order)."""
+        out: list[NewEffect] = []
+        for item in resource.get("implicated") or []:
+            ref = reference(item)
+            if not ref or not ref.startswith("MedicationDispense/"):
+                continue
+            if self.store.resource("MedicationDispense", ref.removeprefix("MedicationDispense/")):
+                out.append(dispense_link(patient, ref, identifier))
         return out
 
     def _audit(

@@ -79,6 +79,7 @@ def settings_for(loaded: Loaded, as_of: str | None = None) -> tuple[PipelineSett
         retry_seconds=serve.retry_first_seconds,
         retry_max_seconds=serve.retry_max_seconds,
         mappings_version=mappings_version(loaded.settings.evaluation.mappings),
+        link_dispense=loaded.settings.watch.link_dispense,
     )
     pipeline = PipelineSettings(
         worker=worker,

@@ -315,3 +315,80 @@ def test_reconcile_in_conditional_create_mode(watch_server: SekmetServer, tmp_pa
     replay = Harness(watch_server, state, features=mode, reconcile_all=True)
     assert replay.cycle().restored == 0
     replay.close()
+
+
+def test_link_dispense_through_the_pipeline_on_a_stock_server(
+    stock_server: SekmetServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`watch.link_dispense`: after the dispense decision is on the EHR, the outbox points the
+    MedicationDispense at it (If-Match); a replay neither links again nor decides again."""
+    history = mild()
+    ids = seed(stock_server, [history])
+    patient = patient_of(ids, history)
+    dispense_ref = ids[history.urns["MedicationDispense"][0]]
+    state = tmp_path / "state.sqlite"
+    monkeypatch.setenv("REMS_ADAPTER_WATCH_LINK_DISPENSE", "true")
+
+    assert main(argv(stock_server, state)) == 0
+    (decision,) = [i for i in ours(stock_server, patient) if finding(i) == "dispense-authorized"]
+    dispense = read(stock_server, dispense_ref)
+    assert dispense["detectedIssue"] == [{"reference": f"DetectedIssue/{decision['id']}"}]
+    assert dispense["meta"]["versionId"] == "2"
+
+    # our own edit comes back from the poll: not new input, nothing decided or written again
+    assert main(argv(stock_server, state)) == 0
+    assert read(stock_server, dispense_ref)["meta"]["versionId"] == "2"
+    assert len(ours(stock_server, patient)) == 2
+    assert read(stock_server, f"DetectedIssue/{decision['id']}")["meta"] == decision["meta"]
+
+
+def test_without_link_dispense_the_dispense_is_left_alone(
+    stock_server: SekmetServer, tmp_path: Path
+) -> None:
+    history = mild()
+    ids = seed(stock_server, [history])
+    dispense_ref = ids[history.urns["MedicationDispense"][0]]
+    assert main(argv(stock_server, tmp_path / "state.sqlite")) == 0
+    dispense = read(stock_server, dispense_ref)
+    assert "detectedIssue" not in dispense and dispense["meta"]["versionId"] == "1"
+
+
+def test_a_dispense_link_after_a_412_rereads_keeps_others_links_and_never_duplicates(
+    stock_server: SekmetServer, tmp_path: Path
+) -> None:
+    from adapter.pipeline.effects import dispense_link, issue_create
+    from adapter.pipeline.ehr_sink import EhrSink
+    from adapter.pipeline.outbox import Outbox
+    from adapter.store import open_store
+
+    history = mild()
+    ids = seed(stock_server, [history])
+    patient = patient_of(ids, history)
+    dispense_ref = ids[history.urns["MedicationDispense"][0]]
+    store = open_store(str(tmp_path / "pipeline.sqlite"))
+    stale = read(stock_server, dispense_ref)
+    store.upsert_resource(stale, patient)  # the version the decision was made on
+    # someone else edits the dispense meanwhile (the held copy is now stale: a 412 first)
+    theirs = {"reference": "DetectedIssue/someone-elses"}
+    put(stock_server, {**stale, "detectedIssue": [theirs]})
+    issue = {"resourceType": "DetectedIssue", "id": "ra-x", "status": "final"}
+    store.put_effects(
+        [issue_create(patient, issue, "x", None), dispense_link(patient, dispense_ref, "x")], 0
+    )
+    created = store.effect_by_key("issue-create:x")
+    assert created is not None
+    store.complete_effect(created.id, 0, '{"id": "ra-x", "created": true}')
+    with FhirClient(stock_server.base_url) as client:
+        outbox = Outbox(store, {"dispense-link": EhrSink(client, store=store)})
+        assert outbox.drain() == 1
+        linked = read(stock_server, dispense_ref)
+        assert linked["detectedIssue"] == [theirs, {"reference": "DetectedIssue/ra-x"}]
+        assert linked["meta"]["versionId"] == "3"
+        # held as our own edit of version 2: never new input
+        assert store.base_version("MedicationDispense", dispense_ref.split("/")[1]) == "2"
+        # performed again (a crash before it was recorded): already linked, nothing written
+        link = store.effect_by_key(f"dispense-link:x:{dispense_ref}")
+        assert link is not None
+        EhrSink(client, store=store).perform(link)
+        assert read(stock_server, dispense_ref)["meta"]["versionId"] == "3"
+    store.close()
