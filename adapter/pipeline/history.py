@@ -44,13 +44,20 @@ def _tokens(pairs: set[tuple[str | None, str]]) -> str:
     return ",".join(sorted(f"{system}|{code}" if system else code for system, code in pairs))
 
 
-def queries(data: ReferenceData, derive_anc: bool, use_include: bool) -> tuple[Query, ...]:
+def queries(
+    data: ReferenceData, derive_anc: bool, use_include: bool, issue_identifier_search: bool = True
+) -> tuple[Query, ...]:
+    """The searches that find everything the rules read (watch polls them with `_lastUpdated`;
+    a new patient's history is read with them, per patient)."""
     labs = data.lab_codes
     codes = set(labs.anc)
     if derive_anc:
         codes |= labs.wbc | labs.neutrophil_pct | labs.segs_pct | labs.band_pct
     observation_codes = ",".join(f"{labs.system}|{code}" for code in sorted(codes))
     designations = _tokens(set(data.designations.ben) | set(data.designations.hospice))
+    # Medications named by reference come with the page. Not `MedicationDispense:prescription`:
+    # MedicationRequests are searched on their own, and on sekmet-fhir that include costs
+    # seconds per page of 1,000 (measured by tests/bench/watch_bench.py).
     dispense_include = ("MedicationDispense:medication",) if use_include else ()
     request_include = ("MedicationRequest:medication",) if use_include else ()
     return (
@@ -61,7 +68,13 @@ def queries(data: ReferenceData, derive_anc: bool, use_include: bool) -> tuple[Q
         Query("request", "MedicationRequest", (), request_include),
         Query("condition", "Condition", (("code", designations),)),
         Query("flag", "Flag", ()),  # R4 defines no `code` search parameter for Flag
-        Query("decision", "DetectedIssue", (("identifier", f"{DECISION_IDENTIFIER_SYSTEM}|"),)),
+        # A server without DetectedIssue `identifier` search (stock sekmet-fhir) is searched for
+        # every DetectedIssue; ours are recognised locally by their decision identifier.
+        Query(
+            "decision",
+            "DetectedIssue",
+            (("identifier", f"{DECISION_IDENTIFIER_SYSTEM}|"),) if issue_identifier_search else (),
+        ),
     )
 
 

@@ -7,71 +7,14 @@ lastUpdated inside the window and is seen; de-duplication by id + versionId drop
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from adapter.core.reference import ReferenceData
-from adapter.fhir.read import DECISION_IDENTIFIER_SYSTEM
+from adapter.pipeline.history import Query as Query
+from adapter.pipeline.history import queries
 from adapter.watch.state import instant_of
 
-
-@dataclass(frozen=True)
-class Query:
-    """One search the watcher polls. `name` keys its watermark; `patient` is set in the
-    per-patient mode (servers whose searches need a patient)."""
-
-    name: str
-    resource_type: str
-    params: tuple[tuple[str, str], ...]
-    include: tuple[str, ...] = ()
-    patient: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.name if self.patient is None else f"{self.name}|{self.patient}"
-
-    def for_patient(self, patient: str) -> Query:
-        pid = patient.removeprefix("Patient/")
-        return Query(
-            self.name, self.resource_type, (*self.params, ("patient", pid)), self.include, patient
-        )
-
-
-def _tokens(pairs: set[tuple[str | None, str]]) -> str:
-    # no system: a bare code matches it in any system; the Reader then applies the exact rule
-    return ",".join(sorted(f"{system}|{code}" if system else code for system, code in pairs))
-
-
-def watch_queries(
-    data: ReferenceData, derive_anc: bool, use_include: bool, issue_identifier_search: bool = True
-) -> tuple[Query, ...]:
-    labs = data.lab_codes
-    codes = set(labs.anc)
-    if derive_anc:
-        codes |= labs.wbc | labs.neutrophil_pct | labs.segs_pct | labs.band_pct
-    observation_codes = ",".join(f"{labs.system}|{code}" for code in sorted(codes))
-    designations = _tokens(set(data.designations.ben) | set(data.designations.hospice))
-    # Medications named by reference come with the page. Not `MedicationDispense:prescription`:
-    # MedicationRequests are polled on their own, and on sekmet-fhir that include costs seconds
-    # per page of 1,000 (measured by tests/bench/watch_bench.py).
-    dispense_include = ("MedicationDispense:medication",) if use_include else ()
-    request_include = ("MedicationRequest:medication",) if use_include else ()
-    return (
-        Query("observation", "Observation", (("code", observation_codes),)),
-        # clozapine is recognised locally (codes, NDC, Medication resources, text): the server
-        # cannot be asked for every way a dispense may name it
-        Query("dispense", "MedicationDispense", (), dispense_include),
-        Query("request", "MedicationRequest", (), request_include),
-        Query("condition", "Condition", (("code", designations),)),
-        Query("flag", "Flag", ()),  # R4 defines no `code` search parameter for Flag
-        # A server without DetectedIssue `identifier` search (stock sekmet-fhir) is polled for
-        # every DetectedIssue; ours are recognised locally by their decision identifier.
-        Query(
-            "decision",
-            "DetectedIssue",
-            (("identifier", f"{DECISION_IDENTIFIER_SYSTEM}|"),) if issue_identifier_search else (),
-        ),
-    )
+#: The searches watch polls are the pipeline's (one definition for polling and history reads).
+watch_queries = queries
 
 
 def format_instant(moment: datetime) -> str:
