@@ -24,6 +24,7 @@ from adapter.core.labs import numeric_version
 from adapter.errors import ConfigurationError
 from adapter.errors import StateError as _StateError
 from adapter.fhir.values import read_instant_or_none
+from adapter.store.sql import version_of as version_of  # one reading of meta, shared
 
 SCHEMA_VERSION = "1"
 
@@ -78,21 +79,6 @@ class ForeignStateError(ConfigurationError):
 
 def normal_base(url: str) -> str:
     return url.rstrip("/")
-
-
-def version_of(resource: dict[str, Any]) -> tuple[str, str]:
-    """(versionId, raw lastUpdated); either may be empty on servers without versioning."""
-    meta = resource.get("meta")
-    if not isinstance(meta, dict):
-        return "", ""
-    return _text(meta.get("versionId")), _text(meta.get("lastUpdated"))
-
-
-def _text(value: object) -> str:
-    # Only primitives: str() of a nested value could quote a person's data or exhaust the stack.
-    if isinstance(value, str):
-        return value
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else ""
 
 
 def instant_of(raw: str) -> datetime | None:
