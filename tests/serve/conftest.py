@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -28,42 +26,14 @@ from adapter.serve.service import Service
 from adapter.store import Store
 from adapter.store.sqlite import SqliteStore
 from adapter.watch.writeback import ensure_author_device
-from tests.fhir_server import LAUNCHER, SekmetServer, ensure_sekmet
-
-EMPTY_SEARCH_PARAMETERS: dict[str, Any] = {"resourceType": "Bundle", "type": "collection"}
+from tests.fhir_server import SekmetServer, ensure_sekmet
 
 
 @dataclass
 class StockSekmet(SekmetServer):
     """sekmet-fhir as shipped: no search parameters added (DetectedIssue has none)."""
 
-    def start(self, timeout_s: float = 30.0) -> StockSekmet:
-        from tests.fhir_server import free_port
-
-        self.port = self.port or free_port()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "settings.yaml"
-        config.write_text(json.dumps(self.settings(), indent=2))
-        empty = self.workdir / "search-parameters.json"
-        empty.write_text(json.dumps(EMPTY_SEARCH_PARAMETERS))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SEKMET_")}
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(self.python),
-                    str(LAUNCHER),
-                    "--config",
-                    str(config),
-                    "--search-parameters",
-                    str(empty),
-                ],
-                cwd=self.workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_ready(timeout_s)
-        return self
+    search_parameters: bool = False
 
 
 def start_stock_sekmet(workdir: Path | None = None) -> StockSekmet:
