@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from adapter.batch import sources
 from adapter.batch.sources import InputProblem, read_sources
 from adapter.fhir.read import Reader
 from adapter.mappings_loader import load_reference_data
@@ -96,3 +99,40 @@ def test_ndjson_problems_name_file_and_line_and_blank_lines_are_skipped(tmp_path
         f"{path}:5: not a FHIR resource (no resourceType)",
         f"{path}:6#Bundle.entry[1]: Bundle.entry.resource is not a FHIR resource",
     ]
+
+
+# ------------------------------------------------------------------ long numbers
+
+
+@pytest.mark.parametrize(
+    ("text", "long"),
+    [
+        (b'{"value":0.99999999999999999999}', True),
+        (b'{"value":0.99999999999999999999,"unit":"x"}', True),
+        (b"[1.49999999999999999999 ]", True),
+        (b"[1.49999999999999999999\n]", True),
+        (b'{"v":-12345678901234567890}', True),
+        (b'{"v":1.2345678901234567e-5}', True),
+        (b'{"v":1.2345678901234567E+05,"w":1}', True),
+        (b"1.000000000000000000", True),  # the end of the input
+        (b"1.000000000000000000\n", True),
+        (b'{"system":"urn:oid:2.16.840.1.113883.3.72.5.20"}', False),  # an OID: a string
+        (b'{"v":1.5,"id":"12345678901234567890"}', False),
+        (b'{"v":123456789012345}', False),  # 15 digits: a float holds them
+        (b'{"v":1.5}', False),
+    ],
+)
+def test_which_lines_are_read_again_for_exact_numbers(text: bytes, long: bool) -> None:
+    # A line is read again exactly when it may hold a number with more significant digits than
+    # a float (clinical-rules s.1: nothing rounded before it is categorised).
+    assert sources._may_hold_long_number(text) is long
+    assert (sources._LONG_NUMBER.search(text) is not None) is long
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=80) | st.text('0123456789.,:]}" eE+-a\n', max_size=60).map(str.encode))
+def test_the_cheap_long_number_test_never_misses_one(data: bytes) -> None:
+    # The translated-bytes test is only a shortcut: whatever the exact pattern finds, it lets
+    # through (it may let through more).
+    if sources._LONG_NUMBER.search(data):
+        assert sources._may_hold_long_number(data)

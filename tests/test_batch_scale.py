@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapter.batch import engine, sources
+from adapter.batch import engine, scan, sources
 from adapter.batch.engine import Tuning, plan, prefilter_for
 from adapter.batch.run import BatchResult, BatchSettings, run_batch
 from adapter.batch.sources import Located
@@ -124,11 +124,18 @@ def test_every_way_of_reading_writes_the_same_bytes(
         assert result.skipped > 0  # the prefilter did skip lines
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["hyperscan", "standard library"])
 @pytest.mark.parametrize("block", [1, 3000, 100_000])
 def test_blocks_of_any_size_skip_the_same_lines(
-    workloads: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+    workloads: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    block: int,
+    compiled: bool,
 ) -> None:
-    """The prefilter decides a block of lines at a time when it can (tiny blocks: one line)."""
+    """The prefilter decides a block of lines at a time when it can (tiny blocks: one line),
+    with the compiled scanner or without it."""
+    monkeypatch.setattr(scan, "AVAILABLE", compiled and scan.AVAILABLE)
     lines = DEMO.read_bytes().splitlines(keepends=True)
     lines[40] = lines[40][:-20] + b"\n"  # malformed, but with its ANC code: not skipped
     lines.insert(41, b"\n")

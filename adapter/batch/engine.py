@@ -21,9 +21,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
+from typing import Any, TypeVar
 
 from adapter.batch.sources import (
     Counts,
@@ -41,6 +42,8 @@ from adapter.fhir.collect import _HANDLERS, Collector
 from adapter.fhir.read import Reader, ReportTimes
 
 Rank = tuple[int, str, int]
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 @dataclass(frozen=True)
@@ -197,18 +200,43 @@ def run_tasks(
         for task in tasks:
             yield _run_task(task)
         return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = ProcessPoolExecutor(
-        min(jobs, len(tasks)),
-        mp_context=context,
+    results = ordered_map(
+        _run_detached,
+        tasks,
+        jobs,
         initializer=_init,
         initargs=(data, site_tz, clock, strict, spill),
     )
+    for result in results:
+        result.collector.reader = Reader(data, site_tz)
+        yield result
+
+
+def can_fork() -> bool:
+    """Whether worker processes can start as copies of this one (Linux): they then see what it
+    holds without it being sent to them."""
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def ordered_map(
+    function: Callable[[_In], _Out],
+    items: Iterable[_In],
+    jobs: int,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[_Out]:
+    """`function` of every item on `jobs` worker processes (forked where possible), the results
+    in the items' order. A worker that dies (killed, out of memory) fails the run."""
+    items = list(items)
+    context = multiprocessing.get_context("fork" if can_fork() else "spawn")
+    pool = ProcessPoolExecutor(
+        max(1, min(jobs, len(items))),
+        mp_context=context,
+        initializer=initializer,
+        initargs=initargs,
+    )
     try:
-        for result in pool.map(_run_detached, tasks):
-            result.collector.reader = Reader(data, site_tz)
-            yield result
+        yield from pool.map(function, items)
     except BrokenProcessPool as error:  # a worker was killed: never wait for it forever
         raise InternalError(
             "a batch worker process ended unexpectedly (killed, or out of memory?)"
@@ -382,11 +410,23 @@ class Store:
     def __init__(self, folder: str | None = None) -> None:
         self._folder = tempfile.TemporaryDirectory(prefix="rems-adapter-spill-", dir=folder)
         self.folder = self._folder.name
-        self.db = _connect(Path(self.folder) / "kept.sqlite")
+        self.path = Path(self.folder) / "kept.sqlite"
+        self._db = _connect(self.path)
+        self._pid = os.getpid()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This process's connection: a worker forked after the merge opens its own (a SQLite
+        connection must not cross a fork), read-only."""
+        if self._pid != os.getpid():
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+            self._pid = os.getpid()
+        return self._db
 
     def close(self) -> None:
-        self.db.close()
-        self._folder.cleanup()
+        if self._pid == os.getpid():
+            self._db.close()
+            self._folder.cleanup()
 
     def add(self, path: str) -> None:
         """Merge a task's database (tasks in input order), then remove it."""
@@ -420,37 +460,32 @@ class Store:
             found.update(_text(patient) for (patient,) in self.db.execute(sql))
         return sorted(found)
 
-    def batches(self, shared: Collector, size: int) -> Iterator[Collector]:
-        """Collectors holding a batch of patients each (in patient order), with the shared
+    def batch(self, shared: Collector, chosen: Sequence[str]) -> Collector:
+        """A collector holding these patients (a batch, in patient order), with the shared
         medications and designations and those patients' requests."""
-        patients = self.candidates(request.patient for request in shared.requests.values())
-        for begin in range(0, len(patients), size):
-            chosen = patients[begin : begin + size]
-            keys = [_bytes(p) for p in chosen]
-            marks = ", ".join("?" for _ in keys)
-            batch = Collector(shared.reader, shared.clock)
-            batch.medications = shared.medications
-            batch.designations = shared.designations
-            wanted = set(chosen)
-            batch.requests = {
-                ref: request
-                for ref, request in shared.requests.items()
-                if request.patient in wanted
-            }
-            for patient, lab in self.db.execute(
-                f"SELECT patient, lab FROM labs WHERE patient IN ({marks}) ORDER BY arrival",
-                keys,
-            ):
-                batch.labs[_text(patient)].append(pickle.loads(lab))
-            for ref, held in self.db.execute(
-                f"SELECT ref, held FROM dispenses WHERE patient IN ({marks}) ORDER BY ref", keys
-            ):
-                batch.dispenses[_text(ref)] = pickle.loads(held)
-            for ref, held in self.db.execute(
-                f"SELECT ref, held FROM issues WHERE patient IN ({marks}) ORDER BY ref", keys
-            ):
-                batch.issues[_text(ref)] = pickle.loads(held)
-            yield batch
+        keys = [_bytes(p) for p in chosen]
+        marks = ", ".join("?" for _ in keys)
+        batch = Collector(shared.reader, shared.clock)
+        batch.medications = shared.medications
+        batch.designations = shared.designations
+        wanted = set(chosen)
+        batch.requests = {
+            ref: request for ref, request in shared.requests.items() if request.patient in wanted
+        }
+        for patient, lab in self.db.execute(
+            f"SELECT patient, lab FROM labs WHERE patient IN ({marks}) ORDER BY arrival",
+            keys,
+        ):
+            batch.labs[_text(patient)].append(pickle.loads(lab))
+        for ref, held in self.db.execute(
+            f"SELECT ref, held FROM dispenses WHERE patient IN ({marks}) ORDER BY ref", keys
+        ):
+            batch.dispenses[_text(ref)] = pickle.loads(held)
+        for ref, held in self.db.execute(
+            f"SELECT ref, held FROM issues WHERE patient IN ({marks}) ORDER BY ref", keys
+        ):
+            batch.issues[_text(ref)] = pickle.loads(held)
+        return batch
 
     def context(
         self, undated: list[LabObservation]
@@ -499,12 +534,35 @@ class Collected:
     skipped: int
     resources: int  # read: parsed and skipped
 
-    def patient_batches(self, size: int) -> Iterator[tuple[Collector, list[PatientInputs]]]:
+    _inputs: list[PatientInputs] | None = field(default=None, repr=False)  # in memory, planned
+    _plan: list[Sequence[str]] | None = field(default=None, repr=False)  # spilled: each batch's
+    _size: int = 0
+
+    def plan_batches(self, size: int, jobs: int = 1) -> int:
+        """Cut the patients into batches to decide (in patient order); how many. Spilled: of
+        `size` patients (memory follows a batch). In memory: one, or several for `jobs`
+        processes to share (about four each, so that an uneven batch does not hold them up)."""
         if self.store is None:
-            yield self.collector, self.collector.patients()
-            return
-        for batch in self.store.batches(self.collector, size):
-            yield batch, batch.patients(self.store.context)
+            self._inputs = inputs = self.collector.patients()
+            if jobs <= 1:
+                self._size = max(1, len(inputs))
+            else:
+                self._size = max(1, min(size, -(-len(inputs) // (jobs * 4))))
+            return max(1, -(-len(inputs) // self._size))
+        requests = (request.patient for request in self.collector.requests.values())
+        patients = self.store.candidates(requests)
+        self._plan = [patients[at : at + size] for at in range(0, len(patients), size)]
+        return len(self._plan)
+
+    def batch(self, number: int) -> tuple[Collector, list[PatientInputs]]:
+        """The collector and the inputs of the `number`-th planned batch."""
+        if self.store is None:
+            assert self._inputs is not None  # planned
+            at = number * self._size
+            return self.collector, self._inputs[at : at + self._size]
+        assert self._plan is not None  # planned
+        batch = self.store.batch(self.collector, self._plan[number])
+        return batch, batch.patients(self.store.context)
 
     def unresolved_medications(self) -> int:
         if self.store is None:

@@ -7,13 +7,20 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from adapter.batch.engine import Collected, Tuning, collect, default_jobs
+from adapter.batch.engine import (
+    Collected,
+    Tuning,
+    can_fork,
+    collect,
+    default_jobs,
+    ordered_map,
+)
 from adapter.batch.sources import read_sources
 from adapter.core.evaluate import Context, Evaluation, Withdrawal, evaluate_patient
 from adapter.core.findings import Finding
@@ -282,14 +289,6 @@ class _Runs:
         self.folder = tempfile.TemporaryDirectory(prefix=".runs-", dir=out)
         self.runs: dict[str, list[Path]] = {name: [] for name, _ in _ORDER}
 
-    def add(self, name: str, records: Iterable[dict[str, Any]]) -> None:
-        path = Path(self.folder.name) / f"{name}.{len(self.runs[name])}"
-        with path.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(_dump(record))
-                handle.write("\n")
-        self.runs[name].append(path)
-
     def write(self, out: Path) -> None:
         for name, key in _ORDER:
             handles = [path.open(encoding="utf-8") for path in self.runs[name]]
@@ -340,13 +339,110 @@ def run_batch(
         collected.close()
 
 
+@dataclass
+class _Part:
+    """What deciding one batch of patients gave: its runs of the four outputs are on disk."""
+
+    runs: dict[str, Path]
+    on_clozapine: int
+    overdue: int
+    issues_written: int
+    withdrawn: int
+    decisions: list[DispenseDecision]
+    notes: list[str]
+    evaluations: list[Evaluation]  # only when the settings retain them
+
+
+def _decide_part(
+    settings: BatchSettings,
+    data: ReferenceData,
+    collector: Collector,
+    inputs: Sequence[PatientInputs],
+    folder: Path,
+    number: int,
+    observe: Observer | None = None,
+) -> _Part:
+    """Decide one batch of patients and write its sorted runs (named by `number`) to `folder`."""
+    context = _context(settings, data)
+    evaluations = [evaluate_patient(item, context) for item in inputs]
+    if settings.rems is None:
+        outputs = _local(evaluations)
+    else:
+        outputs = _rems(settings, settings.rems, data, collector, inputs, evaluations)
+    if observe is not None:
+        observe(inputs, evaluations, context, outputs.decisions, outputs.findings)
+    issues = _issues(settings, data, collector, inputs, outputs)
+    status = [status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine]
+    outputs.authorizations.sort(key=_pair_key("dispense"))
+    outputs.forms.sort(key=_pair_key("reportingPeriod"))
+    records = {
+        "DetectedIssue.ndjson": issues,
+        "status.ndjson": status,
+        "authorizations.ndjson": outputs.authorizations,
+        "psf.ndjson": outputs.forms,
+    }
+    runs = {}
+    for name, lines in records.items():
+        runs[name] = path = folder / f"{name}.{number}"
+        with path.open("w", encoding="utf-8") as handle:
+            for record in lines:
+                handle.write(_dump(record))
+                handle.write("\n")
+    return _Part(
+        runs=runs,
+        on_clozapine=sum(1 for e in evaluations if e.on_clozapine),
+        overdue=sum(1 for e in evaluations if e.on_clozapine and e.status.overdue),
+        issues_written=len(issues),
+        withdrawn=len(outputs.withdrawals),
+        decisions=outputs.decisions,
+        notes=outputs.notes,
+        evaluations=evaluations if settings.retain else [],
+    )
+
+
+#: What the forked deciding workers read (set by the parent just before it forks them).
+_DECIDING: tuple[BatchSettings, ReferenceData, Collected, Path] | None = None
+
+
+def _decide_in_worker(number: int) -> _Part:
+    assert _DECIDING is not None  # inherited from the parent at fork
+    settings, data, collected, folder = _DECIDING
+    collector, inputs = collected.batch(number)
+    return _decide_part(settings, data, collector, inputs, folder, number)
+
+
+def _parts(
+    settings: BatchSettings,
+    data: ReferenceData,
+    collected: Collected,
+    folder: Path,
+    observe: Observer | None,
+) -> Iterator[_Part]:
+    """Every batch of patients decided, in patient order: on forked worker processes when there
+    are several batches and CPUs (the local backend, no observer: both need this process),
+    else here."""
+    jobs = settings.jobs or default_jobs()
+    parallel = jobs > 1 and settings.rems is None and observe is None and can_fork()
+    count = collected.plan_batches(settings.tuning.batch_patients, jobs if parallel else 1)
+    if not parallel or count <= 1:
+        for number in range(count):
+            collector, inputs = collected.batch(number)
+            yield _decide_part(settings, data, collector, inputs, folder, number, observe)
+        return
+    global _DECIDING
+    _DECIDING = (settings, data, collected, folder)
+    try:
+        yield from ordered_map(_decide_in_worker, range(count), jobs)
+    finally:
+        _DECIDING = None
+
+
 def _decide(
     settings: BatchSettings,
     data: ReferenceData,
     collected: Collected,
     observe: Observer | None = None,
 ) -> BatchResult:
-    context = _context(settings, data)
     settings.out.mkdir(parents=True, exist_ok=True)
     runs = _Runs(settings.out)
     kept: list[Evaluation] = []
@@ -354,32 +450,16 @@ def _decide(
     notes: list[str] = []
     on_clozapine = overdue = issues_written = withdrawn = 0
     try:
-        for collector, inputs in collected.patient_batches(settings.tuning.batch_patients):
-            evaluations = [evaluate_patient(item, context) for item in inputs]
-            if settings.rems is None:
-                outputs = _local(evaluations)
-            else:
-                outputs = _rems(settings, settings.rems, data, collector, inputs, evaluations)
-            if observe is not None:
-                observe(inputs, evaluations, context, outputs.decisions, outputs.findings)
-            issues = _issues(settings, data, collector, inputs, outputs)
-            status = [
-                status_record(e.status, settings.as_of) for e in evaluations if e.on_clozapine
-            ]
-            outputs.authorizations.sort(key=_pair_key("dispense"))
-            outputs.forms.sort(key=_pair_key("reportingPeriod"))
-            runs.add("DetectedIssue.ndjson", issues)
-            runs.add("status.ndjson", status)
-            runs.add("authorizations.ndjson", outputs.authorizations)
-            runs.add("psf.ndjson", outputs.forms)
-            on_clozapine += sum(1 for e in evaluations if e.on_clozapine)
-            overdue += sum(1 for e in evaluations if e.on_clozapine and e.status.overdue)
-            issues_written += len(issues)
-            withdrawn += len(outputs.withdrawals)
-            decisions += outputs.decisions
-            notes += outputs.notes
-            if settings.retain:
-                kept += evaluations
+        for part in _parts(settings, data, collected, Path(runs.folder.name), observe):
+            for name, path in part.runs.items():
+                runs.runs[name].append(path)
+            on_clozapine += part.on_clozapine
+            overdue += part.overdue
+            issues_written += part.issues_written
+            withdrawn += part.withdrawn
+            decisions += part.decisions
+            notes += part.notes
+            kept += part.evaluations
         runs.write(settings.out)
     finally:
         runs.close()

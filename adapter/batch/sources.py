@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from adapter.batch.scan import ObservationScanner, observation_scanner
 from adapter.errors import UnreadableInputError
 from adapter.fhir.collect import InputProblem as InputProblem
 from adapter.fhir.collect import Located as Located
@@ -101,13 +102,18 @@ class Prefilter:
 
     read_types: frozenset[bytes]
     codes: re.Pattern[bytes]
+    #: The same test of a block of Observation lines in one compiled pass (Hyperscan), when it
+    #: is installed; None: the standard library's counts and `codes` decide.
+    scanner: ObservationScanner | None = field(default=None, compare=False)
 
     @classmethod
-    def of(cls, read_types: Iterable[str], codes: Iterable[str]) -> Prefilter:
+    def of(cls, read_types: Iterable[str], codes: Iterable[str], fast: bool = True) -> Prefilter:
         alternatives = b"|".join(re.escape(code.encode()) for code in sorted(set(codes)))
+        pattern = rb'"code"\s*:\s*"(?:' + alternatives + rb')"'
         return cls(
             frozenset(kind.encode() for kind in (*read_types, "Bundle")),
-            re.compile(rb'"code"\s*:\s*"(?:' + alternatives + rb')"'),
+            re.compile(pattern),
+            observation_scanner(pattern, _OBSERVATION) if fast else None,
         )
 
     def skips(self, line: bytes) -> bool:
@@ -279,49 +285,94 @@ def _blocks(
             break
         if not block.endswith(b"\n"):
             block += handle.readline()  # to the end of the line (end falls at a line start)
-        lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        kinds = None
-        if block.count(b'"resourceType"') == lines and block.find(b"\\") < 0:
-            # Every line holds "resourceType" once (if each starts with the prefix) and no escape.
-            if block.startswith(_OBSERVATION) and block.count(_NEXT_OBSERVATION) == lines - 1:
-                kinds = {b"Observation"}
-            elif block.startswith(_TYPE_PREFIX):
-                close = block.find(b'"', 17)
-                first = block[17:close] if close >= 0 else b"\n"  # "\n": not a type
-                found = _LINE_TYPES.findall(block)  # one per line after the first, if all match
-                if len(found) == lines - 1 and b"\n" not in first:
-                    kinds = {first, *found}
-        if kinds is not None and kinds.isdisjoint(skip_types):
-            counts.skipped += lines  # nothing the rules read
-        elif kinds == {b"Observation"}:
-            starts = sorted(
-                {block.rfind(b"\n", 0, m.start()) + 1 for m in prefilter.codes.finditer(block)}
-            )
+        coded = _coded_observations(block, prefilter)
+        if coded is not None:  # all compact Observations: parse only the lines with a lab code
+            starts, numbers, lines = coded
             counts.skipped += lines - len(starts)
-            line_number, counted = number + 1, 0
-            for at in starts:
-                line_number += block.count(b"\n", counted, at)
-                counted = at
+            for at, line_number in zip(starts, numbers, strict=True):
                 stop = block.find(b"\n", at)
-                line = block[at : stop + 1 if stop >= 0 else len(block)]
-                yield from _line(name, line, line_number, base + offset + at, problems)
+                line = block[at : len(block) if stop < 0 else stop + 1]
+                yield from _line(name, line, number + line_number, base + offset + at, problems)
         else:
-            at, index, size = 0, number, len(block)
-            while at < size:  # lines end at "\n" only, as when iterating over the file
-                stop = block.find(b"\n", at)
-                stop = size if stop < 0 else stop + 1
-                here, line, at, index = at, block[at:stop], stop, index + 1
-                if line.isspace():
-                    continue
-                if line.startswith(_UTF8_BOM):
-                    line = line[3:]
-                if prefilter.skips(line):
-                    counts.skipped += 1
-                    continue
-                yield from _line(name, line, index, base + offset + here, problems)
+            lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            kinds = _line_types(block, lines)
+            if kinds is not None and kinds.isdisjoint(skip_types):
+                counts.skipped += lines  # nothing the rules read
+            else:
+                at, index, size = 0, number, len(block)
+                while at < size:  # lines end at "\n" only, as when iterating over the file
+                    stop = block.find(b"\n", at)
+                    stop = size if stop < 0 else stop + 1
+                    here, line, at, index = at, block[at:stop], stop, index + 1
+                    if line.isspace():
+                        continue
+                    if line.startswith(_UTF8_BOM):
+                        line = line[3:]
+                    if prefilter.skips(line):
+                        counts.skipped += 1
+                        continue
+                    yield from _line(name, line, index, base + offset + here, problems)
         offset += len(block)
         number += lines
     counts.lines += number
+
+
+def _coded_observations(
+    block: bytes, prefilter: Prefilter
+) -> tuple[list[int], list[int], int] | None:
+    """When every line of the block is a compact Observation holding ``"resourceType"`` once
+    and no backslash: (the start offsets of the lines naming a lab code, their line numbers
+    within the block, the block's line count). None otherwise."""
+    if not block.startswith(_OBSERVATION):
+        return None
+    scanner = prefilter.scanner
+    if scanner is not None:  # one compiled pass: the codes, and no stray "resourceType" or "\"
+        found = scanner.code_line_starts(block)
+        if found is None:
+            return None
+        starts = found
+    elif block.find(b"\\") >= 0:
+        return None
+    else:
+        codes = prefilter.codes.finditer(block)
+        starts = sorted({block.rfind(b"\n", 0, m.start()) + 1 for m in codes})
+    numbers, lines = _line_numbers(block, starts)
+    if block.count(_NEXT_OBSERVATION) != lines - 1:  # a line that is not an Observation
+        return None
+    if scanner is None and block.count(b'"resourceType"') != lines:
+        return None
+    return starts, numbers, lines
+
+
+def _line_types(block: bytes, lines: int) -> set[bytes] | None:
+    """The resource types of a block whose every line starts with the compact type prefix,
+    holds ``"resourceType"`` once and no backslash; None for any other block."""
+    if block.count(b'"resourceType"') != lines or block.find(b"\\") >= 0:
+        return None
+    if not block.startswith(_TYPE_PREFIX):
+        return None
+    close = block.find(b'"', 17)
+    first = block[17:close] if close >= 0 else b"\n"  # "\n": not a type
+    found = _LINE_TYPES.findall(block)  # one per line after the first, if all match
+    if len(found) != lines - 1 or b"\n" in first:
+        return None
+    return {first, *found}
+
+
+def _line_numbers(block: bytes, starts: Sequence[int]) -> tuple[list[int], int]:
+    """The numbers within the block (from 1) of the lines starting at `starts` (ascending), and
+    how many lines the block has: its newlines counted once, in the gaps between those lines."""
+    numbers: list[int] = []
+    line, counted = 0, 0
+    for at in starts:
+        line += block.count(b"\n", counted, at) + 1
+        numbers.append(line)
+        stop = block.find(b"\n", at)
+        counted = len(block) if stop < 0 else stop + 1
+    total = line + block.count(b"\n", counted)
+    if counted < len(block) and not block.endswith(b"\n"):
+        total += 1  # the last line has no newline
+    return numbers, total
 
 
 def _line(
@@ -613,11 +664,32 @@ def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[L
         problems.append(InputProblem(f"{path}:1", "not valid JSON"))
 
 
-#: Digits (and points) in a row that may spell a number with more significant digits than a
-#: float holds: such input is read again exactly (a cheap test; a long OID costs only a re-read).
-_LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15,}")
 #: A float holds 15 significant decimal digits exactly; a number with more keeps them as Decimal.
 _FLOAT_DIGITS = 15
+#: A number token that may have more significant digits than a float holds: digits (and
+#: points) in a row, an exponent perhaps, then what may follow a JSON number (a comma, a closing
+#: bracket or brace, the end). Such input is read again exactly. The test is wider than JSON's
+#: grammar (digits inside a string followed by a comma match too: they only cost a re-read),
+#: never narrower; a string such as an OID (``urn:oid:2.16.840.1.113883...``) ends with a quote
+#: and does not match: Bulk Data identifiers carry OIDs in most lines.
+_LONG_NUMBER = re.compile(rb"[0-9][0-9.]{15,}(?:[eE][+-]?[0-9]+)?\s*(?:[,}\]]|\Z)")
+#: A cheap first test for `_LONG_NUMBER` (a regular expression costs ~20 us on a 1 KB line; this
+#: ~3 us): digits and points become "0", a quote stays, anything else becomes a space, so that a
+#: long number token is sixteen "0" then a space (or the end), and a long run inside a string
+#: that ends there (an OID) is followed by a quote instead. Wider than `_LONG_NUMBER`, never
+#: narrower: whatever it lets through is then matched exactly.
+_DIGIT_RUNS = bytes(
+    ord("0") if chr(byte) in "0123456789." else byte if byte == ord('"') else ord(" ")
+    for byte in range(256)
+)
+_LONG_RUN = b"0" * (_FLOAT_DIGITS + 1)
+
+
+def _may_hold_long_number(data: bytes) -> bool:
+    runs = data.translate(_DIGIT_RUNS)
+    if _LONG_RUN + b" " not in runs and not runs.endswith(_LONG_RUN):
+        return False
+    return _LONG_NUMBER.search(data) is not None
 
 
 def _parse(data: bytes) -> Any:
@@ -625,7 +697,7 @@ def _parse(data: bytes) -> Any:
     inside an Observation stays an exact Decimal: a result is never rounded before it is
     categorised (999.99999999999999999 is moderate, not the float 1000.0). Raises `_DecodeError`."""
     value = _loads(data)
-    if not _LONG_NUMBER.search(data):
+    if not _may_hold_long_number(data):
         return value
     import json  # rarely needed: only for input with such long digit runs
 

@@ -163,10 +163,29 @@ def _from_match(match: re.Match[str], path: str, site_tz: tzinfo) -> Moment:
     return Moment(start, end, precision)
 
 
+#: Times read before (text, site zone, kind) -> Moment: the results of one draw share their
+#: collection and issue times, so a large export reads each of them many times over. Only
+#: successful reads are kept (a problem names its path); cleared when full, so it stays small.
+_MOMENTS: dict[tuple[str, tzinfo, Kind], Moment] = {}
+_MOMENTS_MAX = 4096
+
+
 def read_moment(raw: object, path: str, site_tz: tzinfo, kind: Kind = "dateTime") -> Moment:
     """A FHIR date / dateTime / instant as its span; :class:`ValueProblem` if it cannot be read."""
     if not isinstance(raw, str):
         raise ValueProblem(path, f"expected a {kind} string, got a {type(raw).__name__}")
+    key = (raw, site_tz, kind)
+    known = _MOMENTS.get(key)
+    if known is not None:
+        return known
+    moment = _read_moment(raw, path, site_tz, kind)
+    if len(_MOMENTS) >= _MOMENTS_MAX:
+        _MOMENTS.clear()
+    _MOMENTS[key] = moment
+    return moment
+
+
+def _read_moment(raw: str, path: str, site_tz: tzinfo, kind: Kind) -> Moment:
     if len(raw) > 40:
         raise ValueProblem(path, f"not a FHIR {kind}")
     match = _PATTERNS[kind].fullmatch(raw)
