@@ -55,7 +55,7 @@ class Tuning:
     #: Below this much input everything is read in this process (workers cost ~50 ms).
     parallel_bytes: int = 16 * 1024 * 1024
     #: Above this much input what is kept per patient is spilled to disk.
-    spill_bytes: int = 256 * 1024 * 1024
+    spill_bytes: int = 1536 * 1024 * 1024
     #: Patients decided together when spilled.
     batch_patients: int = 200
 

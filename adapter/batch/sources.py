@@ -256,7 +256,7 @@ def _ndjson(
 
 
 #: Lines are prefiltered a block at a time: the checks run in C over the whole block.
-BLOCK_BYTES = 4 * 1024 * 1024
+BLOCK_BYTES = 256 * 1024
 _OBSERVATION = b'{"resourceType":"Observation",'
 _NEXT_OBSERVATION = b"\n" + _OBSERVATION
 _LINE_TYPES = re.compile(rb'\n\{"resourceType":"([^"\n]*)"')
@@ -360,19 +360,23 @@ def _line_types(block: bytes, lines: int) -> set[bytes] | None:
 
 
 def _line_numbers(block: bytes, starts: Sequence[int]) -> tuple[list[int], int]:
-    """The numbers within the block (from 1) of the lines starting at `starts` (ascending), and
-    how many lines the block has: its newlines counted once, in the gaps between those lines."""
+    """The numbers within the block (from 1) of the lines starting at `starts` (ascending line
+    starts), and how many lines the block has. A loop of `find` (memchr) over the newlines
+    costs less than half of `bytes.count`'s byte-by-byte loop on lines of a kilobyte."""
     numbers: list[int] = []
-    line, counted = 0, 0
-    for at in starts:
-        line += block.count(b"\n", counted, at) + 1
-        numbers.append(line)
-        stop = block.find(b"\n", at)
-        counted = len(block) if stop < 0 else stop + 1
-    total = line + block.count(b"\n", counted)
-    if counted < len(block) and not block.endswith(b"\n"):
-        total += 1  # the last line has no newline
-    return numbers, total
+    pending = iter(starts)
+    wanted = next(pending, -1)
+    line, at, size, find = 0, 0, len(block), block.find
+    while at < size:
+        line += 1
+        if at == wanted:
+            numbers.append(line)
+            wanted = next(pending, -1)
+        stop = find(b"\n", at)
+        if stop < 0:
+            break
+        at = stop + 1
+    return numbers, line
 
 
 def _line(

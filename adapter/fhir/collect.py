@@ -22,6 +22,7 @@ from adapter.core.model import (
     PendingDispense,
     PriorIssue,
     Supply,
+    compact_pickle,
 )
 from adapter.fhir.read import FhirInputError, Reader, ReportTimes, collection_time
 
@@ -86,6 +87,7 @@ def _meta_text(value: object) -> str:
     return ""
 
 
+@compact_pickle
 @dataclass
 class _Dispense:
     rank: tuple[int, str, int]
