@@ -395,3 +395,32 @@ def test_a_worker_that_dies_fails_the_run_instead_of_hanging(
     monkeypatch.setattr(engine, "_run_task", killed)
     with pytest.raises(InternalError, match="worker process ended unexpectedly"):
         _run(DEMO, tmp_path / "out", jobs=2, tuning=SMALL)
+
+
+class _Patients:
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def patients(self) -> list[str]:
+        return [f"Patient/{n:04d}" for n in range(self.count)]
+
+
+@pytest.mark.parametrize(
+    ("patients", "jobs", "batches"),
+    [
+        (0, 2, 1),
+        (7, 1, 1),
+        (7, 2, 1),  # fewer than a shared batch: decided in one
+        (628, 1, 1),  # one process: one batch, as ever
+        (628, 2, 8),  # about four a worker
+        (100, 2, 7),  # batches of at least 16
+        (5000, 2, 25),  # and at most `batch_patients`
+    ],
+)
+def test_patients_in_memory_are_cut_into_batches_for_the_workers(
+    patients: int, jobs: int, batches: int
+) -> None:
+    collected = engine.Collected(_Patients(patients), None, 0, 0)  # type: ignore[arg-type]
+    assert collected.plan_batches(200, jobs) == batches
+    cut = [collected.batch(n)[1] for n in range(batches)]
+    assert [p for part in cut for p in part] == _Patients(patients).patients()  # all, in order

@@ -50,9 +50,12 @@ _Out = TypeVar("_Out")
 class Tuning:
     """Sizes that decide how the work is cut (tests make them tiny to exercise every path)."""
 
-    #: An NDJSON file larger than this is cut into byte ranges of about this size.
+    #: An NDJSON file larger than this is cut into byte ranges of about this size, or smaller
+    #: (down to `min_chunk_bytes`) so that each worker has about four tasks to take.
     chunk_bytes: int = 32 * 1024 * 1024
-    #: Below this much input everything is read in this process (workers cost ~50 ms).
+    min_chunk_bytes: int = 1024 * 1024
+    #: Below this much input everything is read and decided in this process (workers cost
+    #: ~20-30 ms to start and to hand their results over: more than reading 10k Observations).
     parallel_bytes: int = 16 * 1024 * 1024
     #: Above this much input what is kept per patient is spilled to disk.
     spill_bytes: int = 1536 * 1024 * 1024
@@ -524,6 +527,11 @@ class Store:
 # ------------------------------------------------------------------ reading it all
 
 
+#: In memory, patients are decided on the workers in batches of at least this many (a batch
+#: costs its round trip between processes).
+MIN_SHARED_BATCH = 16
+
+
 @dataclass
 class Collected:
     """Everything read: in memory (`collector`), or spilled (`store`, with the collector
@@ -533,6 +541,8 @@ class Collected:
     store: Store | None
     skipped: int
     resources: int  # read: parsed and skipped
+    #: The processes the input was large enough for (deciding shares them too).
+    workers: int = 1
 
     _inputs: list[PatientInputs] | None = field(default=None, repr=False)  # in memory, planned
     _plan: list[Sequence[str]] | None = field(default=None, repr=False)  # spilled: each batch's
@@ -547,7 +557,8 @@ class Collected:
             if jobs <= 1:
                 self._size = max(1, len(inputs))
             else:
-                self._size = max(1, min(size, -(-len(inputs) // (jobs * 4))))
+                share = -(-len(inputs) // (jobs * 4))
+                self._size = max(1, min(size, max(MIN_SHARED_BATCH, share)))
             return max(1, -(-len(inputs) // self._size))
         requests = (request.patient for request in self.collector.requests.values())
         patients = self.store.candidates(requests)
@@ -592,8 +603,11 @@ def collect(
     total = sum(_size(path) for path in files)
     if spill is None:
         spill = total > tuning.spill_bytes
-    tasks = plan(files, tuning.chunk_bytes)
     workers = jobs if total > tuning.parallel_bytes else 1
+    chunk = tuning.chunk_bytes
+    if workers > 1:  # about four tasks a worker, so that none waits for a last large one
+        chunk = min(chunk, max(tuning.min_chunk_bytes, total // (workers * 4)))
+    tasks = plan(files, chunk)
     merged = Collector(Reader(data, site_tz), clock)
     store = Store() if spill else None
     skipped = 0
@@ -617,4 +631,4 @@ def collect(
         if store is not None:
             store.close()
         raise
-    return Collected(merged, store, skipped, merged.resources_read + skipped)
+    return Collected(merged, store, skipped, merged.resources_read + skipped, workers)

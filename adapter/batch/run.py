@@ -421,7 +421,7 @@ def _parts(
     """Every batch of patients decided, in patient order: on forked worker processes when there
     are several batches and CPUs (the local backend, no observer: both need this process),
     else here."""
-    jobs = settings.jobs or default_jobs()
+    jobs = collected.workers
     parallel = jobs > 1 and settings.rems is None and observe is None and can_fork()
     count = collected.plan_batches(settings.tuning.batch_patients, jobs if parallel else 1)
     if not parallel or count <= 1:
