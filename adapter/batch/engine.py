@@ -14,6 +14,7 @@ at a time (`Store.batches`): memory follows the largest batch, not the input.
 from __future__ import annotations
 
 import multiprocessing
+import operator
 import os
 import pickle
 import sqlite3
@@ -277,6 +278,9 @@ def _rank_columns(rank: Rank) -> tuple[int, str, bytes, int]:
     return (len(shown) if version >= 0 else -1, shown, _bytes(updated), arrival)
 
 
+_arrival = operator.attrgetter("arrival")
+
+
 def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
@@ -295,12 +299,14 @@ def _spill(collector: Collector, number: int, path: str) -> None:
     db = _connect(path)
     try:
         with db:
+            # One row per patient and task, the results in reading order: one pickle each
+            # (the strings they share are written once) and few rows to insert and read back.
             db.executemany(
                 "INSERT INTO labs VALUES (?, ?, ?)",
                 (
-                    (_bytes(patient), lab.arrival, _dumps(lab))
+                    (_bytes(patient), labs[0].arrival, _dumps(labs))
                     for patient, labs in collector.labs.items()
-                    for lab in labs
+                    if labs
                 ),
             )
             db.executemany(
@@ -369,7 +375,7 @@ _NEWER = (
     "({t}.v_len, {t}.v, {t}.updated, {t}.arrival)"
 )
 _SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS labs (patient BLOB, arrival INTEGER, lab BLOB);
+CREATE TABLE IF NOT EXISTS labs (patient BLOB, arrival INTEGER, lab BLOB);  -- lab: a list
 CREATE TABLE IF NOT EXISTS dispenses (ref BLOB PRIMARY KEY, {_RANK}, patient BLOB,
     clozapine INTEGER, medication BLOB, held BLOB);
 CREATE TABLE IF NOT EXISTS issues (ref BLOB PRIMARY KEY, {_RANK}, patient BLOB, held BLOB);
@@ -479,7 +485,9 @@ class Store:
             f"SELECT patient, lab FROM labs WHERE patient IN ({marks}) ORDER BY arrival",
             keys,
         ):
-            batch.labs[_text(patient)].append(pickle.loads(lab))
+            batch.labs[_text(patient)].extend(pickle.loads(lab))  # a task's, in reading order
+        for labs in batch.labs.values():  # in arrival order, as one collector would hold them
+            labs.sort(key=_arrival)
         for ref, held in self.db.execute(
             f"SELECT ref, held FROM dispenses WHERE patient IN ({marks}) ORDER BY ref", keys
         ):
@@ -527,9 +535,19 @@ class Store:
 # ------------------------------------------------------------------ reading it all
 
 
-#: In memory, patients are decided on the workers in batches of at least this many (a batch
-#: costs its round trip between processes).
+#: Patients are decided on the workers in batches of at least this many (a batch costs its
+#: round trip between processes).
 MIN_SHARED_BATCH = 16
+
+
+def _batch_size(patients: int, largest: int, jobs: int) -> int:
+    """Patients a batch: at most `largest`; on several processes, small enough for about four
+    batches each (an uneven batch then does not hold the others up), but not below
+    `MIN_SHARED_BATCH`."""
+    if jobs <= 1:
+        return max(1, largest)
+    share = -(-patients // (jobs * 4))
+    return max(1, min(largest, max(MIN_SHARED_BATCH, share)))
 
 
 @dataclass
@@ -554,14 +572,11 @@ class Collected:
         processes to share (about four each, so that an uneven batch does not hold them up)."""
         if self.store is None:
             self._inputs = inputs = self.collector.patients()
-            if jobs <= 1:
-                self._size = max(1, len(inputs))
-            else:
-                share = -(-len(inputs) // (jobs * 4))
-                self._size = max(1, min(size, max(MIN_SHARED_BATCH, share)))
+            self._size = _batch_size(len(inputs), size if jobs > 1 else len(inputs), jobs)
             return max(1, -(-len(inputs) // self._size))
         requests = (request.patient for request in self.collector.requests.values())
         patients = self.store.candidates(requests)
+        size = _batch_size(len(patients), size, jobs)
         self._plan = [patients[at : at + size] for at in range(0, len(patients), size)]
         return len(self._plan)
 
