@@ -258,7 +258,6 @@ def _ndjson(
 #: Lines are prefiltered a block at a time: the checks run in C over the whole block.
 BLOCK_BYTES = 256 * 1024
 _OBSERVATION = b'{"resourceType":"Observation",'
-_NEXT_OBSERVATION = b"\n" + _OBSERVATION
 _LINE_TYPES = re.compile(rb'\n\{"resourceType":"([^"\n]*)"')
 
 
@@ -336,9 +335,10 @@ def _coded_observations(
     else:
         codes = prefilter.codes.finditer(block)
         starts = sorted({block.rfind(b"\n", 0, m.start()) + 1 for m in codes})
-    numbers, lines = _line_numbers(block, starts)
-    if block.count(_NEXT_OBSERVATION) != lines - 1:  # a line that is not an Observation
+    numbered = _observation_lines(block, starts)
+    if numbered is None:  # a line that is not a compact Observation
         return None
+    numbers, lines = numbered
     if scanner is None and block.count(b'"resourceType"') != lines:
         return None
     return starts, numbers, lines
@@ -359,15 +359,19 @@ def _line_types(block: bytes, lines: int) -> set[bytes] | None:
     return {first, *found}
 
 
-def _line_numbers(block: bytes, starts: Sequence[int]) -> tuple[list[int], int]:
+def _observation_lines(block: bytes, starts: Sequence[int]) -> tuple[list[int], int] | None:
     """The numbers within the block (from 1) of the lines starting at `starts` (ascending line
-    starts), and how many lines the block has. A loop of `find` (memchr) over the newlines
-    costs less than half of `bytes.count`'s byte-by-byte loop on lines of a kilobyte."""
+    starts), and how many lines the block has; None if a line does not start with the compact
+    Observation prefix. One loop of `find` (memchr) over the newlines, with a `startswith` at
+    each line: cheaper on lines of a kilobyte than `bytes.count`'s byte-by-byte loops."""
     numbers: list[int] = []
     pending = iter(starts)
     wanted = next(pending, -1)
-    line, at, size, find = 0, 0, len(block), block.find
+    line, at, size = 0, 0, len(block)
+    find, starts_with = block.find, block.startswith
     while at < size:
+        if not starts_with(_OBSERVATION, at):
+            return None
         line += 1
         if at == wanted:
             numbers.append(line)
