@@ -12,6 +12,13 @@
 - One connection per thread (sqlite3 objects are not shared between threads); writes take the
   lock up front (``BEGIN IMMEDIATE``) so two writers never deadlock on a lock upgrade, and wait
   up to ``busy_timeout`` for each other.
+- Inbox writes (`put_items`) are one multi-row ``INSERT ... RETURNING`` per ``_ROWS_PER_INSERT``
+  items rather than one statement per item; a call that fits one statement, outside any
+  transaction, is that statement alone (SQLite makes it one transaction, committed, with its
+  fsync, before the statement finishes; a write statement takes the write lock when it starts,
+  as ``BEGIN IMMEDIATE`` does). Each statement is one release of the interpreter lock rather
+  than one per item, which matters to the MLLP group commit's thread among busy connection
+  threads.
 """
 
 from __future__ import annotations
@@ -22,11 +29,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapter.store.base import StateError
+from adapter.store.base import INBOX_PARKED, INBOX_PENDING, NewItem, StateError
 from adapter.store.sql import SqlStore
 
 #: How long a writer waits for another's lock before the store reports an error (ms).
 BUSY_TIMEOUT_MS = 30_000
+
+#: Inbox rows per INSERT statement: 6 bound values each (SQLite allows 32,766 per statement);
+#: each row count is one statement in the connection's cache (128 statements).
+_ROWS_PER_INSERT = 64
+_INSERT_ITEMS = [
+    "INSERT INTO inbox (dedup_key, source, patient, state, body, received_at) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?)"] * rows)
+    + " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key"
+    for rows in range(_ROWS_PER_INSERT + 1)
+]
 
 
 class SqliteStore(SqlStore):
@@ -100,6 +117,42 @@ class SqliteStore(SqlStore):
             # sqlite3 messages name tables and constraints, never bound values
             return StateError(f"the state store failed: {error}", where=self.where)
         return None
+
+    def put_items(self, items: Sequence[NewItem]) -> list[bool]:
+        if not items:
+            return []
+        chunks = [
+            items[at : at + _ROWS_PER_INSERT] for at in range(0, len(items), _ROWS_PER_INSERT)
+        ]
+        if len(chunks) == 1 and not getattr(self._local, "depth", 0):
+            inserted = self._insert_items(chunks[0])  # its own transaction: committed on return
+        else:
+            with self.transaction():
+                inserted = set()
+                for chunk in chunks:
+                    inserted |= self._insert_items(chunk)
+        out = []
+        for item in items:
+            new = item.key in inserted
+            inserted.discard(item.key)  # the same key twice in one call: the first is the new one
+            out.append(new)
+        return out
+
+    def _insert_items(self, items: Sequence[NewItem]) -> set[str]:
+        """The keys of `items` that were not in the inbox (one statement)."""
+        params: list[Any] = []
+        for item in items:
+            state = INBOX_PENDING if item.patient is not None else INBOX_PARKED
+            params += (item.key, item.source, item.patient, state, item.body, item.received_at)
+        sql = _INSERT_ITEMS[len(items)]
+
+        def run() -> set[str]:
+            # every row is read: the statement (and an implicit transaction) ends with the last
+            rows = self._connection().execute(sql, params).fetchall()
+            return {str(row[0]) for row in rows}
+
+        inserted: set[str] = self._guard(run)
+        return inserted
 
     def _has_table(self, name: str) -> bool:
         return (
