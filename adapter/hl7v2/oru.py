@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import Any
 
 from adapter.hl7v2.message import (
@@ -93,9 +94,10 @@ class Header:
     accept_ack: str = ""  # MSH-15
     application_ack: str = ""  # MSH-16
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """The deduplication key: MSH-3 | MSH-4 | MSH-10."""
+        """The deduplication key: MSH-3 | MSH-4 | MSH-10 (computed once: the ACK, the inbox
+        keys and the group commit all read it)."""
         return "|".join(
             (_hd(self.sending_application), _hd(self.sending_facility), self.control_id)
         )

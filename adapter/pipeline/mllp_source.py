@@ -368,8 +368,13 @@ class MllpSource:
     def _store(self, message: OruMessage) -> None:
         arrivals = []
         parked = False
-        for index, result in enumerate(message.results):
-            patient = self.matcher.known(result.patient)
+        prefix = f"{SOURCE}:{message.header.key}#"
+        matched: dict[PatientKey, str | None] = {}  # the results of a message share a patient
+        for index, result in enumerate(message.results, start=1):
+            if result.patient in matched:
+                patient = matched[result.patient]
+            else:
+                patient = matched[result.patient] = self.matcher.known(result.patient)
             resource = result.observation
             if patient is not None:
                 subject = {**resource["subject"], "reference": patient}
@@ -378,11 +383,7 @@ class MllpSource:
                 parked = True
             arrivals.append(
                 Arrival(
-                    resource,
-                    source=SOURCE,
-                    patient=patient,
-                    key=f"{SOURCE}:{message.header.key}#{index + 1}",
-                    forward=True,
+                    resource, source=SOURCE, patient=patient, key=f"{prefix}{index}", forward=True
                 )
             )
         if arrivals:
