@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from decimal import Decimal, InvalidOperation
-from functools import cached_property
 from typing import Any
 
 from adapter.hl7v2.message import (
@@ -94,10 +93,9 @@ class Header:
     accept_ack: str = ""  # MSH-15
     application_ack: str = ""  # MSH-16
 
-    @cached_property
+    @property
     def key(self) -> str:
-        """The deduplication key: MSH-3 | MSH-4 | MSH-10 (computed once: the ACK, the inbox
-        keys and the group commit all read it)."""
+        """The deduplication key: MSH-3 | MSH-4 | MSH-10."""
         return "|".join(
             (_hd(self.sending_application), _hd(self.sending_facility), self.control_id)
         )

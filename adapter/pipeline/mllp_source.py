@@ -388,7 +388,7 @@ class MllpSource:
             )
         if arrivals:
             self.commit.submit(arrivals)
-        if parked:
+        if parked and not self._wake.is_set():  # the matcher's pass is due already otherwise
             self._wake.set()
 
     # -- matching parked results ---------------------------------------------------------------
