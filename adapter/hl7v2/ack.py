@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Literal
 
 from adapter.hl7v2.message import ERROR_TEXT, Hl7v2Error
@@ -55,6 +56,21 @@ def _hd(components: tuple[tuple[str, ...], ...]) -> str:
     )
 
 
+@lru_cache(maxsize=256)
+def _addresses(head: tuple[tuple[tuple[str, ...], ...], ...]) -> str:
+    """MSH-3 to MSH-6 of the ACK: the message's receiver and sender swapped (a feed sends the
+    same ones every time: built once per feed, not per message)."""
+    receiving_application, receiving_facility, sending_application, sending_facility = head
+    return "|".join(
+        (
+            _hd(receiving_application) or APPLICATION,
+            _hd(receiving_facility),
+            _hd(sending_application),
+            _hd(sending_facility),
+        )
+    )
+
+
 def _wanted(condition: str, success: bool) -> bool:
     condition = condition or "AL"
     return (
@@ -86,10 +102,14 @@ def build(
         (
             "MSH",
             "^~\\&",
-            _hd(head.receiving_application) or APPLICATION,
-            _hd(head.receiving_facility),
-            _hd(head.sending_application),
-            _hd(head.sending_facility),
+            _addresses(
+                (
+                    head.receiving_application,
+                    head.receiving_facility,
+                    head.sending_application,
+                    head.sending_facility,
+                )
+            ),
             v2_timestamp(now),
             "",
             f"ACK^{escape(head.event)}^ACK" if head.event else "ACK",

@@ -116,14 +116,18 @@ class Segment:
 
     def value(self, number: int, component: int = 1, repetition: int = 1, sub: int = 1) -> str:
         """One leaf (unescaped), '' when absent."""
-        field = self.field(number)
+        field = self._parsed.get(number)
+        if field is None:
+            field = self.field(number)
         try:
             return field[repetition - 1][component - 1][sub - 1]
         except IndexError:
             return ""
 
     def components(self, number: int, repetition: int = 1) -> tuple[tuple[str, ...], ...]:
-        field = self.field(number)
+        field = self._parsed.get(number)
+        if field is None:
+            field = self.field(number)
         return field[repetition - 1] if len(field) >= repetition else ()
 
     def at(self, field: int = 0, component: int = 0) -> Location:

@@ -236,13 +236,22 @@ class MllpServer:
             return False
         if reply is None:
             return True
+        data = frame(reply)
         try:
-            sock.settimeout(self.limits.send_timeout)
-            sock.sendall(frame(reply))
+            # an ACK fits the socket's send buffer: one send, without changing the timeout
+            # (two system calls a message); only a sender that does not read waits longer
+            try:
+                sent = sock.send(data)
+            except TimeoutError:
+                sent = 0
+            if sent < len(data):
+                sock.settimeout(self.limits.send_timeout)
+                try:
+                    sock.sendall(data[sent:])
+                finally:
+                    with contextlib.suppress(OSError):
+                        sock.settimeout(_POLL)
         except OSError as error:
             log.info("mllp %s: ACK not sent (%s)", where, error.strerror or error)
             return False
-        finally:
-            with contextlib.suppress(OSError):
-                sock.settimeout(_POLL)
         return True

@@ -23,13 +23,10 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +57,27 @@ SOURCE = "mllp"
 # ------------------------------------------------------------------ group commit
 
 
+class _Waiter:
+    """One `submit` waiting for its transaction: `done` is held until the committer has set
+    `receipts` or `error` (a bare lock: the cheapest hand-off between two threads)."""
+
+    __slots__ = ("arrivals", "done", "error", "receipts")
+
+    def __init__(self, arrivals: list[Arrival]) -> None:
+        self.arrivals = arrivals
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.receipts: list[Receipt] = []
+        self.error: BaseException | None = None
+
+
 class GroupCommit:
     """One committer thread: what the connections hand it while it writes goes in the next
     transaction, together (one fsync for all of them). `submit` returns once its arrivals are
-    durably stored, or raises (StateError: nothing is acknowledged)."""
+    durably stored, or raises (StateError: nothing is acknowledged).
+
+    The hand-offs are bare locks, not queues and futures: a message costs one wake-up of its
+    connection thread, and the committer is woken once per batch (only when it was idle)."""
 
     def __init__(
         self,
@@ -75,10 +89,21 @@ class GroupCommit:
         self.receive = receive
         self.max_batch = max_batch
         self.timeout = timeout
-        self._queue: queue.Queue[tuple[list[Arrival], Future[list[Receipt]]] | None] = queue.Queue()
+        self._mutex = threading.Lock()
+        #: held while the committer has nothing to do; released by a submit that finds it idle
+        self._bell = threading.Lock()
+        self._bell.acquire()
+        self._idle = True
+        self._pending: deque[_Waiter | None] = deque()  # None: stop once what precedes is done
         self._thread: threading.Thread | None = None
         self.commits = 0
         self.submitted = 0
+
+    @property
+    def waiting(self) -> int:
+        """Submissions waiting for the next transaction."""
+        with self._mutex:
+            return len(self._pending)
 
     def start(self) -> GroupCommit:
         self._thread = threading.Thread(target=self._run, name="mllp-commit", daemon=True)
@@ -87,49 +112,72 @@ class GroupCommit:
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread is not None:
-            self._queue.put(None)
+            self._put(None)
             self._thread.join(timeout)
             self._thread = None
+
+    def _put(self, waiter: _Waiter | None) -> None:
+        with self._mutex:
+            self._pending.append(waiter)
+            ring, self._idle = self._idle, False
+        if ring:
+            self._bell.release()
 
     def submit(self, arrivals: Sequence[Arrival]) -> list[Receipt]:
         if self._thread is None:
             raise StateError("the MLLP source is not running")
-        future: Future[list[Receipt]] = Future()
-        self._queue.put((list(arrivals), future))
-        try:
-            return future.result(self.timeout)
-        except FutureTimeout as error:
-            raise StateError(f"the inbox write took over {self.timeout:g} s") from error
+        waiter = _Waiter(list(arrivals))
+        self._put(waiter)
+        if not waiter.done.acquire(timeout=self.timeout):
+            raise StateError(f"the inbox write took over {self.timeout:g} s")
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.receipts
+
+    def _take(self) -> tuple[list[_Waiter], bool]:
+        """What waits (up to max_batch), and whether a stop came after it; ([], False) when
+        nothing does (the committer is idle from then on)."""
+        batch: list[_Waiter] = []
+        with self._mutex:
+            pending = self._pending
+            while pending and len(batch) < self.max_batch:
+                waiter = pending.popleft()
+                if waiter is None:
+                    return batch, True
+                batch.append(waiter)
+            if not batch:
+                self._idle = True
+        return batch, False
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            everything = [arrival for arrivals, _ in batch for arrival in arrivals]
-            try:
-                receipts = self.receive(everything) if everything else []
-            except BaseException as error:  # every waiter learns, none is acknowledged
-                for _, future in batch:
-                    future.set_exception(error)
-                continue
-            self.commits += 1
-            self.submitted += len(batch)
-            start = 0
-            for arrivals, future in batch:
-                future.set_result(receipts[start : start + len(arrivals)])
-                start += len(arrivals)
+        while True:
+            self._bell.acquire()
+            while True:
+                batch, stopping = self._take()
+                if batch:
+                    self._commit(batch)
+                if stopping:
+                    return
+                if not batch:
+                    break  # idle: wait for the bell
+
+    def _commit(self, batch: list[_Waiter]) -> None:
+        everything = [arrival for waiter in batch for arrival in waiter.arrivals]
+        try:
+            receipts = self.receive(everything) if everything else []
+        except BaseException as error:  # every waiter learns, none is acknowledged
+            for waiter in batch:
+                waiter.error = error
+                waiter.done.release()
+            return
+        self.commits += 1
+        self.submitted += len(batch)
+        start = 0
+        for waiter in batch:
+            end = start + len(waiter.arrivals)
+            waiter.receipts = receipts[start:end]
+            start = end
+            waiter.done.release()
 
 
 # ------------------------------------------------------------------ patients
@@ -320,8 +368,13 @@ class MllpSource:
     def _store(self, message: OruMessage) -> None:
         arrivals = []
         parked = False
-        for index, result in enumerate(message.results):
-            patient = self.matcher.known(result.patient)
+        prefix = f"{SOURCE}:{message.header.key}#"
+        matched: dict[PatientKey, str | None] = {}  # the results of a message share a patient
+        for index, result in enumerate(message.results, start=1):
+            if result.patient in matched:
+                patient = matched[result.patient]
+            else:
+                patient = matched[result.patient] = self.matcher.known(result.patient)
             resource = result.observation
             if patient is not None:
                 subject = {**resource["subject"], "reference": patient}
@@ -330,16 +383,12 @@ class MllpSource:
                 parked = True
             arrivals.append(
                 Arrival(
-                    resource,
-                    source=SOURCE,
-                    patient=patient,
-                    key=f"{SOURCE}:{message.header.key}#{index + 1}",
-                    forward=True,
+                    resource, source=SOURCE, patient=patient, key=f"{prefix}{index}", forward=True
                 )
             )
         if arrivals:
             self.commit.submit(arrivals)
-        if parked:
+        if parked and not self._wake.is_set():  # the matcher's pass is due already otherwise
             self._wake.set()
 
     # -- matching parked results ---------------------------------------------------------------

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from adapter.mllp.client import MllpError
-from adapter.mllp.framing import END, START, frame
+from adapter.mllp.framing import END, START, Frame, frame
+from adapter.mllp.server import _POLL, Limits, MllpServer
 from tests.hl7v2.kit import obr, obx, oru, sample
 from tests.mllp.kit import MemoryStore, client, listening, msa
 
@@ -190,3 +191,54 @@ def test_stop_ends_every_connection():
         lab.send(oru(obr(), obx(1, ANC, "2"), control="S2"))
     lab.close()
     assert server.stats.active == 0
+
+
+class _SlowReader:
+    """A socket whose send buffer takes only part of an ACK (a sender that is not reading)."""
+
+    def __init__(self, takes: int | None) -> None:
+        self.takes = takes  # bytes the first send takes; None: it times out
+        self.sent = b""
+        self.timeouts: list[float] = []
+
+    def send(self, data: bytes) -> int:
+        if self.takes is None:
+            raise TimeoutError
+        self.sent += data[: self.takes]
+        return min(self.takes, len(data))
+
+    def sendall(self, data: bytes) -> None:
+        self.sent += data
+
+    def settimeout(self, value: float) -> None:
+        self.timeouts.append(value)
+
+
+@pytest.mark.parametrize("takes", [None, 0, 7])
+def test_an_ack_the_send_buffer_cannot_take_at_once_is_sent_whole_within_the_send_timeout(takes):
+    class Handler:
+        def on_message(self, payload: bytes) -> bytes:
+            return b"MSA|AA|" + payload
+
+        def on_bad_frame(self, reason: str, head: bytes) -> None:
+            return None
+
+    server = MllpServer("127.0.0.1", 0, Handler(), Limits(send_timeout=3.0))
+    sock = _SlowReader(takes)
+    assert server._answer(sock, Frame(b"X" * 100), "peer")  # type: ignore[arg-type]
+    assert sock.sent == frame(b"MSA|AA|" + b"X" * 100)
+    assert sock.timeouts == [3.0, _POLL]  # the send timeout, then the poll timeout again
+
+
+def test_an_ack_that_fits_is_one_send_with_the_timeout_untouched():
+    class Handler:
+        def on_message(self, payload: bytes) -> bytes:
+            return b"MSA|AA|1"
+
+        def on_bad_frame(self, reason: str, head: bytes) -> None:
+            return None
+
+    server = MllpServer("127.0.0.1", 0, Handler(), Limits())
+    sock = _SlowReader(10_000)
+    assert server._answer(sock, Frame(b"MSH"), "peer")  # type: ignore[arg-type]
+    assert sock.sent == frame(b"MSA|AA|1") and sock.timeouts == []

@@ -122,7 +122,7 @@ def test_group_commit_puts_waiting_writes_in_one_transaction():
         for thread in others:
             thread.start()
         for _ in range(1000):  # bounded: until the five wait behind the first
-            if commit._queue.qsize() >= 5:
+            if commit.waiting >= 5:
                 break
             threading.Event().wait(0.01)
         gate.set()

@@ -87,6 +87,34 @@ def test_put_items_deduplicates_on_the_key_and_keeps_the_first(store: Store):
     assert store.inbox_depth() == 3
 
 
+def test_put_items_answers_a_key_repeated_in_one_call_as_one_item(store: Store):
+    store.put_items([item("old")])
+    answers = store.put_items(
+        [item("n1"), item("old"), item("n1", patient="Patient/2"), item("n2")]
+    )
+    assert answers == [True, False, False, True]
+    repeated = store.item("n1")
+    assert repeated is not None and repeated.patient == "Patient/1"  # the first one was kept
+    assert store.inbox_depth() == 3
+
+
+def test_put_items_takes_many_items_in_arrival_order(store: Store):
+    keys = [f"m{n:03d}" for n in range(150)]  # more than one statement's worth of rows
+    answers = store.put_items([item(key, patient=None) for key in keys[:100]] + [item("m000")])
+    assert answers == [True] * 100 + [False]
+    assert store.put_items([item(key, patient=None) for key in keys]) == [False] * 100 + [True] * 50
+    parked = store.parked_items(1000)
+    assert [p.key for p in parked] == keys  # ids follow the order of arrival
+    assert [p.id for p in parked] == sorted(p.id for p in parked)
+
+
+def test_put_items_inside_a_transaction_is_part_of_it(store: Store):
+    with pytest.raises(RuntimeError), store.transaction():
+        assert store.put_items([item("t1"), item("t2")]) == [True, True]
+        raise RuntimeError("rolled back")
+    assert store.item("t1") is None and store.item("t2") is None
+
+
 def test_put_items_is_durable_once_it_returns(open_store):
     open_store().put_items([item("k1")])
     assert open_store().item("k1") is not None
