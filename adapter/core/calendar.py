@@ -13,8 +13,10 @@ def add_months(day: date, months: int) -> date:
     month_index = day.month - 1 + months
     year = day.year + month_index // 12
     month = month_index % 12 + 1
-    last = calendar.monthrange(year, month)[1]
-    return date(year, month, min(day.day, last))
+    try:  # the common case: that month has the day (the month's length costs more to look up)
+        return date(year, month, day.day)
+    except ValueError:
+        return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def add_interval(day: date, interval: Interval) -> date:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -32,6 +32,24 @@ def compact_pickle(cls: _Class) -> _Class:
 
     setattr(cls, "__reduce__", __reduce__)  # noqa: B010 - a method added to the class
     return cls
+
+
+_Frozen = TypeVar("_Frozen")
+
+
+def evolve(value: _Frozen, **changes: Any) -> _Frozen:
+    """A copy of a frozen dataclass (with no ``__post_init__`` and no slots) with some fields
+    changed: what `dataclasses.replace` gives, at a fraction of its cost (it re-runs
+    ``__init__`` through keyword arguments), for the therapy state the replay renews at
+    every event. An unknown field name is an error, as with `replace`."""
+    fields: Mapping[str, Any] = value.__dataclass_fields__  # type: ignore[attr-defined]
+    unknown = changes.keys() - fields.keys()
+    if unknown:
+        raise TypeError(f"{type(value).__name__} has no field {sorted(unknown)[0]!r}")
+    copy = object.__new__(type(value))
+    copy.__dict__.update(value.__dict__)
+    copy.__dict__.update(changes)
+    return copy
 
 
 LabRole = Literal["anc", "not-anc", "wbc", "neutrophil-pct", "segs-pct", "band-pct"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from adapter.core.calendar import add_interval, add_months, local_date
-from adapter.core.model import Anc, AncAssessment, Recommendation, Supply
+from adapter.core.model import Anc, AncAssessment, Recommendation, Supply, evolve
 from adapter.core.protocol import (
     FREQUENCIES,
     Band,
@@ -218,11 +218,11 @@ class _Replay:
             if state.course_start is not None:
                 self.unsanctioned.append(UnsanctionedSupply(item, tuple(self.assessments), state))
                 held = state.unsanctioned_end
-                self.state = replace(state, unsanctioned_end=max(end, held) if held else end)
+                self.state = evolve(state, unsanctioned_end=max(end, held) if held else end)
                 return
             # A first supply against a baseline that says interrupt: therapy starts with it
             # (clinical-rules 2.2), but it ends no excursion and resumes nothing.
-            self.state = replace(state, course_start=on, supply_end=end)
+            self.state = evolve(state, course_start=on, supply_end=end)
             return
         excursion = state.excursion
         # After severe neutropenia a supply is the rechallenge (a new patient) only once the ANC
@@ -240,13 +240,13 @@ class _Replay:
         ):
             if rechallenge:
                 excursion = None  # the rechallenge happened: a new patient from here
-            state = replace(state, course_start=on, weekly_until=None)
+            state = evolve(state, course_start=on, weekly_until=None)
         if excursion is not None and excursion.interrupted:
             # Treatment resumed; a rechallenge still to come keeps the result it waits on.
             cause = excursion.cause if excursion.rechallenge else None
-            excursion = replace(excursion, interrupted=False, cause=cause)
+            excursion = evolve(excursion, interrupted=False, cause=cause)
         covered = [day for day in (state.supply_end, state.unsanctioned_end) if day is not None]
-        self.state = replace(
+        self.state = evolve(
             state,
             excursion=excursion,
             supply_end=max([end, *covered]),
@@ -341,7 +341,7 @@ class _Replay:
                 blocked_by=blocked_by,
             )
         )
-        self.state = replace(
+        self.state = evolve(
             state,
             excursion=excursion,
             weekly_until=weekly_until,
