@@ -115,7 +115,22 @@ def measure(mode: str, *args: str) -> dict[str, Any]:
 
 def best_of(repeat: int, mode: str, *args: str) -> dict[str, Any]:
     """The fastest of ``repeat`` runs (least disturbed by the machine); the highest memory mark."""
-    runs = [measure(mode, *args) for _ in range(repeat)]
+    return _best([measure(mode, *args) for _ in range(repeat)])
+
+
+def in_turn(repeat: int, setups: Sequence[tuple[str, ...]]) -> list[dict[str, Any]]:
+    """Each setup (a mode and its arguments) measured `repeat` times, in turn (A B C A B C...),
+    the best of each: a drift of the machine's speed then touches every setup alike, so the
+    ratios between them hold better than between setups measured one after the other."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in setups]
+    for _ in range(repeat):
+        for index, (mode, *args) in enumerate(setups):
+            runs[index].append(measure(mode, *args))
+    return [_best(figures) for figures in runs]
+
+
+def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    repeat = len(runs)
     best = min(runs, key=lambda figures: float(figures["seconds"]))
     for mark in ("rss_peak_kib", "children_peak_kib"):
         if mark in best:
@@ -146,15 +161,27 @@ def _export(target: int, work: Path, seed: int, keep: Path | None) -> tuple[Path
 
 
 def bench_size(
-    target: int, work: Path, seed: int, repeat: int, naive_limit: int, keep: Path | None = None
+    target: int,
+    work: Path,
+    seed: int,
+    repeat: int,
+    naive_limit: int,
+    keep: Path | None = None,
+    repeat_large: int = 1,
 ) -> SizeResult:
     export, stats, generate_s = _export(target, work, seed, keep)
     detail = target <= DETAIL_LIMIT
-    times = repeat if detail else 1
-    floor = best_of(times, "floor", str(export))
-    batch = best_of(times, "batch", str(export))
-    strict = best_of(times, "batch", str(export), "strict")
-    single = best_of(times, "batch", str(export), "1") if detail else None
+    times = repeat if detail else repeat_large
+    setups: list[tuple[str, ...]] = [
+        ("floor", str(export)),
+        ("batch", str(export)),
+        ("batch", str(export), "strict"),
+    ]
+    if detail:
+        setups.append(("batch", str(export), "1"))
+    measured = in_turn(times, setups)
+    floor, batch, strict = measured[:3]
+    single = measured[3] if detail else None
     stride = max(1, stats["resources"] // naive_limit)
     naive = measure("naive", str(export), str(stride), str(naive_limit))
     core = measure("core", str(export)) if detail else None
@@ -285,13 +312,15 @@ def report(
     seed: int,
     repeat: int,
     bundle: BundleResult | None = None,
+    repeat_large: int = 1,
 ) -> str:
     first = results[0]
     detailed = [r for r in results if r.core is not None]
     out = [
         f"Machine: {machine()}",
         f"Workload: seed {seed}, evaluated as of {AS_OF_TEXT}; best of {repeat} run(s) up to "
-        f"{DETAIL_LIMIT:,} Observations, one run above; each measurement in a fresh process; "
+        f"{DETAIL_LIMIT:,} Observations, of {repeat_large} above (floor, batch, strict and 1 job "
+        "measured in turn, round after round); each measurement in a fresh process; "
         "memory = peak resident set (VmHWM) of that process, and of its largest worker.",
         "",
         "Throughput (floor = read + orjson.loads of every line, one process; batch = "
@@ -491,6 +520,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=None, help="runs per timing (best of)")
+    parser.add_argument(
+        "--repeat-large",
+        type=int,
+        default=1,
+        help=f"runs per timing above {DETAIL_LIMIT:,} Observations (default 1)",
+    )
     parser.add_argument("--naive-sample", type=int, default=None, help="resources to validate")
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: temp)")
     parser.add_argument(
@@ -518,7 +553,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for size in sizes:
             print(f"... {size:,} Observations", file=sys.stderr, flush=True)
             results.append(
-                bench_size(size, Path(scratch), args.seed, repeat, naive_limit, args.exports)
+                bench_size(
+                    size,
+                    Path(scratch),
+                    args.seed,
+                    repeat,
+                    naive_limit,
+                    args.exports,
+                    args.repeat_large,
+                )
             )
         bundle = None
         if args.bundle_mb:
@@ -534,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for path in export.iterdir():
                         path.unlink()
                     export.rmdir()
-    print(report(results, args.seed, repeat, bundle))
+    print(report(results, args.seed, repeat, bundle, args.repeat_large))
     return 0
 
 
