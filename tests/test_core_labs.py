@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -95,6 +97,26 @@ def test_linked_result_by_identifier_replaces_the_earlier_one():
     result = evaluate([anc(1, 2000), old, new], [supply(0)])
     assert "Observation/old" in result.labs.replaced
     assert [a.observation for a in result.labs.usable][-1] == "Observation/new"
+
+
+def test_linked_results_rank_by_the_instant_issued_whatever_its_offset():
+    """10:00+05:00 (05:00Z) was issued before 06:00Z: as text it would sort after it."""
+    east = timezone(timedelta(hours=5))
+    early = replace(
+        anc(2, 800, ref="Observation/east", identifiers=("lab|A1",), arrival=2),
+        issued=datetime(2026, 3, 2, 10, 0, tzinfo=east),
+    )
+    late = replace(
+        anc(2, 1800, ref="Observation/utc", identifiers=("lab|A1",), arrival=1),
+        issued=datetime(2026, 3, 2, 6, 0, tzinfo=UTC),
+    )
+    for order in ([early, late], [late, early]):
+        result = evaluate([anc(1, 2000), *order], [supply(0)])
+        assert "Observation/east" in result.labs.replaced
+        assert [a.observation for a in result.labs.usable][-1] == "Observation/utc"
+    unissued = replace(early, issued=None)
+    result = evaluate([anc(1, 2000), unissued, late], [supply(0)])
+    assert "Observation/east" in result.labs.replaced
 
 
 @pytest.mark.parametrize("status", ["entered-in-error", "cancelled"])

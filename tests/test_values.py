@@ -267,3 +267,64 @@ def test_any_number_is_read_or_reported(raw: object) -> None:
         return
     assert value.is_finite()
     assert abs(value) < values.MAX_MAGNITUDE
+
+
+# The common shape's shortcut (seconds, then Z or an offset) reads exactly what the grammar reads.
+
+_TIME_CHARS = st.sampled_from("0123456789-:TZ+.")
+
+
+def _common_shaped() -> st.SearchStrategy[str]:
+    digits = st.text("0123456789", min_size=2, max_size=2)
+    zones = st.one_of(
+        st.just("Z"),
+        st.tuples(st.sampled_from("+-"), digits, digits).map(lambda t: f"{t[0]}{t[1]}:{t[2]}"),
+    )
+    return st.tuples(
+        st.text("0123456789", min_size=4, max_size=4), digits, digits, digits, digits, digits, zones
+    ).map(lambda t: f"{t[0]}-{t[1]}-{t[2]}T{t[3]}:{t[4]}:{t[5]}{t[6]}")
+
+
+def _general(raw: str, kind: str) -> object:
+    try:
+        return values._read_moment(raw, "x", NY, kind)  # type: ignore[arg-type]
+    except ValueProblem as problem:
+        return ("problem", problem.path)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(_common_shaped(), st.text(_TIME_CHARS, max_size=30)))
+def test_the_common_shape_shortcut_reads_what_the_grammar_reads(raw: str) -> None:
+    shortcut = values._common_time(raw)
+    for kind in ("dateTime", "instant"):
+        general = _general(raw, kind)
+        if shortcut is not None:
+            assert general == shortcut, (raw, kind)
+            assert general.start.utcoffset() == shortcut.start.utcoffset()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("raw", "taken"),
+    [
+        ("2026-03-02T08:46:00Z", True),
+        ("2026-03-02T08:46:00+05:30", True),
+        ("2026-03-02T08:46:00-13:59", True),
+        ("2026-03-02T08:46:00+14:00", False),  # valid, and left to the grammar
+        ("2026-03-02T08:46:00+15:00", False),
+        ("2026-13-02T08:46:00Z", False),
+        ("2026-02-30T08:46:00Z", False),
+        ("2026-03-02T24:00:00Z", False),
+        ("2026-03-02T23:59:60Z", False),  # a leap second: the grammar's path
+        ("2026-03-02T08:46:00.5Z", False),
+        ("0000-03-02T08:46:00Z", False),
+        ("1800-01-01T00:00:00Z", False),  # the edge years: the grammar's path checks the bounds
+        ("2026-03-02T08:46Z", False),
+        ("2026-03-02 08:46:00Z", False),
+    ],
+)
+def test_the_common_shape_shortcut_takes_only_that_shape(raw: str, taken: bool) -> None:
+    assert (values._common_time(raw) is not None) is taken
+    if taken:
+        assert values.read_moment(raw, "x", NY, "instant") == values._read_moment(
+            raw, "x", NY, "instant"
+        )

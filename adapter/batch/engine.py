@@ -13,6 +13,7 @@ at a time (`Store.batches`): memory follows the largest batch, not the input.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import operator
 import os
@@ -22,6 +23,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -36,7 +38,7 @@ from adapter.batch.sources import (
     read_file,
     wide_file,
 )
-from adapter.core.model import LabObservation, PatientInputs
+from adapter.core.model import LabObservation, PatientInputs, pack_columns, unpack_columns
 from adapter.core.reference import ReferenceData
 from adapter.errors import InternalError
 from adapter.fhir.collect import _HANDLERS, Collector
@@ -216,6 +218,24 @@ def run_tasks(
         yield result
 
 
+#: The collector's young-generation threshold while batch mode runs (Python's default: 700).
+#: Reading allocates millions of short-lived, acyclic objects (parsed lines, their values), which
+#: reference counting frees; each young collection over them finds nothing and costs ~6 % of
+#: a large run's CPU. Cycles are still collected, only less often.
+BATCH_GC_THRESHOLD = 50_000
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run with the young-generation threshold raised (workers forked inside inherit it)."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], BATCH_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def can_fork() -> bool:
     """Whether worker processes can start as copies of this one (Linux): they then see what it
     holds without it being sent to them."""
@@ -233,6 +253,9 @@ def ordered_map(
     in the items' order. A worker that dies (killed, out of memory) fails the run."""
     items = list(items)
     context = multiprocessing.get_context("fork" if can_fork() else "spawn")
+    # What this process holds moves out of the collector's sight before the fork: a worker's
+    # collections would otherwise walk (and so copy, page by page) every inherited object.
+    gc.freeze()
     pool = ProcessPoolExecutor(
         max(1, min(jobs, len(items))),
         mp_context=context,
@@ -247,6 +270,7 @@ def ordered_map(
         ) from error
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        gc.unfreeze()
 
 
 def shift_lines(result: TaskResult, base: int) -> None:
@@ -304,7 +328,7 @@ def _spill(collector: Collector, number: int, path: str) -> None:
             db.executemany(
                 "INSERT INTO labs VALUES (?, ?, ?)",
                 (
-                    (_bytes(patient), labs[0].arrival, _dumps(labs))
+                    (_bytes(patient), labs[0].arrival, _dumps(pack_columns(labs)))
                     for patient, labs in collector.labs.items()
                     if labs
                 ),
@@ -485,7 +509,7 @@ class Store:
             f"SELECT patient, lab FROM labs WHERE patient IN ({marks}) ORDER BY arrival",
             keys,
         ):
-            batch.labs[_text(patient)].extend(pickle.loads(lab))  # a task's, in reading order
+            batch.labs[_text(patient)].extend(unpack_columns(pickle.loads(lab)))  # in order
         for labs in batch.labs.values():  # in arrival order, as one collector would hold them
             labs.sort(key=_arrival)
         for ref, held in self.db.execute(

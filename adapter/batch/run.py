@@ -19,6 +19,7 @@ from adapter.batch.engine import (
     can_fork,
     collect,
     default_jobs,
+    fewer_collections,
     ordered_map,
 )
 from adapter.batch.sources import read_sources
@@ -332,11 +333,12 @@ def run_batch(
     write the outputs. Large inputs are spilled to disk and decided a batch of patients at a
     time; the outputs are byte-identical either way."""
     spill = False if settings.rems is not None else None  # the REMS backend reads it all
-    collected = _collect(settings, data, progress, spill)
-    try:
-        return _decide(settings, data, collected, observe)
-    finally:
-        collected.close()
+    with fewer_collections():
+        collected = _collect(settings, data, progress, spill)
+        try:
+            return _decide(settings, data, collected, observe)
+        finally:
+            collected.close()
 
 
 @dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import MAX_PREC, Decimal, localcontext
 from typing import Literal
 
@@ -169,8 +169,14 @@ def current_versions(labs: Iterable[LabObservation]) -> dict[str, LabObservation
     return latest
 
 
-def _sort_key_rank(lab: LabObservation) -> tuple[bool, str, str, int]:
-    issued = lab.issued.isoformat() if lab.issued else ""
+#: Before any issue time (results without one rank below those with one).
+_NEVER_ISSUED = datetime.min.replace(tzinfo=UTC)
+
+
+def _sort_key_rank(lab: LabObservation) -> tuple[bool, datetime, str, int]:
+    # Compared as instants: two labs may write their offsets differently, and the later
+    # instant is the later report whatever its offset (text would put 10:00+05:00 after 06:00Z).
+    issued = lab.issued if lab.issued is not None else _NEVER_ISSUED
     return (lab.status in CORRECTION_STATUSES, issued, lab.last_updated, lab.arrival)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -35,6 +35,43 @@ def compact_pickle(cls: _Class) -> _Class:
 
 
 _Frozen = TypeVar("_Frozen")
+
+#: Many values of one dataclass as one list per field (see `pack_columns`).
+Columns = tuple[type, tuple[list[Any], ...]] | None
+
+
+def pack_columns(items: Sequence[Any]) -> Columns:
+    """Values of one dataclass (no ``__post_init__``, no slots) as one list per field, to pickle:
+    about half the cost, both ways, of pickling each value (tens of thousands of results travel
+    from batch mode's workers to the parent). None for no values."""
+    if not items:
+        return None
+    cls = type(items[0])
+    if any(type(item) is not cls for item in items):
+        raise TypeError(f"pack_columns: values of several classes ({cls.__name__} and others)")
+    return cls, tuple(list(map(getter, items)) for getter in _getters(cls))
+
+
+def unpack_columns(packed: Columns) -> list[Any]:
+    """The values `pack_columns` packed, equal and in order (built as `evolve` builds a copy:
+    no constructor call per value)."""
+    if packed is None:
+        return []
+    cls, columns = packed
+    names = [f.name for f in dataclasses.fields(cls)]
+    new = object.__new__
+    values: list[Any] = []
+    for row in zip(*columns, strict=True):
+        value: Any = new(cls)
+        # Filled in field order, as __init__ fills it: the instance dictionary then shares its
+        # keys with the class's others (280 bytes a result, against 464 for a dict of its own).
+        value.__dict__.update(zip(names, row, strict=True))
+        values.append(value)
+    return values
+
+
+def _getters(cls: type) -> list[Callable[[Any], Any]]:
+    return [operator.attrgetter(f.name) for f in dataclasses.fields(cls)]
 
 
 def evolve(value: _Frozen, **changes: Any) -> _Frozen:

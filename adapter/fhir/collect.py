@@ -23,6 +23,8 @@ from adapter.core.model import (
     PriorIssue,
     Supply,
     compact_pickle,
+    pack_columns,
+    unpack_columns,
 )
 from adapter.fhir.read import FhirInputError, Reader, ReportTimes, collection_time
 
@@ -124,6 +126,30 @@ class Collector:
     specimens: dict[str, tuple[tuple[int, str, int], datetime, str]] = field(default_factory=dict)
     #: The position of the resource being read (its `Located.arrival`, else the count read).
     arrival: int = 0
+
+    # Pickled (from a batch worker to the parent) with every kept result in columns, one list
+    # per field: the results are most of what travels, and most of the hand-over's cost.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        labs = state.pop("labs")
+        patients = list(labs)
+        state["labs"] = (
+            patients,
+            [len(labs[patient]) for patient in patients],
+            pack_columns([lab for patient in patients for lab in labs[patient]]),
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        patients, counts, packed = state.pop("labs")
+        flat = unpack_columns(packed)
+        labs: dict[str, list[LabObservation]] = defaultdict(list)
+        at = 0
+        for patient, count in zip(patients, counts, strict=True):
+            labs[patient] = flat[at : at + count]
+            at += count
+        self.__dict__.update(state)
+        self.labs = labs
 
     def add(self, located: Located) -> None:
         self.resources_read += 1
