@@ -14,8 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapter.core.model import LabObservation, Supply, pack_columns, unpack_columns
-from adapter.fhir.collect import Collector
+from adapter.core.model import (
+    LabObservation,
+    PendingDispense,
+    Supply,
+    pack_columns,
+    unpack_columns,
+)
+from adapter.fhir.collect import Collector, _Dispense
 
 _ZONES = st.sampled_from(
     [UTC, timezone(timedelta(hours=5, minutes=30)), ZoneInfo("America/New_York")]
@@ -101,3 +107,42 @@ def test_a_collector_travels_with_its_results_per_patient_in_order() -> None:
     assert list(back.labs) == ["Patient/b", "Patient/a", "Patient/c", "Patient/empty"]
     assert [lab.ref for lab in back.labs["Patient/b"]] == ["Observation/0", "Observation/2"]
     assert back.clock == collector.clock and back.resources_read == collector.resources_read
+
+
+def _supply(number: int) -> Supply:
+    when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=number)
+    return Supply(f"MedicationDispense/{number}", "Patient/a", when, 7, "outpatient", ("P/1",))
+
+
+def _pending(number: int) -> PendingDispense:
+    return PendingDispense(f"MedicationDispense/p{number}", "Patient/a", None, 14, "discharge")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["supply", "pending", "none", "other"]), max_size=20))
+def test_a_field_of_dataclass_values_of_several_classes_is_packed_by_class(kinds) -> None:
+    values = {
+        "supply": _supply,
+        "pending": _pending,
+        "none": lambda number: None,
+        "other": lambda number: f"not a dataclass {number}",  # a mixed field: kept as it is
+    }
+    held = [
+        _Dispense((number, "2026", number), values[kind](number), kind == "supply", None)
+        for number, kind in enumerate(kinds)
+    ]
+    back = unpack_columns(pickle.loads(pickle.dumps(pack_columns(held), protocol=5)))
+    assert back == held
+    assert [type(item.item) for item in back] == [type(item.item) for item in held]
+
+
+def test_a_collector_travels_with_its_dispenses_by_reference_in_order() -> None:
+    collector = Collector(None, datetime(2026, 3, 2, tzinfo=UTC))  # type: ignore[arg-type]
+    for number in (3, 1, 2):
+        item = _supply(number) if number != 2 else _pending(number)
+        collector.dispenses[f"MedicationDispense/{number}"] = _Dispense(
+            (number, "", number), item, True, "Medication/m"
+        )
+    back = pickle.loads(pickle.dumps(collector, protocol=5))
+    assert back.dispenses == collector.dispenses
+    assert list(back.dispenses) == list(collector.dispenses)

@@ -138,6 +138,8 @@ class Collector:
             [len(labs[patient]) for patient in patients],
             pack_columns([lab for patient in patients for lab in labs[patient]]),
         )
+        dispenses = state.pop("dispenses")
+        state["dispenses"] = (list(dispenses), pack_columns(list(dispenses.values())))
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -148,8 +150,10 @@ class Collector:
         for patient, count in zip(patients, counts, strict=True):
             labs[patient] = flat[at : at + count]
             at += count
+        refs, held = state.pop("dispenses")
         self.__dict__.update(state)
         self.labs = labs
+        self.dispenses = dict(zip(refs, unpack_columns(held), strict=True))
 
     def add(self, located: Located) -> None:
         self.resources_read += 1

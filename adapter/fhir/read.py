@@ -36,6 +36,9 @@ from adapter.fhir.values import (
 )
 
 JSON = Mapping[str, Any]
+#: A JSON object: parsed JSON is always a dict, and `isinstance` tries dict first (the Mapping
+#: ABC's check is several times slower, and runs for most elements of every kept result).
+_OBJECT = (dict, Mapping)
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 DECISION_IDENTIFIER_SYSTEM = "https://rems-adapter.github.io/fhir/sid/decision"
 #: One of our DetectedIssues read back is written again when withdrawn: deeper nesting than this
@@ -54,7 +57,7 @@ def parse_datetime(raw: object, path: str, site_tz: tzinfo) -> datetime:
 
 def reference(node: object) -> str | None:
     """A Reference as "Type/id": absolute URLs and version suffixes are reduced to it."""
-    if isinstance(node, Mapping):
+    if isinstance(node, _OBJECT):
         ref = node.get("reference")
         if isinstance(ref, str) and ref:
             ref = ref.split("/_history/")[0]
@@ -74,7 +77,7 @@ def decision_identifier(resource: Mapping[str, Any]) -> str | None:
             for item in as_list(
                 resource.get("identifier"), f"{resource.get('resourceType')}.identifier"
             )
-            if isinstance(item, Mapping) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
+            if isinstance(item, _OBJECT) and item.get("system") == DECISION_IDENTIFIER_SYSTEM
         ),
         None,
     )
@@ -92,14 +95,12 @@ def _code(coding: JSON, key: str, path: str) -> str | None:
 def _codings(concept: object, path: str = "coding") -> list[JSON]:
     """The codings of a CodeableConcept whose `system` and `code` are strings (or absent);
     a coding with another kind of value there is reported with its path."""
-    # `isinstance(x, dict)` first: parsed JSON is always a dict, and the Mapping ABC check is
-    # several times slower; this runs for every Observation of a large export.
-    if isinstance(concept, (dict, Mapping)):
+    if isinstance(concept, _OBJECT):
         codings = concept.get("coding")
         if isinstance(codings, list):
             found = []
             for index, c in enumerate(codings):
-                if isinstance(c, (dict, Mapping)):
+                if isinstance(c, _OBJECT):
                     _code(c, "system", f"{path}.coding[{index}]")
                     _code(c, "code", f"{path}.coding[{index}]")
                     found.append(c)
@@ -113,7 +114,7 @@ def _concepts(node: object) -> list[object]:
 
 def _version(resource: JSON) -> tuple[str, str]:
     meta = resource.get("meta")
-    if isinstance(meta, Mapping):
+    if isinstance(meta, _OBJECT):
         kind = resource.get("resourceType")
         version = as_string(meta.get("versionId"), f"{kind}.meta.versionId")
         updated = as_string(meta.get("lastUpdated"), f"{kind}.meta.lastUpdated")
@@ -233,7 +234,7 @@ class Reader:
         if type(codings) is not list:  # the plain JSON shape skips the general reader
             codings = _codings(concept)
         for index, coding in enumerate(codings):
-            if not isinstance(coding, (dict, Mapping)):
+            if not isinstance(coding, _OBJECT):
                 continue
             code = coding.get("code")
             if type(code) is not str:
@@ -263,7 +264,7 @@ class Reader:
         """
         # Cheap shape checks of what every Observation must have, so that an invalid one is
         # reported rather than silently taken for "not an ANC".
-        if not isinstance(resource.get("code"), (dict, Mapping)):  # dict first: fast path
+        if not isinstance(resource.get("code"), _OBJECT):
             raise FhirInputError("Observation.code", "expected a CodeableConcept")
         role = self.lab_role(resource)
         if role is None or role == "not-anc":
@@ -318,12 +319,12 @@ class Reader:
         # lists this result, or its Specimen (see `collection_time`); the collector fills it in.
         period = resource.get("effectivePeriod")
         raw = resource.get("effectiveDateTime") or (
-            period.get("start") if isinstance(period, Mapping) else None
+            period.get("start") if isinstance(period, _OBJECT) else None
         )
         value: Decimal | None = None
         unit_code = unit_system = unit_text = None
         quantity = resource.get("valueQuantity")
-        if isinstance(quantity, Mapping):
+        if isinstance(quantity, _OBJECT):
             unit_code = quantity.get("code") if isinstance(quantity.get("code"), str) else None
             unit_system = (
                 quantity.get("system") if isinstance(quantity.get("system"), str) else None
@@ -391,7 +392,7 @@ class Reader:
                 resource["effectiveDateTime"], "Observation.effectiveDateTime", self.site_tz
             )
         period = resource.get("effectivePeriod")
-        if isinstance(period, Mapping) and period.get("start"):
+        if isinstance(period, _OBJECT) and period.get("start"):
             return parse_datetime(
                 period["start"], "Observation.effectivePeriod.start", self.site_tz
             )
@@ -423,7 +424,7 @@ class Reader:
     def specimen(self, resource: JSON) -> tuple[str, datetime, str] | None:
         """(reference, collection time, raw string) of a Specimen, or None without a time."""
         collection = resource.get("collection")
-        if not isinstance(collection, Mapping):
+        if not isinstance(collection, _OBJECT):
             return None
         collected, raw = self._effective(collection, "Specimen.collection", prefix="collected")
         if collected is None:
@@ -436,7 +437,7 @@ class Reader:
         raw = node.get(f"{prefix}DateTime")
         element = f"{path}.{prefix}DateTime"
         period = node.get(f"{prefix}Period")
-        if raw is None and isinstance(period, Mapping) and period.get("start"):
+        if raw is None and isinstance(period, _OBJECT) and period.get("start"):
             raw, element = period["start"], f"{path}.{prefix}Period.start"
         if raw is None:
             return None, ""
@@ -446,7 +447,7 @@ class Reader:
     def _identifiers(resource: JSON) -> tuple[str, ...]:
         out = []
         for index, item in enumerate(as_list(resource.get("identifier"), "Observation.identifier")):
-            if isinstance(item, Mapping) and item.get("value"):
+            if isinstance(item, _OBJECT) and item.get("value"):
                 where = f"Observation.identifier[{index}]"
                 system = as_string(item.get("system"), f"{where}.system")
                 value = as_string(item["value"], f"{where}.value")
@@ -458,7 +459,7 @@ class Reader:
         out = []
         for ext in as_list(resource.get("extension"), "Observation.extension"):
             if (
-                isinstance(ext, Mapping)
+                isinstance(ext, _OBJECT)
                 and isinstance(ext.get("url"), str)
                 and ext["url"].endswith("/replaces")
             ):
@@ -474,7 +475,7 @@ class Reader:
         for coding in _codings(concept, "medication"):
             if (coding.get("system"), coding.get("code")) in codes.codes:
                 return True
-        texts: list[object] = [concept.get("text")] if isinstance(concept, Mapping) else []
+        texts: list[object] = [concept.get("text")] if isinstance(concept, _OBJECT) else []
         texts += [coding.get("display") for coding in _codings(concept)]
         return any(
             isinstance(text, str) and any(word in text.lower() for word in codes.words)
@@ -494,7 +495,7 @@ class Reader:
             return False, None
         if ref.startswith("#"):
             for contained in as_list(resource.get("contained"), "contained"):
-                if isinstance(contained, Mapping) and contained.get("id") == ref[1:]:
+                if isinstance(contained, _OBJECT) and contained.get("id") == ref[1:]:
                     return self.medication_is_clozapine(contained), None
             return False, None
         return None, ref
@@ -515,7 +516,7 @@ class Reader:
         quantity = resource.get("daysSupply")
         if quantity is None:
             return None
-        if not isinstance(quantity, Mapping):
+        if not isinstance(quantity, _OBJECT):
             raise FhirInputError("MedicationDispense.daysSupply", "expected a Quantity")
         if quantity.get("value") is None:
             return None
@@ -541,7 +542,7 @@ class Reader:
         performers = tuple(
             actor
             for item in as_list(resource.get("performer"), "MedicationDispense.performer")
-            if isinstance(item, Mapping) and (actor := reference(item.get("actor")))
+            if isinstance(item, _OBJECT) and (actor := reference(item.get("actor")))
         )
         if status in codes.completed:
             if not resource.get("whenHandedOver"):
@@ -603,7 +604,7 @@ class Reader:
             if resource.get("status") != "active":
                 return None
             period = resource.get("period")
-            if isinstance(period, Mapping) and not self._within(
+            if isinstance(period, _OBJECT) and not self._within(
                 period.get("start"), period.get("end"), clock, "Flag.period"
             ):
                 return None
@@ -668,7 +669,7 @@ class Reader:
         evidence: list[str] = []
         reasons: list[str] = []
         for index, item in enumerate(as_list(resource.get("evidence"), "DetectedIssue.evidence")):
-            if not isinstance(item, Mapping):
+            if not isinstance(item, _OBJECT):
                 continue
             where = f"DetectedIssue.evidence[{index}]"
             evidence += [
@@ -687,7 +688,7 @@ class Reader:
             for index, item in enumerate(
                 as_list(resource.get("mitigation"), "DetectedIssue.mitigation")
             )
-            if isinstance(item, Mapping)
+            if isinstance(item, _OBJECT)
         )
         return PriorIssue(
             ref=_id_ref(resource),
@@ -722,6 +723,6 @@ class Reader:
             if c.get("system") in (V3_ACT_CODE, None) and c.get("code")
         )
         text = ""
-        if isinstance(action, Mapping) and isinstance(action.get("text"), str):
+        if isinstance(action, _OBJECT) and isinstance(action.get("text"), str):
             text = action["text"]
         return Mitigation(author=author, action_codes=codes, date=when, text=text)

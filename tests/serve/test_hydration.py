@@ -4,7 +4,7 @@ searches), so a push-only deployment decides on the full history."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -14,9 +14,13 @@ from tests.serve.kit import codes, issues, lab_result, recent_history, seed
 
 pytestmark = pytest.mark.integration
 
+# Prepared yesterday (09:00 UTC): a dispense prepared today at 09:00 lies after the clock when
+# the test runs before 09:00 UTC, and the service then rightly leaves it for later.
+_YESTERDAY = date.today() - timedelta(days=1)
+
 
 def _seed_pending(stock_server) -> str:
-    history = replace(recent_history([2100, 2000, 1900]), pending_on=date.today())
+    history = replace(recent_history([2100, 2000, 1900]), pending_on=_YESTERDAY)
     ids = seed(stock_server.base_url, [history])
     return next(v for v in ids.values() if v.startswith("Patient/"))
 

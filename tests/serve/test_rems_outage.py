@@ -4,7 +4,7 @@ EHR), decided once the REMS is back, and the pending finding withdrawn; every De
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import requests
@@ -18,6 +18,10 @@ from tests.serve.faulty_proxy import FaultyProxy
 from tests.serve.kit import FINDING_SYSTEM, issues, lab_result, recent_history, seed
 
 pytestmark = pytest.mark.integration
+
+# Prepared yesterday (09:00 UTC): a dispense prepared today at 09:00 lies after the clock when
+# the test runs before 09:00 UTC, and the service then rightly leaves it for later.
+_YESTERDAY = date.today() - timedelta(days=1)
 
 
 def _enrolled(base_url: str, patient: str, rems_id: str) -> None:
@@ -50,7 +54,7 @@ def _code(issue: dict) -> str:
 def test_a_rems_outage_leaves_the_dispense_pending_then_decided_once(
     fault, serve_factory, stock_server, tmp_path
 ):
-    history = replace(recent_history([2100, 2000, 1900]), pending_on=date.today())
+    history = replace(recent_history([2100, 2000, 1900]), pending_on=_YESTERDAY)
     ids = seed(stock_server.base_url, [history])
     patient = next(v for v in ids.values() if v.startswith("Patient/"))
     with reference_rems(tmp_path) as rems_url, FaultyProxy(rems_url) as proxy:
