@@ -220,8 +220,9 @@ def run_tasks(
 
 #: The collector's young-generation threshold while batch mode runs (Python's default: 700).
 #: Reading allocates millions of short-lived, acyclic objects (parsed lines, their values), which
-#: reference counting frees; each young collection over them finds nothing and costs ~6 % of
-#: a large run's CPU. Cycles are still collected, only less often.
+#: reference counting frees; each young collection over them finds nothing (1.5 % of the
+#: instructions of a one-process run at 100k Observations, by callgrind, and more as the kept
+#: results grow). Cycles are still collected, only less often.
 BATCH_GC_THRESHOLD = 50_000
 
 
