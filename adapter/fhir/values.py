@@ -202,13 +202,7 @@ def _common_time(raw: str) -> Moment | None:
     general path then reads it, or names what is wrong: a 13th month, a year 0000)."""
     if len(raw) not in (20, 25) or _COMMON_TIME_RE.fullmatch(raw) is None:
         return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    if not EARLIEST.year < moment.year < LATEST.year - 1:
-        return None
-    return Moment(moment, moment, "time")
+    return _iso_time(raw, UTC)  # the shape always has an offset: the zone is never used
 
 
 def _read_moment(raw: str, path: str, site_tz: tzinfo, kind: Kind) -> Moment:
@@ -228,16 +222,21 @@ def _fast_time(raw: str, match: re.Match[str], site_tz: tzinfo) -> Moment | None
     """The common case, a full date-time well inside the bounds, read by the standard library
     (the grammar has been matched: it reads the same thing) at a fraction of the cost; None to
     take the general path (edge years, leap seconds, sub-microsecond digits)."""
-    year = int(match.group("year"))
     fraction = match.group("fraction")
-    if not EARLIEST.year < year < LATEST.year - 1 or match.group("second") == "60":
+    if match.group("second") == "60" or (fraction is not None and len(fraction) > 7):
         return None
-    if fraction is not None and len(fraction) > 7:
-        return None
+    return _iso_time(raw, site_tz)
+
+
+def _iso_time(raw: str, site_tz: tzinfo) -> Moment | None:
+    """A date-time the grammar allows, read by the standard library; None for what only the
+    general path reads right (the edge years, an impossible date such as 2026-02-30)."""
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError:
-        return None  # 2026-02-30T...: the general path reports it
+        return None
+    if not EARLIEST.year < moment.year < LATEST.year - 1:
+        return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=site_tz)
     return Moment(moment, moment, "time")
