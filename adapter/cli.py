@@ -203,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a self-contained HTML report (worklist and ANC charts) to FILE",
     )
     group = run.add_argument_group("reading at scale")
-    _setting(group, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
+    _setting(
+        group,
+        "batch.jobs",
+        "processes, this one and its workers (default: the machine's CPUs)",
+        type=int,
+    )
     group.add_argument(
         "--strict",
         dest="batch.strict",
@@ -357,7 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the DetectedIssues to the EHR (as watch does)",
     )
     scale = backfill.add_argument_group("reading at scale (as for run)")
-    _setting(scale, "batch.jobs", "worker processes (default: the machine's CPUs)", type=int)
+    _setting(
+        scale,
+        "batch.jobs",
+        "processes, this one and its workers (default: the machine's CPUs)",
+        type=int,
+    )
     scale.add_argument(
         "--strict",
         dest="batch.strict",

@@ -507,7 +507,10 @@ class BatchSection(Section):
     jobs: StrictInt | None = Field(
         None,
         ge=1,
-        description="worker processes reading the input (default: the machine's CPUs)",
+        description=(
+            "processes reading the input, the adapter's and its workers"
+            " (default: the machine's CPUs)"
+        ),
         examples=[1, 2],
     )
     strict: StrictBool = Field(
