@@ -5,6 +5,7 @@ line with `Prefilter.skips` does: the same lines parsed, the same line numbers."
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -117,3 +118,63 @@ def test_any_block_is_decided_the_same_every_way(
     at = where % (len(block) + 1)
     _check(block)
     _check(block[:at] + noise + block[at:])  # and with a few bytes anywhere
+
+
+# ------------------------------------------------------------------ the compiled database's cache
+
+_BLOCK = b"\n".join([ANC, OTHER, WBC, OTHER, ANC]) + b"\n"
+_WBC_AT = len(ANC) + 1 + len(OTHER) + 1
+_CODED = [0, _WBC_AT, _WBC_AT + len(WBC) + 1 + len(OTHER) + 1]  # where the coded lines start
+
+
+def _scanner() -> scan.ObservationScanner:
+    scanner = scan.observation_scanner(_filters()[0].codes.pattern, OBS)
+    assert scanner is not None
+    return scanner
+
+
+def _cached(cache: Path) -> list[Path]:
+    return sorted((cache / "rems-adapter" / "scan").glob("*.hsdb"))
+
+
+def test_the_compiled_database_is_kept_and_loaded_by_the_next_scanner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert _scanner().code_line_starts(_BLOCK) == _CODED
+    assert len(_cached(tmp_path)) == 1
+
+    def no_compiling(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("compiled again although cached")
+
+    monkeypatch.setattr(scan.hyperscan, "Database", no_compiling)
+    assert _scanner().code_line_starts(_BLOCK) == _CODED
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_a_damaged_cached_database_is_compiled_again_and_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _scanner()
+    (kept,) = _cached(tmp_path)
+    good = kept.read_bytes()
+    if damage == "flip":  # one bit: Hyperscan's own checks may let it through
+        middle = len(good) // 2
+        kept.write_bytes(good[:middle] + bytes([good[middle] ^ 0x01]) + good[middle + 1 :])
+    elif damage == "truncate":
+        kept.write_bytes(good[: len(good) // 3])
+    else:
+        kept.write_bytes(b"")
+    assert _scanner().code_line_starts(_BLOCK) == _CODED
+    assert kept.read_bytes() == good  # replaced by a sound one
+
+
+def test_a_cache_folder_that_cannot_be_written_is_done_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert _scanner().code_line_starts(_BLOCK) == _CODED
+    assert _scanner().code_line_starts(_BLOCK) == _CODED  # compiled again, still right

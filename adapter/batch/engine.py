@@ -13,25 +13,19 @@ at a time (`Store.batches`): memory follows the largest batch, not the input.
 
 from __future__ import annotations
 
-import ctypes
 import gc
-import multiprocessing
 import operator
 import os
 import pickle
-import signal
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Any, TypeVar
 
+from adapter.batch.processes import ordered_map
 from adapter.batch.sources import (
     Counts,
     InputProblem,
@@ -44,13 +38,10 @@ from adapter.batch.sources import (
 )
 from adapter.core.model import LabObservation, PatientInputs, pack_columns, unpack_columns
 from adapter.core.reference import ReferenceData
-from adapter.errors import InternalError
 from adapter.fhir.collect import _HANDLERS, Collector
 from adapter.fhir.read import Reader, ReportTimes
 
 Rank = tuple[int, str, int]
-_In = TypeVar("_In")
-_Out = TypeVar("_Out")
 
 
 @dataclass(frozen=True)
@@ -68,14 +59,6 @@ class Tuning:
     spill_bytes: int = 1536 * 1024 * 1024
     #: Patients decided together when spilled.
     batch_patients: int = 200
-
-
-def default_jobs() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -264,89 +247,6 @@ def fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*before)
-
-
-def can_fork() -> bool:
-    """Whether worker processes can start as copies of this one (Linux): they then see what it
-    holds without it being sent to them."""
-    return "fork" in multiprocessing.get_all_start_methods()
-
-
-def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
-    """A worker's start: it ends with this process (Linux: a worker would otherwise wait for
-    work forever once the parent was killed), then the caller's `initializer`."""
-    if sys.platform == "linux":
-        with suppress(OSError, AttributeError):  # no C library to ask: as before
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if initializer is not None:
-        initializer(*initargs)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def ordered_map(
-    function: Callable[[_In], _Out],
-    items: Iterable[_In],
-    jobs: int,
-    initializer: Callable[..., object] | None = None,
-    initargs: tuple[Any, ...] = (),
-    start_order: Sequence[int] | None = None,
-    here: Callable[[_In], _Out] | None = None,
-) -> Iterator[_Out]:
-    """`function` of every item, the results in the items' order, on `jobs` processes: this
-    one and `jobs - 1` workers (forked where possible; `initializer` runs in each worker).
-
-    The items are started in `start_order` (indices; default: in order). The workers take them
-    from its front and this process from its back, between handing results on: with the
-    costliest first, this process takes the cheapest, and what it computes never travels
-    between processes (pickling a result costs about a fifth of computing it). It runs `here`
-    for an item (default: `function`; set up as `initializer` would set up a worker). A worker
-    that dies (killed, out of memory) fails the run."""
-    items = list(items)
-    order = list(range(len(items)) if start_order is None else start_order)
-    if sorted(order) != list(range(len(items))):
-        raise InternalError("ordered_map: start_order is not an order of the items")
-    local = here or function
-    if jobs <= 1 or len(items) <= 1:
-        for item in items:
-            yield local(item)
-        return
-    context = multiprocessing.get_context("fork" if can_fork() else "spawn")
-    # What this process holds moves out of the collector's sight before the fork: a worker's
-    # collections would otherwise walk (and so copy, page by page) every inherited object.
-    gc.freeze()
-    workers = min(jobs - 1, len(items) - 1)
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
-    )
-    # Enough started that a worker never waits while this process computes an item of its own.
-    ahead = 2 * workers
-    futures: dict[int, Future[_Out]] = {}
-    computed: dict[int, _Out] = {}
-    front, back, next_out = 0, len(order), 0
-    try:
-        while next_out < len(items):
-            running = sum(1 for future in futures.values() if not future.done())
-            while front < back and running < ahead:
-                futures[order[front]] = pool.submit(function, items[order[front]])
-                front, running = front + 1, running + 1
-            if next_out in computed:
-                yield computed.pop(next_out)
-            elif next_out in futures and (futures[next_out].done() or front >= back):
-                yield futures.pop(next_out).result()  # waits only when nothing is left to take
-            else:
-                back -= 1
-                computed[order[back]] = local(items[order[back]])
-                continue
-            next_out += 1
-    except BrokenProcessPool as error:  # a worker was killed: never wait for it forever
-        raise InternalError(
-            "a batch worker process ended unexpectedly (killed, or out of memory?)"
-        ) from error
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        gc.unfreeze()
 
 
 def shift_lines(result: TaskResult, base: int) -> None:

@@ -13,15 +13,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from adapter.batch.engine import (
-    Collected,
-    Tuning,
-    can_fork,
-    collect,
-    default_jobs,
-    fewer_collections,
-    ordered_map,
-)
+from adapter.batch.engine import Collected, Tuning, collect, fewer_collections
+from adapter.batch.processes import can_fork, default_jobs, ordered_map
 from adapter.batch.sources import read_sources
 from adapter.core.evaluate import Context, Evaluation, Withdrawal, evaluate_patient
 from adapter.core.findings import Finding

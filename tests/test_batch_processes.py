@@ -1,0 +1,206 @@
+"""Sharing work items between processes (adapter/batch/processes.py): results in item order
+whatever the start order, the share the calling process takes, an item's exception raised in
+its place, and workers that never outlive the run or hang it (killed, or their parent killed)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapter.batch import processes
+from adapter.errors import InternalError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _square_with_pid(number: int) -> tuple[int, int]:
+    return number * number, os.getpid()
+
+
+@pytest.mark.parametrize(
+    ("count", "jobs", "order"),
+    [
+        (1, 2, None),
+        (5, 2, None),
+        (7, 2, [6, 5, 4, 3, 2, 1, 0]),
+        (9, 3, [4, 8, 0, 7, 1, 6, 2, 5, 3]),
+        (12, 2, [11, 0, 10, 1, 9, 2, 8, 3, 7, 4, 6, 5]),
+    ],
+)
+def test_results_come_in_item_order_whatever_the_start_order(
+    count: int, jobs: int, order: list[int] | None
+) -> None:
+    results = list(processes.ordered_map(_square_with_pid, range(count), jobs, start_order=order))
+    assert [value for value, _ in results] == [n * n for n in range(count)]
+
+
+def test_the_caller_computes_the_back_of_the_start_order_itself() -> None:
+    """Workers take items from the front of the start order, the caller from its back: the
+    costliest go to the workers, and what the caller computes never travels."""
+    here: list[int] = []
+
+    def at_home(number: int) -> tuple[int, int]:
+        here.append(number)
+        return _square_with_pid(number)
+
+    order = list(range(40))
+    results = list(
+        processes.ordered_map(_square_with_pid, range(40), 2, start_order=order, here=at_home)
+    )
+    pids = {pid for _, pid in results}
+    assert os.getpid() in pids and len(pids) == 2  # both processes took a share
+    assert here, "the caller took none"
+    assert here == sorted(here, reverse=True)  # from the back, in turn
+    assert min(here) > 0  # the front (started first) went to the worker
+    own = {n for n, (_, pid) in enumerate(results) if pid == os.getpid()}
+    assert own == set(here)
+
+
+def test_one_job_runs_everything_here() -> None:
+    results = list(processes.ordered_map(_square_with_pid, range(5), 1))
+    assert {pid for _, pid in results} == {os.getpid()}
+
+
+def test_a_start_order_that_is_not_an_order_of_the_items_is_an_internal_error() -> None:
+    with pytest.raises(InternalError, match="start_order"):
+        list(processes.ordered_map(_square_with_pid, range(3), 2, start_order=[0, 0, 1]))
+
+
+class _Odd(Exception):
+    pass
+
+
+def _fails_at_three(number: int) -> int:
+    if number == 3:
+        raise _Odd(f"item {number}")
+    return number
+
+
+def test_an_items_exception_is_raised_when_its_result_is_due() -> None:
+    results = processes.ordered_map(
+        _fails_at_three, range(8), 2, start_order=[3, 0, 1, 2, 4, 5, 6, 7]
+    )
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(_Odd, match="item 3"):
+        next(results)
+
+
+def _unpicklable(number: int) -> object:
+    return (lambda: number) if os.getpid() != _PARENT[0] else number
+
+
+_PARENT = [os.getpid()]
+
+
+def test_a_result_that_cannot_travel_is_an_internal_error_naming_it() -> None:
+    _PARENT[0] = os.getpid()
+    with pytest.raises(InternalError, match="could not be sent back"):
+        list(processes.ordered_map(_unpicklable, range(6), 2))
+
+
+def _dies_in_a_worker(number: int) -> int:
+    if os.getpid() != _PARENT[0]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return number
+
+
+def test_a_worker_killed_fails_the_run_instead_of_hanging() -> None:
+    _PARENT[0] = os.getpid()
+    began = time.monotonic()
+    with pytest.raises(InternalError, match="worker process ended unexpectedly"):
+        list(processes.ordered_map(_dies_in_a_worker, range(6), 2, start_order=[5, 4, 3, 2, 1, 0]))
+    assert time.monotonic() - began < 30
+
+
+def _slow(number: int) -> int:
+    time.sleep(0.05)
+    return number
+
+
+def _results_folders() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "rems-adapter-results-*")))
+
+
+def test_a_run_stopped_early_leaves_no_worker_and_no_files() -> None:
+    before = _results_folders()
+    results: Iterator[int] = processes.ordered_map(_slow, range(40), 3)
+    assert next(results) == 0
+    workers = [child.pid for child in _children()]
+    assert workers
+    results.close()  # the consumer stops (an error further on, say)
+    assert not [pid for pid in workers if _running(pid)]
+    assert _results_folders() == before
+
+
+def _children() -> list[object]:
+    import multiprocessing
+
+    return list(multiprocessing.active_children())
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_spawned_workers_give_the_same_results(fork: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where processes cannot fork (not Linux), an executor of spawned workers does the work."""
+    monkeypatch.setattr(processes, "can_fork", lambda: fork)
+    order = [4, 0, 3, 1, 2]
+    results = list(processes.ordered_map(_square_with_pid, range(5), 2, start_order=order))
+    assert [value for value, _ in results] == [n * n for n in range(5)]
+    assert len({pid for _, pid in results}) == 2  # the first items went to the worker
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    """A parent killed (say by the out-of-memory killer) leaves no worker waiting forever."""
+    pids = tmp_path / "pids"
+    script = textwrap.dedent(
+        f"""
+        import os, time
+        from adapter.batch import processes
+
+        def work(n):
+            with open({str(pids)!r}, "a") as out:
+                out.write(f"{{os.getpid()}}\\n")
+            time.sleep(60)
+            return n
+
+        list(processes.ordered_map(work, range(4), 3, here=lambda n: time.sleep(60)))
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if pids.exists() and len(pids.read_text().split()) >= 2:
+                break
+            time.sleep(0.05)
+        workers = [int(pid) for pid in pids.read_text().split()]
+        assert len(workers) >= 2
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    alive = set(workers)
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if _running(pid)}
+        time.sleep(0.05)
+    for pid in alive:  # never leave one behind, whatever the outcome
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "workers outlived their killed parent"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
