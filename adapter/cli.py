@@ -18,7 +18,6 @@ import time as monotonic_time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, tzinfo
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -40,6 +39,7 @@ from adapter.errors import (
     as_adapter_error,
 )
 from adapter.fhir.values import ValueProblem, read_clock
+from adapter.listen import loopback
 from adapter.mappings_loader import load_reference_data
 from adapter.rems import RemsConfigurationError, RetryPolicy, Timeouts
 from adapter.rems.client import check_base_url
@@ -618,15 +618,6 @@ def demo_command(args: argparse.Namespace, loaded: Loaded) -> int:
 # ------------------------------------------------------------------ rems-server
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def rems_server_command(args: argparse.Namespace, loaded: Loaded) -> int:
     from adapter.rems_service.server import ServerOptions, serve_options
 
@@ -634,7 +625,7 @@ def rems_server_command(args: argparse.Namespace, loaded: Loaded) -> int:
     admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
     token = settings.token.get_secret_value() if settings.token else None
     host_name = loaded.name("rems_server.host")
-    if not _loopback(settings.host) and not (token and (admin_token or settings.insecure_admin)):
+    if not loopback(settings.host) and not (token and (admin_token or settings.insecure_admin)):
         raise loaded.error(
             "rems_server.host",
             f"refusing to listen on {settings.host} (not a loopback address) without tokens: "

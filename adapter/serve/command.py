@@ -12,7 +12,6 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from ipaddress import ip_address
 from pathlib import Path
 from types import FrameType
 
@@ -21,6 +20,7 @@ from adapter.decide import Backend
 from adapter.ehr import FhirClient, FhirError, FhirServerError
 from adapter.errors import EXIT_UPSTREAM, ConfigurationError
 from adapter.fhir.write import AUTHOR_DEVICE
+from adapter.listen import loopback, parse_listen
 from adapter.mappings_loader import load_reference_data
 from adapter.pipeline import Pipeline, PipelineSettings, RetryPolicy, WorkerSettings
 from adapter.pipeline.capabilities import EhrFeatures, ehr_features, ensure_author_device
@@ -45,22 +45,6 @@ EXTENSIONS: list[Callable[[Loaded], Extension | None]] = [
     notifications_from_settings,
     make_worklist,
 ]
-
-
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_listen(raw: str, where: str) -> tuple[str, int]:
-    host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigurationError(f"'{raw}' is not HOST:PORT", where=where)
-    return host.strip("[]"), int(port)
 
 
 def settings_for(loaded: Loaded, as_of: str | None = None) -> tuple[PipelineSettings, HttpSettings]:
@@ -306,4 +290,4 @@ def _register() -> None:
 
 _register()
 
-__all__ = ["EXTENSIONS", "loopback", "parse_listen", "run"]
+__all__ = ["EXTENSIONS", "run"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from adapter.errors import ConfigurationError
 from adapter.hl7v2.oru import Options
 from adapter.hl7v2.tables import Hl7v2Tables
+from adapter.listen import loopback, parse_listen
 from adapter.mappings_loader import load_hl7v2_tables, load_reference_data
 from adapter.mllp.server import Limits
 from adapter.pipeline.mllp_source import MllpSettings, MllpSource
@@ -43,7 +44,6 @@ class MllpExtension(Extension):
 
 def mllp_extension(loaded: Loaded) -> MllpExtension | None:
     """The MLLP extension when ``serve.mllp`` is set (else None)."""
-    from adapter.serve.command import loopback, parse_listen
 
     raw = loaded.settings.serve.mllp
     if raw is None:

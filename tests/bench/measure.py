@@ -88,7 +88,13 @@ def floor(folder: Path) -> dict[str, Any]:
 
 
 def _children_kib() -> int:
-    """The largest peak resident set of this process's finished children (the workers), KiB."""
+    """The largest peak resident set of this process's children (the workers), KiB, once every
+    one has ended: batch mode does not wait for its finished workers to be gone (the standard
+    library reaps them later), and a child counts in RUSAGE_CHILDREN only once reaped."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.join(timeout=60)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
 
