@@ -1,14 +1,15 @@
 """Reading a large input on every core, in bounded memory (issue 16).
 
 The input is cut into tasks: one per file, and one per byte range (cut on line boundaries) of a
-large NDJSON file. Worker processes read and collect the tasks; the parent takes their results
-in input order, so that the merge is what one process reading everything in order would hold:
+large NDJSON file. This process and its workers read and collect the tasks (shared as
+`adapter.batch.processes` shares any work); this process merges the results in input order,
+so that the merge is what one process reading everything in order would hold:
 the same resources kept, the same versions winning (arrival positions are byte offsets, the same
 however the input is cut), the same problems in the same order with the same line numbers.
 
 When the input is large, what is kept per patient is spilled to a SQLite file in a temporary
 folder (`Store`) instead of being merged in memory, and the patients are then decided a batch
-at a time (`Store.batches`): memory follows the largest batch, not the input.
+at a time (`Store.batch`): memory follows the largest batch, not the input.
 """
 
 from __future__ import annotations

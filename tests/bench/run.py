@@ -14,10 +14,13 @@ reuses one kept under ``--exports DIR``), then measures, each in a fresh process
 ``--bundle-mb M`` also writes one Bundle of about M MB (entries from the largest export) and
 measures batch mode on it (streamed) next to merely loading it whole with orjson.
 
-Every figure is printed next to the baseline it is compared with, from the same run; nothing here
-asserts a time. Peak memory is the measuring process's resident-set high-water mark (``VmHWM``
-in /proc/self/status; it includes the interpreter and imports; the "ready" figure is the mark
-before the measured part started). Not ``ru_maxrss``: on Linux it inherits the parent's mark.
+Every measurement's input is read once, untimed, just before it (`warm`): on this machine idle
+file pages are paged out after a minute, and no measurement should find its input on disk while
+its baseline found it in memory. Every figure is printed next to the baseline it is compared
+with, from the same run; nothing here asserts a time. Peak memory is the measuring process's
+resident-set high-water mark (``VmHWM`` in /proc/self/status; it includes the interpreter and
+imports; the "ready" figure is the mark before the measured part started). Not ``ru_maxrss``:
+on Linux it inherits the parent's mark.
 """
 
 from __future__ import annotations
@@ -97,8 +100,24 @@ class SizeResult:
         return 1e6 * float(self.naive["seconds"]) / max(int(self.naive["items"]), 1)
 
 
+def warm(path: Path) -> None:
+    """Read the input once, untimed, so that every measurement starts with it in the page
+    cache: this machine's kernel pages out file pages idle for a minute (DAMON `pageout`, at up
+    to 128 MB/s), and a measurement that found part of its input on disk (~400 MB/s) would be
+    judged against one that did not. The 10M export (11 GB) is read whole each time; its end
+    may still be cold again by the time a measurement reaches it."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with file.open("rb", buffering=0) as handle:
+            while handle.read(8 * 1024 * 1024):
+                pass
+
+
 def measure(mode: str, *args: str) -> dict[str, Any]:
-    """One measurement in a fresh interpreter; its last stdout line is the JSON figures."""
+    """One measurement in a fresh interpreter, its input warmed first; its last stdout line is
+    the JSON figures."""
+    if args and Path(args[0]).exists():
+        warm(Path(args[0]))
     completed = subprocess.run(
         [sys.executable, "-m", "tests.bench.measure", mode, *args],
         cwd=REPO,
