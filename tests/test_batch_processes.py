@@ -176,6 +176,7 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
         list(processes.ordered_map(work, range(4), 3, here=lambda n: time.sleep(60)))
         """
     )
+    before = _results_folders()
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
     try:
         deadline = time.monotonic() + 30
@@ -195,6 +196,12 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
         time.sleep(0.05)
     for pid in alive:  # never leave one behind, whatever the outcome
         os.kill(pid, signal.SIGKILL)
+    # A parent killed outright cannot remove its temporary folder: it is left empty (no result
+    # was written, and the claims lock has no name).
+    left = _results_folders() - before
+    for folder in left:
+        assert os.listdir(folder) == []
+        os.rmdir(folder)
     assert not alive, "workers outlived their killed parent"
 
 
@@ -204,3 +211,48 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_an_interrupt_stops_the_workers_without_a_word_from_them(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: the workers leave it to the parent (which stops
+    them and says so once), instead of each printing its own KeyboardInterrupt."""
+    pids = tmp_path / "pids"
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from adapter.batch import processes
+
+        def work(n):
+            with open({str(pids)!r}, "a") as out:
+                out.write(f"{{os.getpid()}}\\n")
+            time.sleep(0.2)
+            return n
+
+        try:
+            list(processes.ordered_map(work, range(200), 3))
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+        """
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if pids.exists() and len(set(pids.read_text().split())) >= 3:
+                break
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGINT)
+        _, stderr = run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert stderr == "interrupted\n"
+    workers = {int(pid) for pid in pids.read_text().split()} - {run.pid}
+    assert len(workers) == 2
+    assert not [pid for pid in workers if _running(pid)]

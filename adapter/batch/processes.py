@@ -117,7 +117,9 @@ class _Claims:
     def __init__(self, folder: str, front: int, back: int) -> None:
         self.ends = mmap.mmap(-1, _ENDS.size)  # anonymous and shared: seen after a fork
         _ENDS.pack_into(self.ends, 0, front, back)
-        self.lock = os.open(os.path.join(folder, "claims.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        path = os.path.join(folder, "claims.lock")
+        self.lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.unlink(path)  # the lock lives on the open file (inherited by the workers), not its name
 
     def take(self, from_front: bool) -> int | None:
         """A position of the start order to compute, or None when every item is taken."""
@@ -286,8 +288,11 @@ def _load(folder: str, index: int) -> Any:
 
 def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
     """A worker's start: it ends with this process (Linux: a worker would otherwise go on
-    computing, or wait for work forever, once the parent was killed), then the caller's
+    computing, or wait for work forever, once the parent was killed), it leaves an interrupt
+    (Ctrl-C reaches the whole process group) to this process, which stops it and says so in
+    one line (a worker's KeyboardInterrupt printed a traceback), then the caller's
     `initializer`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
         with suppress(OSError, AttributeError):  # no C library to ask: as before
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
