@@ -162,30 +162,13 @@ def test_spawned_workers_give_the_same_results(fork: bool, monkeypatch: pytest.M
 def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
     """A parent killed (say by the out-of-memory killer) leaves no worker waiting forever."""
     pids = tmp_path / "pids"
-    script = textwrap.dedent(
-        f"""
-        import os, time
-        from adapter.batch import processes
-
-        def work(n):
-            with open({str(pids)!r}, "a") as out:
-                out.write(f"{{os.getpid()}}\\n")
-            time.sleep(60)
-            return n
-
-        list(processes.ordered_map(work, range(4), 3, here=lambda n: time.sleep(60)))
-        """
+    script = _noting_pids(
+        pids, 60, "list(processes.ordered_map(work, range(4), 3, here=lambda n: time.sleep(60)))"
     )
     before = _results_folders()
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if pids.exists() and len(pids.read_text().split()) >= 2:
-                break
-            time.sleep(0.05)
-        workers = [int(pid) for pid in pids.read_text().split()]
-        assert len(workers) >= 2
+        workers = _wait_for_pids(pids, 2)
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=10)
@@ -205,6 +188,35 @@ def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
     assert not alive, "workers outlived their killed parent"
 
 
+def _noting_pids(pids: Path, seconds: float, run: str) -> str:
+    """A script whose items note the pid computing them in `pids`, then sleep; `run` runs them."""
+    work = textwrap.dedent(
+        f"""
+        import os, sys, time
+        from adapter.batch import processes
+
+        def work(n):
+            with open({str(pids)!r}, "a") as out:
+                out.write(f"{{os.getpid()}}\\n")
+            time.sleep({seconds})
+            return n
+        """
+    )
+    return f"{work}\n{run}\n"
+
+
+def _wait_for_pids(pids: Path, count: int) -> list[int]:
+    """The pids noted once `count` processes have noted theirs (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if pids.exists() and len(set(pids.read_text().split())) >= count:
+            break
+        time.sleep(0.05)
+    noted = [int(pid) for pid in dict.fromkeys(pids.read_text().split())]
+    assert len(noted) >= count
+    return noted
+
+
 def _running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
@@ -217,22 +229,11 @@ def test_an_interrupt_stops_the_workers_without_a_word_from_them(tmp_path: Path)
     """Ctrl-C reaches the whole process group: the workers leave it to the parent (which stops
     them and says so once), instead of each printing its own KeyboardInterrupt."""
     pids = tmp_path / "pids"
-    script = textwrap.dedent(
-        f"""
-        import os, sys, time
-        from adapter.batch import processes
-
-        def work(n):
-            with open({str(pids)!r}, "a") as out:
-                out.write(f"{{os.getpid()}}\\n")
-            time.sleep(0.2)
-            return n
-
-        try:
-            list(processes.ordered_map(work, range(200), 3))
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-        """
+    script = _noting_pids(
+        pids,
+        0.2,
+        "try:\n    list(processes.ordered_map(work, range(200), 3))\n"
+        "except KeyboardInterrupt:\n    print('interrupted', file=sys.stderr)",
     )
     run = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -242,11 +243,7 @@ def test_an_interrupt_stops_the_workers_without_a_word_from_them(tmp_path: Path)
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if pids.exists() and len(set(pids.read_text().split())) >= 3:
-                break
-            time.sleep(0.05)
+        _wait_for_pids(pids, 3)  # the parent and both workers are computing
         os.killpg(run.pid, signal.SIGINT)
         _, stderr = run.communicate(timeout=30)
     finally:

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
+from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from adapter.errors import InternalError
 
@@ -90,17 +91,30 @@ def ordered_map(
         for item in items:
             yield local(item)
         return
-    workers = min(jobs - 1, len(items) - 1)
+    job = _Job(function, items, order, min(jobs - 1, len(items) - 1), local, initializer, initargs)
     # What this process holds moves out of the collector's sight before the fork: a worker's
     # collections would otherwise walk (and so copy, page by page) every inherited object.
     gc.freeze()
     try:
         if can_fork():
-            yield from _forked(function, items, order, workers, local, initializer, initargs)
+            yield from _forked(job)
         else:  # pragma: no cover - not Linux (tests/test_batch_processes.py runs it on Linux)
-            yield from _pooled(function, items, order, workers, local, initializer, initargs)
+            yield from _pooled(job)
     finally:
         gc.unfreeze()
+
+
+@dataclass(frozen=True)
+class _Job(Generic[_In, _Out]):
+    """One `ordered_map` call, as either way of sharing it takes it."""
+
+    function: Callable[[_In], _Out]  # what the workers run
+    items: list[_In]
+    order: list[int]  # the start order
+    workers: int
+    local: Callable[[_In], _Out]  # what this process runs
+    initializer: Callable[..., object] | None
+    initargs: tuple[Any, ...]
 
 
 # ------------------------------------------------------------------ forked workers
@@ -152,25 +166,15 @@ def _result_path(folder: str, index: int) -> str:
     return os.path.join(folder, f"{index}.pickle")
 
 
-def _work(
-    function: Callable[[Any], Any],
-    items: Sequence[Any],
-    order: Sequence[int],
-    first: int,
-    claims: _Claims,
-    folder: str,
-    done: int,
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-) -> None:
+def _work(job: _Job[Any, Any], first: int, claims: _Claims, folder: str, done: int) -> None:
     """A worker: its first position, then positions claimed from the front until none is left;
     each result (or the exception raised) pickled into `folder`, its index written to `done`."""
-    _start_worker(initializer, initargs)
+    _start_worker(job.initializer, job.initargs)
     position: int | None = first
     while position is not None:
-        index = order[position]
+        index = job.order[position]
         try:
-            outcome: tuple[bool, Any] = (True, function(items[index]))
+            outcome: tuple[bool, Any] = (True, job.function(job.items[index]))
         except Exception as error:  # raised again in the parent, when the result is due
             outcome = (False, error)
         path = _result_path(folder, index)
@@ -186,33 +190,23 @@ def _work(
         position = claims.take(from_front=True)
 
 
-def _forked(
-    function: Callable[[_In], _Out],
-    items: list[_In],
-    order: list[int],
-    workers: int,
-    local: Callable[[_In], _Out],
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-) -> Iterator[_Out]:
+def _forked(job: _Job[_In, _Out]) -> Iterator[_Out]:
     context = multiprocessing.get_context("fork")
     folder = tempfile.mkdtemp(prefix="rems-adapter-results-")
-    claims = _Claims(folder, workers, len(order))  # each worker's first item is its own
+    claims = _Claims(folder, job.workers, len(job.order))  # each worker's first is its own
     ready, done = os.pipe()
     processes = []
     complete = False
     try:
-        for first in range(workers):
+        for first in range(job.workers):
             process = context.Process(
-                target=_work,
-                args=(function, items, order, first, claims, folder, done, initializer, initargs),
-                daemon=True,
+                target=_work, args=(job, first, claims, folder, done), daemon=True
             )
             process.start()
             processes.append(process)
         os.close(done)  # the workers hold the writing end: all gone, the pipe ends
         done = -1
-        yield from _gather(items, order, claims, folder, ready, processes, local)
+        yield from _gather(job, claims, folder, ready, processes)
         complete = True
     finally:
         claims.close()
@@ -230,13 +224,7 @@ def _forked(
 
 
 def _gather(
-    items: list[_In],
-    order: list[int],
-    claims: _Claims,
-    folder: str,
-    ready: int,
-    processes: list[Any],
-    local: Callable[[_In], _Out],
+    job: _Job[_In, _Out], claims: _Claims, folder: str, ready: int, processes: list[Any]
 ) -> Iterator[_Out]:
     """The results in item order: this process's own, or a worker's once it has said so; this
     process computes an item of its own whenever the next result is not there yet."""
@@ -245,13 +233,14 @@ def _gather(
     pending = b""
     living = list(processes)
     listening = True  # until every worker has closed its end of the pipe
-    for next_out in range(len(items)):
+    for next_out in range(len(job.items)):
         while next_out not in computed and next_out not in finished:
             waiting = ([ready] if listening else []) + [process.sentinel for process in living]
             if not waiting or not wait(waiting, timeout=0):  # no news: compute one here
                 position = claims.take(from_front=False)
                 if position is not None:
-                    computed[order[position]] = local(items[order[position]])
+                    index = job.order[position]
+                    computed[index] = job.local(job.items[index])
                     continue
                 if not waiting:  # every item taken, every worker gone, a result missing
                     raise InternalError(_DIED)
@@ -306,23 +295,19 @@ _PR_SET_PDEATHSIG = 1
 # ------------------------------------------------------------------ spawned workers
 
 
-def _pooled(
-    function: Callable[[_In], _Out],
-    items: list[_In],
-    order: list[int],
-    workers: int,
-    local: Callable[[_In], _Out],
-    initializer: Callable[..., object] | None,
-    initargs: tuple[Any, ...],
-) -> Iterator[_Out]:
+def _pooled(job: _Job[_In, _Out]) -> Iterator[_Out]:
     """The same with an executor of spawned workers (`function`, the items and the results
     travel pickled)."""
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(initializer, initargs)
+        job.workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(job.initializer, job.initargs),
     )
     # Enough started that a worker never waits while this process computes an item of its own.
-    ahead = 2 * workers
+    ahead = 2 * job.workers
+    items, order = job.items, job.order
     futures: dict[int, Future[_Out]] = {}
     computed: dict[int, _Out] = {}
     front, back, next_out = 0, len(order), 0
@@ -330,7 +315,7 @@ def _pooled(
         while next_out < len(items):
             running = sum(1 for future in futures.values() if not future.done())
             while front < back and running < ahead:
-                futures[order[front]] = pool.submit(function, items[order[front]])
+                futures[order[front]] = pool.submit(job.function, items[order[front]])
                 front, running = front + 1, running + 1
             if next_out in computed:
                 yield computed.pop(next_out)
@@ -338,7 +323,7 @@ def _pooled(
                 yield futures.pop(next_out).result()  # waits only when nothing is left to take
             else:
                 back -= 1
-                computed[order[back]] = local(items[order[back]])
+                computed[order[back]] = job.local(items[order[back]])
                 continue
             next_out += 1
     except BrokenProcessPool as error:  # a worker was killed: never wait for it forever
