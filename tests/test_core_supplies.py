@@ -162,13 +162,38 @@ def test_supplies_during_an_interruption_count_as_days_on_clozapine(extra, resta
 
 def test_first_supply_on_a_baseline_that_interrupts_does_not_authorize_the_next():
     # Baseline 800 (moderate): the first supply is handed over anyway and starts therapy; the
-    # next dispense is not authorized (treatment interrupted), and the refill is surfaced.
+    # next dispense is not authorized (treatment interrupted); both supplies are surfaced.
     labs = [anc(-1, 800)]
     result = evaluate(labs, [supply(0, 3), supply(3, 3)], pending_dispenses=(pending(4),))
     assert result.status.recommendation == "interrupt"
     (decision,) = result.decisions
     assert "treatment-interrupted" in decision.reasons
-    assert [d.dispense.ref for d in result.surfaced] == [supply(3).ref]
+    assert [d.dispense.ref for d in result.surfaced] == [supply(0).ref, supply(3).ref]
+    first, refill = result.surfaced
+    assert first.reasons == ("anc-below-threshold",)  # it started therapy: no baseline met
+    assert "treatment-interrupted" in refill.reasons
+
+
+@pytest.mark.parametrize(
+    ("baseline", "surfaced"),
+    [
+        (499, True),  # severe: interrupt, no rechallenge without the prescriber
+        (500, True),  # moderate
+        (999, True),
+        (1000, False),  # mild: continue (a first supply on it is judged when it is pending)
+        (1500, False),
+    ],
+)
+def test_a_completed_first_supply_after_a_baseline_that_interrupts_is_surfaced(
+    baseline: int, surfaced: bool
+) -> None:
+    """clinical-rules 2.2: a supply handed over while the label says interrupt gets a
+    dispense-not-authorized finding with the reasons that held, a first supply too."""
+    result = evaluate([anc(-1, baseline)], [supply(0)], 2)
+    assert result.status.therapy_start is not None  # it started therapy all the same
+    assert [d.dispense.ref for d in result.surfaced] == ([supply(0).ref] if surfaced else [])
+    codes = [f.code for f in result.findings]
+    assert ("dispense-not-authorized" in codes) is surfaced
 
 
 def test_a_prescriber_rationale_before_the_supply_sanctions_it():

@@ -215,8 +215,11 @@ class _Replay:
             and self.rationale(item, latest)
         )
         if blocked and not answered:
+            # Surfaced with the reasons that held at its hand-over, whether or not therapy had
+            # started: a first supply after a baseline that says interrupt (severe or moderate
+            # neutropenia, no prescriber's decision) is one the label forbids as well.
+            self.unsanctioned.append(UnsanctionedSupply(item, tuple(self.assessments), state))
             if state.course_start is not None:
-                self.unsanctioned.append(UnsanctionedSupply(item, tuple(self.assessments), state))
                 held = state.unsanctioned_end
                 self.state = evolve(state, unsanctioned_end=max(end, held) if held else end)
                 return
