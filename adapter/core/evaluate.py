@@ -145,7 +145,7 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
             findings.append(finding)
     findings += [unevaluable_finding(item, tz) for item in labs.unevaluable]
     if on_clozapine and status.overdue:
-        findings.append(overdue_finding(status, protocol, local_date(clock, tz)))
+        findings.append(overdue_finding(status, protocol, local_date(clock, tz), tz))
     if inputs.requests:
         # An ANC finding concerns the clozapine the patient is prescribed.
         findings = [replace(f, implicated=inputs.requests) for f in findings]

@@ -179,7 +179,9 @@ def unevaluable_finding(item: Unevaluable, tz: tzinfo) -> Finding:
     )
 
 
-def overdue_finding(status: PatientStatus, protocol: Protocol, clock_date: date) -> Finding:
+def overdue_finding(
+    status: PatientStatus, protocol: Protocol, clock_date: date, tz: tzinfo
+) -> Finding:
     latest = status.latest
     if latest is None:
         said = f"no ANC is on record since therapy start {status.therapy_start}"
@@ -188,7 +190,8 @@ def overdue_finding(status: PatientStatus, protocol: Protocol, clock_date: date)
     else:
         said = (
             f"the last ANC, {cells(latest.anc.value_per_ul)} cells/uL, was collected "
-            f"{latest.anc.collected.date()} under {status.frequency.replace('-', ' ')} monitoring"
+            f"{local_date(latest.anc.collected, tz)} under {status.frequency.replace('-', ' ')} "
+            "monitoring"
         )
         evidence = _evidence(latest.anc)
         basis = latest.anc.key
