@@ -17,6 +17,7 @@ from tests.scenario_kit import (
     Resource,
     anc,
     as_of,
+    completed_dispense,
     evidence_codes,
     finding_code,
     medication_request,
@@ -538,6 +539,28 @@ def test_s3_pending_finding_cancelled_once_decided(tmp_path: Path) -> None:
     second = run_batch(tmp_path, [*res, *first.issues], as_of("2026-02-05"))
     assert [i["status"] for i in by_ident(second, ident(pend))] == ["cancelled"]
     assert finding_code(second.dispense_issue("p-pend")) == "dispense-authorized"
+
+
+# IF 2 the same once the pharmacy handed the dispense over without a decision (the REMS still
+# unreachable): the dispense no longer awaits one, so the pending finding is no longer an open
+# problem and comes back cancelled; it is not left final on the EHR for good.
+def test_s3_pending_finding_cancelled_once_the_dispense_is_handed_over(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = _rems_ready("p")
+    res = [*base, pending_dispense("p", "2026-02-05", did="p-pend")]
+    args = ["--rems", f"http://127.0.0.1:{port}", "--rems-attempts", "1", "--rems-timeout", "2"]
+    first = run_batch(tmp_path, res, as_of("2026-02-05"), extra_args=args)
+    pend = first.dispense_issue("p-pend")
+    assert finding_code(pend) == "dispense-authorization-pending"
+    handed = completed_dispense("p", "2026-02-05T10:00:00Z", 28, did="p-pend")
+    handed["meta"] = {"versionId": "2", "lastUpdated": "2026-02-05T10:00:00Z"}
+    second = run_batch(tmp_path, [*base, handed, *first.issues], as_of("2026-02-06"))
+    assert [i["status"] for i in by_ident(second, ident(pend))] == ["cancelled"]
+    assert second.authorizations == []  # nothing awaits a decision any more
 
 
 # CR 3 "A PSF that carries ... a BEN designation ... is accepted only from the certified

@@ -255,6 +255,7 @@ _ANC_FINDINGS = frozenset(
         "anc-unevaluable",
     }
 )
+_PENDING_FINDING = "dispense-authorization-pending"
 _DISPENSE_FINDINGS = frozenset(
     {
         "dispense-authorized",
@@ -275,10 +276,12 @@ def withdraw(
     ``cancelled`` when a result was corrected or replaced, or the same question now has another
     answer. Only open problems stay final (interfaces.md section 2): an overdue alert that a
     later usable result answers is cancelled, and so is a PSF routing issue of this month that
-    a newer form replaced. A decision merely overtaken by time otherwise (a dispense since
-    handed over) stands: it was right when it was made."""
+    a newer form replaced, and a pending-authorization alert once its dispense was handed over.
+    A decision merely overtaken by time otherwise (an authorized dispense since handed over)
+    stands: it was right when it was made."""
     identifiers = {finding.identifier for finding in findings}
     pending_refs = {item.ref for item in inputs.pending}
+    handed_refs = {item.ref for item in inputs.supplies if item.handed_over <= clock}
     month = (clock.year, clock.month)
 
     out: list[Withdrawal] = []
@@ -305,10 +308,15 @@ def withdraw(
                 out.append(Withdrawal(issue, "cancelled", f"re-decided: {changed[0]}"))
         elif issue.finding in _DISPENSE_FINDINGS:
             still_pending = [ref for ref in issue.implicated if ref in pending_refs]
+            handed = [ref for ref in issue.implicated if ref in handed_refs]
             if still_pending:
                 out.append(Withdrawal(issue, "cancelled", f"re-decided: {still_pending[0]}"))
             elif replaced:
                 out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
+            elif issue.finding == _PENDING_FINDING and handed:
+                # No longer awaiting a decision: the pharmacy handed it over (the supply is
+                # judged as a supply: surfaced if the label did not allow it).
+                out.append(Withdrawal(issue, "cancelled", f"handed over: {handed[0]}"))
         elif issue.finding == "anc-monitoring-overdue":
             if replaced:
                 out.append(Withdrawal(issue, "cancelled", f"result replaced: {replaced[0]}"))
