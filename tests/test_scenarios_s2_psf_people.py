@@ -195,3 +195,18 @@ def test_people_emauth_cannot_override_missing_current_anc(tmp_path: Path) -> No
     auth = second.authorization_for("p-next")
     assert auth["outcome"] == "not-authorized"
     assert "anc-not-current" in auth["reasons"]
+
+
+def test_the_psf_action_issue_names_the_prescription_it_concerns(tmp_path: Path) -> None:
+    """interfaces.md section 2: every DetectedIssue carries `implicated` (the MedicationDispense
+    / MedicationRequest concerned): for a form the prescriber must sign, the clozapine
+    prescription, as the ANC findings of that patient name it."""
+    from tests.scenario_kit import refs
+
+    res = on_clozapine("p", "2026-01-05", "2026-02-26")
+    res += [anc("p", "2026-02-02", 900)]  # below 1000: the form needs a rationale
+    r = run_batch(tmp_path, res, as_of("2026-02-10"))
+    (action,) = _action_issue(r, "p")
+    (moderate,) = r.issues_where(code="anc-moderate-neutropenia", patient="p")
+    assert refs(moderate.get("implicated"))  # what the ANC finding names
+    assert refs(action.get("implicated")) == refs(moderate.get("implicated"))

@@ -151,7 +151,8 @@ def evaluate_patient(inputs: PatientInputs, context: Context) -> Evaluation:
         findings = [replace(f, implicated=inputs.requests) for f in findings]
     psf_signed = False
     if psf is not None and psf.signer_role == "prescriber":
-        action = psf_action_finding(psf, tz)
+        # The form concerns the clozapine the patient is prescribed, as an ANC finding does.
+        action = replace(psf_action_finding(psf, tz), implicated=inputs.requests)
         findings.append(action)
         psf_signed = prescriber_answered(inputs, action.identifier, clock)
     findings += [dispense_finding(decision, tz) for decision in decisions]
