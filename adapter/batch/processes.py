@@ -276,10 +276,10 @@ def _load(folder: str, index: int) -> Any:
 
 
 def _start_worker(initializer: Callable[..., object] | None, initargs: tuple[Any, ...]) -> None:
-    """A worker's start: it ends with this process (Linux: a worker would otherwise go on
-    computing, or wait for work forever, once the parent was killed), it leaves an interrupt
-    (Ctrl-C reaches the whole process group) to this process, which stops it and says so in
-    one line (a worker's KeyboardInterrupt printed a traceback), then the caller's
+    """A worker's start: it ends with its parent (Linux: a worker would otherwise go on
+    computing, or wait for work forever, once the parent was killed); it leaves an interrupt
+    (Ctrl-C reaches the whole process group) to the parent, which stops the workers and says so
+    in one line (each worker's KeyboardInterrupt used to print its own); then the caller's
     `initializer`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
