@@ -27,7 +27,6 @@ from adapter.rems import (
 )
 from adapter.rems.client import wire_instant
 
-PSF_ACTION = "psf-prescriber-action-required"
 PSF_REJECTED = "psf-rejected"
 PROJECT_REASONS: frozenset[str] = frozenset(REASON_ORDER)
 #: The contract's limit on ANC results per form (psf-submission.schema.json).

@@ -10,7 +10,7 @@ from typing import Any
 
 from adapter.core.calendar import local_date
 from adapter.core.dispense import EMAUTH
-from adapter.core.findings import Finding, cells
+from adapter.core.findings import PSF_ACTION, Finding, cells
 from adapter.core.model import (
     Mitigation,
     PatientInputs,
@@ -19,7 +19,6 @@ from adapter.core.monitoring import first_step
 from adapter.core.psf import PatientStatusForm
 from adapter.decide.rems.case import (
     MAX_ANC_RESULTS,
-    PSF_ACTION,
     PSF_REJECTED,
     Desk,
     PatientCase,
