@@ -31,7 +31,14 @@ import requests
 
 from tests.fhir_server import free_port
 from tests.serve.conftest import start_stock_sekmet
-from tests.serve.kit import FINDING_SYSTEM, all_of, lab_result, recent_history, seed
+from tests.serve.kit import (
+    FINDING_SYSTEM,
+    all_of,
+    lab_result,
+    queue_depths,
+    recent_history,
+    seed,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCESSION_SYSTEM = "urn:oid:2.16.840.1.113883.3.999.1"
@@ -141,21 +148,6 @@ class ServeProcess:
                 self.kill()
 
 
-def _depths(url: str) -> tuple[float, float] | None:
-    try:
-        text = requests.get(f"{url}/metrics", timeout=5).text
-    except requests.RequestException:
-        return None
-    values = {}
-    for line in text.splitlines():
-        head, _, value = line.rpartition(" ")
-        if head in ("rems_adapter_inbox_depth", "rems_adapter_outbox_depth"):
-            values[head] = float(value)
-    if len(values) != 2:
-        return None
-    return values["rems_adapter_inbox_depth"], values["rems_adapter_outbox_depth"]
-
-
 def run(
     results: int,
     kills: int,
@@ -230,7 +222,7 @@ def run(
         pusher.join(timeout=60)
         settle_deadline = time.monotonic() + 600
         while time.monotonic() < settle_deadline:
-            depths = _depths(serve.url)
+            depths = queue_depths(serve.url)
             if depths == (0.0, 0.0):
                 break
             time.sleep(0.2)

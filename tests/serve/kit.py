@@ -117,3 +117,19 @@ def codes(found: list[dict[str, Any]]) -> list[str]:
         next(c["code"] for c in i["code"]["coding"] if c.get("system") == FINDING_SYSTEM)
         for i in found
     )
+
+
+def queue_depths(url: str) -> tuple[float, float] | None:
+    """(inbox, outbox) depth from serve's /metrics at `url`, or None when it does not answer."""
+    try:
+        text = requests.get(f"{url}/metrics", timeout=5).text
+    except requests.RequestException:
+        return None
+    values = {}
+    for line in text.splitlines():
+        head, _, value = line.rpartition(" ")
+        if head in ("rems_adapter_inbox_depth", "rems_adapter_outbox_depth"):
+            values[head] = float(value)
+    if len(values) != 2:
+        return None
+    return values["rems_adapter_inbox_depth"], values["rems_adapter_outbox_depth"]

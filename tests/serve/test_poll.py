@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.fhir_server import free_port
-from tests.serve.kit import codes, issues, recent_history, seed
+from tests.serve.kit import codes, issues, queue_depths, recent_history, seed
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +66,9 @@ def test_polled_results_are_decided_once_across_a_restart(stock_server, tmp_path
                 in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             )
         )
+        # Everything received has taken effect (interfaces.md: both depths 0) before the stop:
+        # an effect still in the outbox would rightly be written by the restarted process.
+        _wait(lambda: queue_depths(f"http://127.0.0.1:{port}") == (0.0, 0.0))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         first = sorted(i["id"] for i in issues(stock_server.base_url, patient))
