@@ -21,6 +21,7 @@ from adapter.core.dispense import (
     rationale_check,
 )
 from adapter.core.findings import (
+    OUTCOME_FINDING,
     PSF_ACTION,
     Finding,
     category_finding,
@@ -256,15 +257,8 @@ _ANC_FINDINGS = frozenset(
         "anc-unevaluable",
     }
 )
-_PENDING_FINDING = "dispense-authorization-pending"
-_DISPENSE_FINDINGS = frozenset(
-    {
-        "dispense-authorized",
-        "dispense-authorized-override",
-        "dispense-not-authorized",
-        "dispense-authorization-pending",
-    }
-)
+_PENDING_FINDING = OUTCOME_FINDING["pending"]
+_DISPENSE_FINDINGS = frozenset(OUTCOME_FINDING.values())
 
 
 def withdraw(
