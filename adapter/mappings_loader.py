@@ -408,6 +408,10 @@ def _dispense(f: _File) -> DispenseCodes:
         awaiting_decision=frozenset(
             f.strings(status.get("awaiting_decision"), "status.awaiting_decision")
         ),
+        entered_in_error=frozenset(
+            f.strings(status.get("entered_in_error"), "status.entered_in_error")
+        ),
+        withdrawn=frozenset(f.strings(status.get("withdrawn"), "status.withdrawn")),
         max_days_supply=f.integer(limits, "max_days_supply", "limits", minimum=1),
     )
 

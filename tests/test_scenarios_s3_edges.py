@@ -692,3 +692,68 @@ def test_s3_surfaced_supply_withdrawn_with_its_severe_result(tmp_path: Path) -> 
     gone = version(severe, "2", status="entered-in-error", updated="2026-02-11")
     second = run_batch(tmp_path, [*long_term("p"), gone, *first.issues], as_of("2026-02-20"))
     assert [i["status"] for i in by_ident(second, ident(surfaced))] == ["entered-in-error"]
+
+
+def _later_version(dispense: Resource, status: str, at: str = "2026-02-06T08:00:00Z") -> Resource:
+    changed = dict(dispense)
+    changed["status"] = status
+    changed["meta"] = {"versionId": "2", "lastUpdated": at}
+    return changed
+
+
+# IF 2 "withdrawn decisions are updated to cancelled (data changed) or entered-in-error (source
+# entered in error)" and "Only open problems stay final": a dispense decided while it awaited a
+# decision, later cancelled, declined or stopped by the pharmacy (it will not be handed over),
+# or entered in error: its decision comes back withdrawn, and nothing is decided again. On hold
+# it may still go ahead: its decision stands (not written again).
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("cancelled", ["cancelled"]),
+        ("declined", ["cancelled"]),
+        ("stopped", ["cancelled"]),
+        ("entered-in-error", ["entered-in-error"]),
+        ("on-hold", []),
+    ],
+)
+def test_s3_decision_withdrawn_with_its_dispense(
+    tmp_path: Path, status: str, expected: list[str]
+) -> None:
+    base = long_term("p")
+    pend = pending_dispense("p", "2026-02-05", did="p-pend")
+    first = run_batch(tmp_path, [*base, pend], as_of("2026-02-05"))
+    decided = first.dispense_issue("p-pend")
+    assert finding_code(decided) == "dispense-authorized"
+    later = _later_version(pend, status)
+    second = run_batch(tmp_path, [*base, later, *first.issues], as_of("2026-02-06"))
+    assert [i["status"] for i in by_ident(second, ident(decided))] == expected
+    assert second.authorizations == []
+
+
+# The same for a not-authorized decision (the open problem the pharmacist was shown): the
+# cancelled dispense closes it; the patient's ANC findings are untouched.
+def test_s3_not_authorized_closed_when_its_dispense_is_cancelled(tmp_path: Path) -> None:
+    base = [*long_term("p"), anc("p", "2026-02-19", 800)]
+    pend = pending_dispense("p", "2026-02-20", did="p-pend")
+    first = run_batch(tmp_path, [*base, pend], as_of("2026-02-20"))
+    refused = first.dispense_issue("p-pend")
+    assert finding_code(refused) == "dispense-not-authorized"
+    later = _later_version(pend, "cancelled", "2026-02-20T12:00:00Z")
+    second = run_batch(tmp_path, [*base, later, *first.issues], as_of("2026-02-20"))
+    assert [i["status"] for i in by_ident(second, ident(refused))] == ["cancelled"]
+    withdrawn = [i for i in second.issues if i["status"] != "final"]
+    assert [ident(i) for i in withdrawn] == [ident(refused)]
+
+
+# CR 2.2 "that completed dispense gets a dispense-not-authorized finding": a supply handed over
+# while treatment was interrupted, later entered in error (it never happened): the finding is
+# withdrawn as entered-in-error, and the supply no longer counts.
+def test_s3_surfaced_supply_entered_in_error(tmp_path: Path) -> None:
+    base = [*long_term("p"), anc("p", "2026-02-09", 800)]
+    supply = completed_dispense("p", "2026-02-10", 7, did="p-late")
+    first = run_batch(tmp_path, [*base, supply], as_of("2026-02-11"))
+    surfaced = first.dispense_issue("p-late")
+    assert finding_code(surfaced) == "dispense-not-authorized"
+    later = _later_version(supply, "entered-in-error", "2026-02-11T08:00:00Z")
+    second = run_batch(tmp_path, [*base, later, *first.issues], as_of("2026-02-11"))
+    assert [i["status"] for i in by_ident(second, ident(surfaced))] == ["entered-in-error"]

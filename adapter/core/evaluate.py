@@ -272,11 +272,14 @@ def withdraw(
     answer. Only open problems stay final (interfaces.md section 2): an overdue alert that a
     later usable result answers is cancelled, and so is a PSF routing issue of this month that
     a newer form replaced, and a pending-authorization alert once its dispense was handed over.
-    A decision merely overtaken by time otherwise (an authorized dispense since handed over)
-    stands: it was right when it was made."""
+    A dispense since entered in error withdraws its decisions as ``entered-in-error``; one
+    cancelled, declined or stopped withdraws them as ``cancelled`` (it will not be handed over:
+    nothing about it is open). A decision merely overtaken by time otherwise (an authorized
+    dispense since handed over) stands: it was right when it was made."""
     identifiers = {finding.identifier for finding in findings}
     pending_refs = {item.ref for item in inputs.pending}
     handed_refs = {item.ref for item in inputs.supplies if item.handed_over <= clock}
+    gone = {item.ref: item for item in inputs.withdrawn_dispenses}
     month = (clock.year, clock.month)
 
     out: list[Withdrawal] = []
@@ -284,6 +287,15 @@ def withdraw(
         if issue.status != "final" or (issue.identified and issue.identified > clock):
             continue
         if issue.identifier in identifiers:
+            continue
+        dispense = next((gone[ref] for ref in issue.implicated if ref in gone), None)
+        if dispense is not None and issue.finding in _DISPENSE_FINDINGS:
+            if dispense.in_error:
+                reason = f"source entered in error: {dispense.ref}"
+                out.append(Withdrawal(issue, "entered-in-error", reason))
+            else:
+                reason = f"dispense {dispense.status}: {dispense.ref}"
+                out.append(Withdrawal(issue, "cancelled", reason))
             continue
         in_error = [ref for ref in issue.evidence if ref in labs.entered_in_error]
         if in_error:

@@ -219,6 +219,19 @@ class PendingDispense:
     prescription: str | None = None
 
 
+@compact_pickle
+@dataclass(frozen=True)
+class WithdrawnDispense:
+    """A clozapine MedicationDispense that will not be (or was never) what it said: its latest
+    version is ``entered-in-error`` (`in_error`), or ``cancelled`` / ``declined`` / ``stopped``.
+    It is no supply and awaits no decision; what was decided about it is withdrawn."""
+
+    ref: str
+    patient: str
+    in_error: bool
+    status: str
+
+
 @dataclass(frozen=True)
 class Mitigation:
     """An answer a person added to one of our DetectedIssues."""
@@ -267,6 +280,8 @@ class PatientInputs:
     prescribed: bool = False
     #: The patient's active clozapine MedicationRequests: what an ANC finding implicates.
     requests: tuple[str, ...] = ()
+    #: Clozapine dispenses entered in error or cancelled since: their decisions are withdrawn.
+    withdrawn_dispenses: tuple[WithdrawnDispense, ...] = ()
 
 
 # ---------------------------------------------------------------- lab results

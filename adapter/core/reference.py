@@ -27,6 +27,10 @@ class DispenseCodes:
     category_codes: frozenset[str]
     completed: frozenset[str]
     awaiting_decision: frozenset[str]
+    #: Statuses that withdraw what was decided about a dispense: as entered in error, or as
+    #: cancelled (it will not be handed over).
+    entered_in_error: frozenset[str]
+    withdrawn: frozenset[str]
     #: The longest days' supply a dispense can mean; a longer one is reported, not read.
     max_days_supply: int
 

@@ -22,6 +22,7 @@ from adapter.core.model import (
     PendingDispense,
     PriorIssue,
     Supply,
+    WithdrawnDispense,
     compact_pickle,
     pack_columns,
     unpack_columns,
@@ -93,7 +94,7 @@ def _meta_text(value: object) -> str:
 @dataclass
 class _Dispense:
     rank: tuple[int, str, int]
-    item: Supply | PendingDispense | None
+    item: Supply | PendingDispense | WithdrawnDispense | None
     clozapine: bool | None
     medication_ref: str | None
 
@@ -290,11 +291,14 @@ class Collector:
         that date results without an effective time (default: those collected here)."""
         supplies: dict[str, list[Supply]] = defaultdict(list)
         pending: dict[str, list[PendingDispense]] = defaultdict(list)
+        withdrawn: dict[str, list[WithdrawnDispense]] = defaultdict(list)
         for held in self.dispenses.values():
             if held.item is None or not self._is_clozapine(held.clozapine, held.medication_ref):
                 continue
             if isinstance(held.item, Supply):
                 supplies[held.item.patient].append(held.item)
+            elif isinstance(held.item, WithdrawnDispense):
+                withdrawn[held.item.patient].append(held.item)
             else:
                 pending[held.item.patient].append(held.item)
         prescribers: dict[str, set[str]] = defaultdict(set)
@@ -340,6 +344,7 @@ class Collector:
                 prescribers=frozenset(prescribers.get(patient, ())),
                 prescribed=patient in prescribed,
                 requests=tuple(prescribed.get(patient, ())),
+                withdrawn_dispenses=tuple(sorted(withdrawn.get(patient, ()), key=lambda w: w.ref)),
             )
             for patient in sorted(everyone)
         ]

@@ -22,6 +22,7 @@ from adapter.core.model import (
     PendingDispense,
     PriorIssue,
     Supply,
+    WithdrawnDispense,
 )
 from adapter.core.protocol import Setting
 from adapter.core.reference import ReferenceData
@@ -527,12 +528,20 @@ class Reader:
             maximum=self.reference_data.dispense.max_days_supply,
         )
 
-    def dispense(self, resource: JSON) -> Supply | PendingDispense | None:
-        """A clozapine supply handed over, a dispense awaiting a decision, or None."""
+    def dispense(self, resource: JSON) -> Supply | PendingDispense | WithdrawnDispense | None:
+        """A clozapine supply handed over, a dispense awaiting a decision, one withdrawn
+        (entered in error, cancelled), or None (a status that changes nothing: on hold)."""
         codes = self.reference_data.dispense
         status = resource.get("status")
         if not isinstance(status, str):
             raise FhirInputError("MedicationDispense.status", "expected a code")
+        if status in codes.entered_in_error or status in codes.withdrawn:
+            subject = reference(resource.get("subject"))
+            if subject is None or not subject.startswith("Patient/"):
+                return None  # nobody's decision to withdraw: nothing else about it is read
+            return WithdrawnDispense(
+                _id_ref(resource), subject, status in codes.entered_in_error, status
+            )
         if status not in codes.completed and status not in codes.awaiting_decision:
             return None
         ref = _id_ref(resource)

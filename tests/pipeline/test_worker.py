@@ -87,3 +87,50 @@ def test_a_result_about_no_patient_is_parked_until_assigned(store):
         for e in store.effects("pending")
     }
     assert "anc-mild-neutropenia" in after
+
+
+def test_a_decision_is_withdrawn_when_its_dispense_is_entered_in_error(store):
+    """Service mode, as batch mode (interfaces.md section 2): the pharmacy's dispense decided
+    while it awaited a decision, then entered in error on the EHR: the worker updates the
+    decision's DetectedIssue (the EHR's copy) to entered-in-error, and decides nothing anew."""
+    from datetime import date, timedelta
+
+    history = recent_history([2000, 1900, 1800])
+    history.pending_on = date.today() - timedelta(days=1)
+    resources = resources_with_ids([history])
+    patient = next(f"Patient/{r['id']}" for r in resources if r["resourceType"] == "Patient")
+    dispense = next(
+        r
+        for r in resources
+        if r["resourceType"] == "MedicationDispense" and r["status"] != "completed"
+    )
+    intake = Intake(store)
+    intake.receive([Arrival(r, "files") for r in resources])
+    worker = Worker(store, load_reference_data(), LocalBackend(), WorkerSettings(), ehr=None)
+    worker.drain()
+    created = [json.loads(e.body)["resource"] for e in store.effects("pending")]
+    (decision,) = [
+        r
+        for r in created
+        if {"reference": f"MedicationDispense/{dispense['id']}"} in r.get("implicated", [])
+    ]
+    assert decision["code"]["coding"][1]["code"] == "dispense-authorized"
+    # the EHR's copy of the decision comes back, then the dispense's new version
+    on_ehr = {
+        **decision,
+        "id": "di1",
+        "meta": {"versionId": "1", "lastUpdated": "2026-01-02T00:00:00Z"},
+    }
+    in_error = {
+        **dispense,
+        "status": "entered-in-error",
+        "meta": {"versionId": "2", "lastUpdated": "2026-01-03T00:00:00Z"},
+    }
+    intake.receive([Arrival(on_ehr, "poll"), Arrival(in_error, "poll")])
+    worker.drain()
+    updates = [json.loads(e.body) for e in store.effects("pending") if e.kind == "issue-update"]
+    assert [(u["resource"]["id"], u["resource"]["status"]) for u in updates] == [
+        ("di1", "entered-in-error")
+    ]
+    assert updates[0]["if_match"] == "1"
+    assert {e.patient for e in store.effects("pending")} == {patient}
