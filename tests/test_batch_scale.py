@@ -429,3 +429,27 @@ def test_patients_in_memory_are_cut_into_batches_for_the_workers(
     assert collected.plan_batches(200, jobs) == batches
     cut = [collected.batch(n)[1] for n in range(batches)]
     assert [p for part in cut for p in part] == _Patients(patients).patients()  # all, in order
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_withdrawn_dispenses_read_the_same_every_way(tmp_path: Path, mode: str) -> None:
+    """A dispense decided, then entered in error (and one cancelled), with the first run's
+    DetectedIssues fed back: spilled, cut into ranges or not, the same withdrawals."""
+    from tests.scenario_kit import as_of, pending_dispense, run_batch, write_source
+    from tests.scenario_kit_s2 import long_term
+
+    patients = ("p", "q")
+    base = [r for pid in patients for r in long_term(pid)]
+    pending = [pending_dispense(pid, "2026-02-05", did=f"{pid}-pend") for pid in patients]
+    first = run_batch(tmp_path, [*base, *pending], as_of("2026-02-05"))
+    later = [
+        {**dispense, "status": status, "meta": {"versionId": "2", "lastUpdated": "2026-02-06"}}
+        for dispense, status in zip(pending, ("entered-in-error", "cancelled"), strict=True)
+    ]
+    source = write_source(tmp_path / "in", [*base, *pending, *later, *first.issues], "ndjson")
+    when = datetime(2026, 2, 6, 12, tzinfo=UTC)
+    plain = _run(source, tmp_path / "plain", when, strict=True, jobs=1)
+    assert plain.withdrawn == 2
+    result = _run(source, tmp_path / "mode", when, **MODES[mode])
+    assert _files(tmp_path / "mode") == _files(tmp_path / "plain")
+    assert _counts(result) == _counts(plain)
