@@ -436,14 +436,14 @@ def test_withdrawn_dispenses_read_the_same_every_way(tmp_path: Path, mode: str) 
     """A dispense decided, then entered in error (and one cancelled), with the first run's
     DetectedIssues fed back: spilled, cut into ranges or not, the same withdrawals."""
     from tests.scenario_kit import as_of, pending_dispense, run_batch, write_source
-    from tests.scenario_kit_s2 import long_term
+    from tests.scenario_kit_s2 import long_term, version
 
     patients = ("p", "q")
     base = [r for pid in patients for r in long_term(pid)]
     pending = [pending_dispense(pid, "2026-02-05", did=f"{pid}-pend") for pid in patients]
     first = run_batch(tmp_path, [*base, *pending], as_of("2026-02-05"))
     later = [
-        {**dispense, "status": status, "meta": {"versionId": "2", "lastUpdated": "2026-02-06"}}
+        version(dispense, "2", status=status, updated="2026-02-06")
         for dispense, status in zip(pending, ("entered-in-error", "cancelled"), strict=True)
     ]
     source = write_source(tmp_path / "in", [*base, *pending, *later, *first.issues], "ndjson")

@@ -694,13 +694,6 @@ def test_s3_surfaced_supply_withdrawn_with_its_severe_result(tmp_path: Path) -> 
     assert [i["status"] for i in by_ident(second, ident(surfaced))] == ["entered-in-error"]
 
 
-def _later_version(dispense: Resource, status: str, at: str = "2026-02-06T08:00:00Z") -> Resource:
-    changed = dict(dispense)
-    changed["status"] = status
-    changed["meta"] = {"versionId": "2", "lastUpdated": at}
-    return changed
-
-
 # IF 2 "withdrawn decisions are updated to cancelled (data changed) or entered-in-error (source
 # entered in error)" and "Only open problems stay final": a dispense decided while it awaited a
 # decision, later cancelled, declined or stopped by the pharmacy (it will not be handed over),
@@ -724,7 +717,7 @@ def test_s3_decision_withdrawn_with_its_dispense(
     first = run_batch(tmp_path, [*base, pend], as_of("2026-02-05"))
     decided = first.dispense_issue("p-pend")
     assert finding_code(decided) == "dispense-authorized"
-    later = _later_version(pend, status)
+    later = version(pend, "2", status=status, updated="2026-02-06")
     second = run_batch(tmp_path, [*base, later, *first.issues], as_of("2026-02-06"))
     assert [i["status"] for i in by_ident(second, ident(decided))] == expected
     assert second.authorizations == []
@@ -738,7 +731,7 @@ def test_s3_not_authorized_closed_when_its_dispense_is_cancelled(tmp_path: Path)
     first = run_batch(tmp_path, [*base, pend], as_of("2026-02-20"))
     refused = first.dispense_issue("p-pend")
     assert finding_code(refused) == "dispense-not-authorized"
-    later = _later_version(pend, "cancelled", "2026-02-20T12:00:00Z")
+    later = version(pend, "2", status="cancelled", updated="2026-02-20")
     second = run_batch(tmp_path, [*base, later, *first.issues], as_of("2026-02-20"))
     assert [i["status"] for i in by_ident(second, ident(refused))] == ["cancelled"]
     withdrawn = [i for i in second.issues if i["status"] != "final"]
@@ -754,6 +747,6 @@ def test_s3_surfaced_supply_entered_in_error(tmp_path: Path) -> None:
     first = run_batch(tmp_path, [*base, supply], as_of("2026-02-11"))
     surfaced = first.dispense_issue("p-late")
     assert finding_code(surfaced) == "dispense-not-authorized"
-    later = _later_version(supply, "entered-in-error", "2026-02-11T08:00:00Z")
+    later = version(supply, "2", status="entered-in-error", updated="2026-02-11")
     second = run_batch(tmp_path, [*base, later, *first.issues], as_of("2026-02-11"))
     assert [i["status"] for i in by_ident(second, ident(surfaced))] == ["entered-in-error"]
