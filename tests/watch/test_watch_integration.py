@@ -184,6 +184,41 @@ def test_a_result_entered_in_error_withdraws_its_decisions_as_entered_in_error(
     harness.close()
 
 
+@pytest.mark.parametrize(
+    ("status", "withdrawn_as"),
+    [("entered-in-error", "entered-in-error"), ("cancelled", "cancelled")],
+)
+def test_a_dispense_withdrawn_on_the_server_withdraws_its_decision(
+    watch_server: SekmetServer, tmp_path: Path, status: str, withdrawn_as: str
+) -> None:
+    """The pharmacy marks the awaited dispense entered-in-error (or cancels it) on the EHR: the
+    decision about it is withdrawn there with the matching status, the ANC finding stands, and
+    nothing is decided anew about that dispense."""
+    history = mild()
+    ids = seed(watch_server, [history])
+    patient = patient_of(ids, history)
+    harness = Harness(watch_server, tmp_path / "state.sqlite")
+    harness.cycle()
+    assert by_status(watch_server, patient) == {
+        "final": ["anc-mild-neutropenia", "dispense-authorized"]
+    }
+
+    dispense = read(watch_server, ids[history.urns["MedicationDispense"][0]])
+    dispense["status"] = status
+    put(watch_server, dispense)
+    report = harness.cycle()
+
+    assert report.withdrawn == 1 and report.issues_created == 0
+    assert by_status(watch_server, patient) == {
+        withdrawn_as: ["dispense-authorized"],
+        "final": ["anc-mild-neutropenia"],
+    }
+    harness.transport.reset()
+    assert harness.cycle().issues_created == 0  # a replay changes nothing
+    assert harness.transport.counts["POST"] == harness.transport.counts["PUT"] == 0
+    harness.close()
+
+
 def test_a_prescriber_answer_on_the_server_re_decides_to_authorized_override(
     watch_server: SekmetServer, tmp_path: Path
 ) -> None:
