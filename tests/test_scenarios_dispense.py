@@ -428,6 +428,112 @@ def test_pharmacist_emauth_override(
     _check_issue(second, did, pid, outcome, auth["reasons"])
 
 
+#: Who wrote an EMAUTH answer on a not-authorized discharge supply: only a pharmacist (a
+#: Practitioner or PractitionerRole who is not the prescriber) records an override (CR 4, 3).
+EMAUTH_AUTHORS = [
+    ("pharmacist", f"Practitioner/{k.PHARMACIST}", "authorized-override"),
+    ("pharmacist-role", "PractitionerRole/pharmacy-shift", "authorized-override"),
+    ("patient", "Patient/p-emauth-who", "not-authorized"),
+    ("relative", "RelatedPerson/mother", "not-authorized"),
+    ("device", "Device/some-robot", "not-authorized"),
+    ("no-author", "", "not-authorized"),
+    ("the-prescriber", f"Practitioner/{k.PRESCRIBER}", "not-authorized"),
+]
+
+
+@pytest.mark.parametrize(
+    ("author", "outcome"), [c[1:] for c in EMAUTH_AUTHORS], ids=[c[0] for c in EMAUTH_AUTHORS]
+)
+def test_only_a_pharmacist_s_emauth_is_an_override(
+    tmp_path: Path, author: str, outcome: str
+) -> None:
+    pid = "p-emauth-who"
+    did = f"{pid}-pending"
+    res = [
+        *k.on_clozapine(pid, "2026-01-05", "2026-03-10"),
+        k.anc(pid, "2026-03-09", 1800),
+        k.pending_dispense(pid, "2026-03-10", 8, did=did, category="discharge"),
+    ]
+    first, auth = _decide(tmp_path, res, did, "2026-03-10")
+    assert (auth["outcome"], auth["reasons"]) == ("not-authorized", ["supply-exceeds-limit"])
+    target = first.dispense_issue(did)
+    answered = k.pharmacist_override(target, "2026-03-10")
+    if author:
+        answered["mitigation"][-1]["author"] = {"reference": author}
+    else:
+        del answered["mitigation"][-1]["author"]
+    answered.setdefault("id", "di-emauth-who")
+    others = [i for i in first.issues if i is not target]
+    _, auth = _decide(tmp_path, [*res, *others, answered], did, "2026-03-10")
+    assert auth["outcome"] == outcome
+    if outcome == "not-authorized":
+        assert auth["reasons"] == ["supply-exceeds-limit"]
+
+
+@pytest.mark.parametrize(
+    ("with_request", "author", "outcome"),
+    [
+        (True, f"Practitioner/{k.PRESCRIBER}", "authorized-override"),
+        (True, f"Practitioner/{k.PHARMACIST}", "not-authorized"),
+        # No MedicationRequest in view: nobody can be told to be the prescriber.
+        (False, f"Practitioner/{k.PRESCRIBER}", "not-authorized"),
+        (False, f"Practitioner/{k.PHARMACIST}", "not-authorized"),
+    ],
+    ids=["requester", "another-practitioner", "no-request-prescriber", "no-request-pharmacist"],
+)
+def test_a_rationale_counts_only_from_the_prescriber_of_the_request(
+    tmp_path: Path, with_request: bool, author: str, outcome: str
+) -> None:
+    """CR 4: "a prescriber's mitigation (author = the prescriber)": the requester of the
+    patient's clozapine MedicationRequest. A note by anyone else never lifts an interruption."""
+    pid = "p-rationale-who"
+    did = f"{pid}-pending"
+    res = [*_moderate(pid, "2026-02-10"), k.pending_dispense(pid, "2026-02-10", 7, did=did)]
+    if not with_request:
+        res = [r for r in res if r["resourceType"] != "MedicationRequest"]
+    first, auth = _decide(tmp_path, res, did, "2026-02-10")
+    assert "treatment-interrupted" in auth["reasons"]
+    (moderate,) = first.issues_where(code="anc-moderate-neutropenia")
+    answered = k.prescriber_rationale(moderate, "2026-02-09")
+    answered["mitigation"][-1]["author"] = {"reference": author}
+    answered.setdefault("id", "di-rationale-who")
+    others = [i for i in first.issues if i is not moderate]
+    _, auth = _decide(tmp_path, [*res, *others, answered], did, "2026-02-10")
+    assert auth["outcome"] == outcome
+
+
+@pytest.mark.parametrize(
+    ("issued", "outcome"),
+    [
+        ("2026-02-09T16:00:00Z", "not-authorized"),  # reported after the 14:00 answer
+        ("2026-02-09T13:59:59Z", "authorized-override"),  # reported just before it
+        ("2026-02-09T14:00:00Z", "authorized-override"),  # at the same instant
+    ],
+)
+def test_a_rationale_counts_only_once_the_blocking_result_was_reported(
+    tmp_path: Path, issued: str, outcome: str
+) -> None:
+    """CR 2.3: "recorded after the blocking result": an answer written before the result was
+    reported (its `issued`) cannot be about it, even if written after its collection."""
+    pid = "p-rationale-reported"
+    did = f"{pid}-pending"
+    res = [
+        *k.on_clozapine(pid, "2026-01-05", "2026-02-10"),
+        k.anc(pid, "2026-01-26", 1800),
+        k.anc(pid, "2026-02-02", 1200),  # mild: the issue the prescriber answers
+        k.anc(pid, "2026-02-09", 800, issued=issued),  # collected 08:00: the blocking result
+        k.pending_dispense(pid, "2026-02-10", 7, did=did),
+    ]
+    first, auth = _decide(tmp_path, res, did, "2026-02-10")
+    assert "treatment-interrupted" in auth["reasons"]
+    (mild,) = first.issues_where(code="anc-mild-neutropenia")
+    answered = k.prescriber_rationale(mild, "2026-02-09")  # 14:00
+    answered.setdefault("id", "di-rationale-reported")
+    others = [i for i in first.issues if i is not mild]
+    _, auth = _decide(tmp_path, [*res, *others, answered], did, "2026-02-10")
+    assert auth["outcome"] == outcome
+
+
 # ---- Recommendation gates (CR 2.3 rule 2) across excursions ------------------------------------
 GATES = [
     # (id, population, ANC history (date, value), outcome, reasons)

@@ -189,14 +189,30 @@ def _usable_issue(issue: PriorIssue, clock: datetime) -> bool:
     )
 
 
-def _by_prescriber(mitigation: Mitigation, inputs: PatientInputs, pending: PendingDispense) -> bool:
-    if EMAUTH in mitigation.action_codes:
-        return False
-    if inputs.prescribers:
-        return mitigation.author in inputs.prescribers
-    # No prescription in view: a practitioner who is not the dispensing pharmacist.
-    is_practitioner = mitigation.author.startswith(("Practitioner/", "PractitionerRole/"))
-    return is_practitioner and mitigation.author not in pending.performers
+def by_prescriber(mitigation: Mitigation, inputs: PatientInputs) -> bool:
+    """Whether an answer is the prescriber's (section 4: "author = the prescriber"): a requester
+    of the patient's clozapine MedicationRequest. With no prescription in view nobody can be
+    told to be the prescriber, and no answer counts as one (a pharmacist's note must never
+    stand in for the prescriber's rationale)."""
+    return EMAUTH not in mitigation.action_codes and mitigation.author in inputs.prescribers
+
+
+def by_pharmacist(mitigation: Mitigation, inputs: PatientInputs) -> bool:
+    """Whether an answer is a pharmacist's override request (section 4: `EMAUTH`, written by a
+    Practitioner or PractitionerRole who is not the patient's prescriber: never by the patient,
+    a relative, a device or an unnamed author)."""
+    return (
+        EMAUTH in mitigation.action_codes
+        and mitigation.author.startswith(("Practitioner/", "PractitionerRole/"))
+        and mitigation.author not in inputs.prescribers
+    )
+
+
+def known_since(lab: AncAssessment) -> datetime:
+    """When the result could be known: its report (`issued`), else its collection. An answer
+    recorded before then was not about it."""
+    anc = lab.anc
+    return anc.issued if anc.issued is not None and anc.issued > anc.collected else anc.collected
 
 
 def prescriber_rationale(
@@ -214,10 +230,10 @@ def prescriber_rationale(
             continue  # nothing to be "after": only an answer about this very dispense counts
         for mitigation in issue.mitigations:
             when = mitigation.date
-            if when is None or when > clock or not _by_prescriber(mitigation, inputs, pending):
+            if when is None or when > clock or not by_prescriber(mitigation, inputs):
                 continue
-            if latest is not None and when < latest.anc.collected:
-                continue  # recorded before the blocking result: it answered something else
+            if latest is not None and when < known_since(latest):
+                continue  # recorded before the blocking result was known: it answered another
             if best is None or (best.date is not None and when > best.date):
                 best = Citation(issue.ref, mitigation.author, "prescriber", when, mitigation.text)
     return best
@@ -254,12 +270,11 @@ def prescriber_decided(inputs: PatientInputs, latest: AncAssessment, clock: date
 
 def prescriber_answered(inputs: PatientInputs, identifier: str, clock: datetime) -> bool:
     """Whether the prescriber answered our issue with this identifier (a mitigation by them)."""
-    anyone = PendingDispense("", inputs.patient, None, None, "outpatient")
     return any(
         issue.identifier == identifier
         and _usable_issue(issue, clock)
         and any(
-            m.date is not None and m.date <= clock and _by_prescriber(m, inputs, anyone)
+            m.date is not None and m.date <= clock and by_prescriber(m, inputs)
             for m in issue.mitigations
         )
         for issue in inputs.prior_issues
@@ -279,7 +294,7 @@ def _override_requests(inputs: PatientInputs, clock: datetime) -> list[_Override
         if issue.finding != "dispense-not-authorized" or not _usable_issue(issue, clock):
             continue
         for mitigation in issue.mitigations:
-            if EMAUTH not in mitigation.action_codes or mitigation.date is None:
+            if not by_pharmacist(mitigation, inputs) or mitigation.date is None:
                 continue
             if mitigation.date > clock:
                 continue

@@ -273,6 +273,7 @@ def _derive(
         derived=True,
         sources=sources,
         collected_raw=wbc.collected_raw,
+        issued=max((lab.issued for lab in parts if lab.issued is not None), default=None),
     )
 
 
@@ -336,6 +337,7 @@ def assess_labs(
                 value_per_ul=scaled.per_ul,
                 sources=(lab.ref,),
                 collected_raw=lab.collected_raw,
+                issued=lab.issued,
             )
         )
 

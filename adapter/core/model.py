@@ -299,6 +299,8 @@ class Anc:
     derived: bool = False
     sources: tuple[str, ...] = ()  # every Observation the value came from
     collected_raw: str = ""
+    #: When it was reported (`issued`; of a derived value, its latest part's), if known.
+    issued: datetime | None = None
 
     @property
     def key(self) -> str:

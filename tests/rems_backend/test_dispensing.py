@@ -243,3 +243,31 @@ def test_rems_down_then_back_pending_then_decided_and_retries_not_counted_twice(
     # ... and the service counted each once.
     assert len(rows(rems.db, "SELECT * FROM psfs WHERE kind = 'psf'")) == 1
     assert len(rows(rems.db, "SELECT * FROM decisions")) == 1
+
+
+@pytest.mark.integration
+def test_an_emauth_answer_not_written_by_a_pharmacist_is_not_sent_as_an_override(
+    rems: Service, tmp_path: Path
+) -> None:
+    """CR 4: only a pharmacist's EMAUTH is an override request; the patient's (or anyone's who
+    is not a Practitioner) is not sent to the REMS, and the denial stands."""
+    world = _ben_patient(rems)
+    day = E + timedelta(days=40)
+    world.anc(day - timedelta(days=1), 1500)
+    dispense = world.dispense(day - timedelta(hours=1), status="preparation")
+    denied = run(world, tmp_path / "a", day, rems.url)
+    [issue] = denied.findings("dispense-not-authorized")
+    world.keep_issues(denied)
+    before = rows(rems.db, "SELECT kind, granted FROM decisions ORDER BY id")
+    world.answer(issue["id"], f"Patient/{world.patient_id}", day, "I need my tablets", "EMAUTH")
+
+    decided = run(world, tmp_path / "b", day + timedelta(hours=1), rems.url)
+
+    authorization = decided.authorization(dispense)
+    assert (authorization["outcome"], authorization["reasons"]) == (
+        "not-authorized",
+        ["psf-overdue"],
+    )
+    kinds = [tuple(r) for r in rows(rems.db, "SELECT kind, granted FROM decisions ORDER BY id")]
+    assert "override" not in [kind for kind, _ in kinds]
+    assert kinds[: len(before)] == [tuple(r) for r in before]

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from adapter.core.calendar import local_date
-from adapter.core.dispense import EMAUTH
+from adapter.core.dispense import by_pharmacist
 from adapter.core.findings import Finding, cells, dispense_finding
 from adapter.core.model import (
     Citation,
@@ -165,7 +165,7 @@ class DispenseDesk(Desk):
             if pending.ref not in issue.implicated:
                 continue
             for mitigation in issue.mitigations:
-                if EMAUTH not in mitigation.action_codes or mitigation.date is None:
+                if not by_pharmacist(mitigation, work.inputs) or mitigation.date is None:
                     continue
                 if mitigation.date > self.clock:
                     continue

@@ -9,11 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 from adapter.core.calendar import local_date
-from adapter.core.dispense import EMAUTH
+from adapter.core.dispense import by_prescriber
 from adapter.core.findings import PSF_ACTION, Finding, cells
 from adapter.core.model import (
     Mitigation,
-    PatientInputs,
 )
 from adapter.core.monitoring import first_step
 from adapter.core.psf import PatientStatusForm
@@ -303,7 +302,7 @@ class FormDesk(Desk):
                 when = mitigation.date
                 if when is None or when > self.clock or not mitigation.text.strip():
                     continue
-                if not self._is_prescriber(mitigation, work.inputs):
+                if not by_prescriber(mitigation, work.inputs):
                     continue
                 if best is None or (when, mitigation.author) > best[:2]:
                     best = (when, mitigation.author, mitigation)
@@ -317,11 +316,3 @@ class FormDesk(Desk):
             )
             return None
         return npi, best[2].text.strip()
-
-    @staticmethod
-    def _is_prescriber(mitigation: Mitigation, inputs: PatientInputs) -> bool:
-        if EMAUTH in mitigation.action_codes:
-            return False
-        if inputs.prescribers:
-            return mitigation.author in inputs.prescribers
-        return mitigation.author.startswith("Practitioner/")
