@@ -107,6 +107,89 @@ def test_sch_restart_is_weekly(tmp_path: Path) -> None:
     assert st["nextAncDue"] == "2026-03-23"
 
 
+# A restart as a new patient puts the schedule back to weekly from the restart (2.2), also for
+# the result collected before it (the restart's baseline, assessed under the old course: monthly).
+RESTART_AFTER_RESULT = [
+    # (id, last supply of the old course, as of, frequency, next due, overdue)
+    ("long-gap-within-grace", "2026-01-01", "2026-03-10", "weekly", "2026-03-08", False),
+    ("long-gap-overdue", "2026-01-01", "2026-03-11", "weekly", "2026-03-08", True),
+    ("short-gap-keeps-monthly", "2026-02-05", "2026-03-11", "monthly", "2026-04-01", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("last_supply", "day", "frequency", "due", "overdue"),
+    [c[1:] for c in RESTART_AFTER_RESULT],
+    ids=[c[0] for c in RESTART_AFTER_RESULT],
+)
+def test_sch_a_restart_after_the_latest_result_is_weekly_from_it(
+    tmp_path: Path, last_supply: str, day: str, frequency: str, due: str, overdue: bool
+) -> None:
+    res = on_clozapine("p", "2024-12-02", last_supply)
+    res += [
+        anc("p", "2026-03-01", 1800),  # > 12 months into the old course: monthly
+        completed_dispense("p", "2026-03-04", 7, did="p-restart"),
+    ]
+    st = run_batch(tmp_path, res, as_of(day)).status_for("p")
+    assert (st["monitoringFrequency"], st["nextAncDue"], st["overdue"]) == (frequency, due, overdue)
+
+
+def test_sch_a_restart_after_the_latest_result_limits_and_dates_the_next_supply(
+    tmp_path: Path,
+) -> None:
+    """Weekly again: a discharge supply is limited to 7 days, and the restart's baseline is due
+    a week after its collection (2.3 rules 1 and 4)."""
+    res = on_clozapine("p", "2024-12-02", "2026-01-01")
+    res += [
+        anc("p", "2026-03-01", 1800),
+        completed_dispense("p", "2026-03-04", 7, did="p-restart"),
+        pending_dispense("p", "2026-03-14", 30, did="p-next", category="discharge"),
+    ]
+    auth = run_batch(tmp_path, res, as_of("2026-03-14")).authorization_for("p-next")
+    assert (auth["outcome"], auth["reasons"]) == (
+        "not-authorized",
+        ["anc-not-current", "supply-exceeds-limit"],
+    )
+
+
+# A supply handed over while treatment is interrupted never stands in for the restart (2.2): an
+# interruption of 30 days or more before it still makes the next allowed supply a new patient's
+# (general population: a baseline >= 1500, here 1100 is below it).
+UNSANCTIONED_AFTER_GAP = [
+    # (days from the interruption to the supply handed over during it, outcome, reasons)
+    (29, "authorized", []),
+    (30, "not-authorized", ["anc-below-threshold"]),
+    (35, "not-authorized", ["anc-below-threshold"]),
+]
+
+
+@pytest.mark.parametrize(("gap", "outcome", "reasons"), UNSANCTIONED_AFTER_GAP)
+def test_sch_a_supply_during_an_interruption_does_not_erase_its_gap(
+    tmp_path: Path, gap: int, outcome: str, reasons: list[str]
+) -> None:
+    interrupted = "2026-02-10"  # the moderate result; the supply covers up to 2026-02-12
+    res = [
+        patient("u"),
+        practitioner(),
+        medication_request("u", "2025-12-20"),
+        anc("u", "2025-12-30", 2000),
+        completed_dispense("u", "2026-01-01", 28),
+        completed_dispense("u", "2026-01-29", 14),
+        anc("u", "2026-02-05", 2000),
+        anc("u", interrupted, 800),
+        completed_dispense("u", add_days(interrupted, gap), 7, did="u-during"),
+        anc("u", add_days(interrupted, 38), 1100),  # may resume (>= 1000)
+        pending_dispense("u", add_days(interrupted, 40), 7, did="u-next"),
+    ]
+    r = run_batch(tmp_path, res, as_of(add_days(interrupted, 40)))
+    auth = r.authorization_for("u-next")
+    assert (auth["outcome"], auth["reasons"]) == (outcome, reasons)
+    (during,) = [  # the supply handed over during the interruption is surfaced
+        i for i in r.issues if {"reference": "MedicationDispense/u-during"} in i["implicated"]
+    ]
+    assert "dispense-not-authorized" in str(during["code"])
+
+
 # Initiation (2.1, 2.3 rule 3): a first supply needs a baseline collected within the 30 days
 # before it that meets the threshold (general >= 1500; BEN >= 1000, two baselines).
 def _new_patient(pid: str, baselines: list[tuple[str, float]], ben: bool = False) -> list:

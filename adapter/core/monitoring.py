@@ -57,6 +57,10 @@ class TherapyState:
     #: First day no longer covered by supplies handed over while the label said interrupt (or a
     #: rechallenge awaited the prescriber): days on clozapine for the 30-day rule, nothing else.
     unsanctioned_end: date | None = None
+    #: An interruption long enough to restart as a new patient had passed when such a supply was
+    #: handed over: the supply never stands in for that restart (clinical-rules 2.2), so the
+    #: next supply the label allows is still the restart.
+    restart_owed: bool = False
 
 
 #: Recommendations under which the label allows no supply (clinical-rules 2.3 rule 2).
@@ -153,6 +157,8 @@ def gap_restarts(
         return False
     if rechallenge and state.excursion is not None and state.excursion.rechallenge:
         return True
+    if state.restart_owed:
+        return True
     starts = [day for day in (state.supply_end, state.interrupted_on) if day is not None]
     if not starts:
         return False
@@ -221,7 +227,10 @@ class _Replay:
             self.unsanctioned.append(UnsanctionedSupply(item, tuple(self.assessments), state))
             if state.course_start is not None:
                 held = state.unsanctioned_end
-                self.state = evolve(state, unsanctioned_end=max(end, held) if held else end)
+                owed = gap_restarts(self.protocol, state, on, rechallenge=False)
+                self.state = evolve(
+                    state, unsanctioned_end=max(end, held) if held else end, restart_owed=owed
+                )
                 return
             # A first supply against a baseline that says interrupt: therapy starts with it
             # (clinical-rules 2.2), but it ends no excursion and resumes nothing.
@@ -243,6 +252,8 @@ class _Replay:
         ):
             if rechallenge:
                 excursion = None  # the rechallenge happened: a new patient from here
+            if state.course_start is not None:
+                self._restart_schedule(on)
             state = evolve(state, course_start=on, weekly_until=None)
         if excursion is not None and excursion.interrupted:
             # Treatment resumed; a rechallenge still to come keeps the result it waits on.
@@ -256,7 +267,23 @@ class _Replay:
             interrupted_on=None,
             last_supply=on,
             unsanctioned_end=None,
+            restart_owed=False,
         )
+
+    def _restart_schedule(self, on: date) -> None:
+        """A restart as a new patient puts the normal-range schedule back at its first step
+        (weekly from the restart, clinical-rules 2.2): the latest result, assessed under the
+        old course, is due as a new patient's would be (its excursion's interval stands when
+        that is more frequent)."""
+        if not self.assessments:
+            return
+        last = self.assessments[-1]
+        frequency = more_frequent(last.frequency, self.schedule.normal_frequency(on, on))
+        if frequency != last.frequency:
+            collected_on = local_date(last.anc.collected, self.site_tz)
+            self.assessments[-1] = evolve(
+                last, frequency=frequency, next_due=self.schedule.due(collected_on, frequency)
+            )
 
     # -- results
 
