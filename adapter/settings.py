@@ -454,6 +454,12 @@ class MllpSection(Section):
         description="seconds between passes matching parked results to EHR Patients",
         examples=[1.0, 2.0],
     )
+    enhanced_acks: StrictBool = Field(
+        False,
+        description="honour MSH-15/16 enhanced acknowledgement (commit ACKs CA/CE/CR, none when "
+        "the sender asks for none); off: one AA/AE/AR per message",
+        examples=[True, False],
+    )
 
 
 class InboundSection(Section):

@@ -1,13 +1,16 @@
 """General acknowledgement messages (HL7 v2.5.1 section 2.9, 2.14.1 MSA, 2.14.5 ERR).
 
-Original mode (MSH-15 and MSH-16 empty): one application ACK, ``AA`` / ``AE`` / ``AR``.
-Enhanced mode (either present): the receiving system answers on the connection with a commit
-ACK (``CA`` / ``CE`` / ``CR``) when MSH-15 asks for it in that case (``AL`` always, ``ER`` on
-error, ``SU`` on success, ``NE`` never; empty means ``AL``). The commit ACK is sent only after
-the durable write, so it promises what ``AA`` does. Application ACKs of enhanced mode travel as
-separate messages to the sender's own listener, which this source does not open: when MSH-15
-asks for none but MSH-16 asks for one in that case, that application ACK is sent on the
-connection instead; when neither asks, nothing is sent.
+Original mode: one application ACK, ``AA`` / ``AE`` / ``AR``, for every message (the default,
+whatever MSH-15 and MSH-16 say: the interface contract is exactly one ACK per message, and
+real senders fill MSH-15/16 with ``AL``/``NE`` while waiting for their ``AA``).
+Enhanced mode (``mllp.enhanced_acks`` on, and MSH-15 or MSH-16 present): the receiving system
+answers on the connection with a commit ACK (``CA`` / ``CE`` / ``CR``) when MSH-15 asks for it
+in that case (``AL`` always, ``ER`` on error, ``SU`` on success, ``NE`` never; empty means
+``AL``). The commit ACK is sent only after the durable write, so it promises what ``AA`` does.
+Application ACKs of enhanced mode travel as separate messages to the sender's own listener,
+which this source does not open: when MSH-15 asks for none but MSH-16 asks for one in that
+case, that application ACK is sent on the connection instead; when neither asks, nothing is
+sent.
 """
 
 from __future__ import annotations
@@ -78,9 +81,10 @@ def _wanted(condition: str, success: bool) -> bool:
     )
 
 
-def answer_code(head: Header, outcome: Outcome) -> str | None:
-    """MSA-1 of the one ACK to send, or None when the sender asked for none (enhanced mode)."""
-    if not head.enhanced:
+def answer_code(head: Header, outcome: Outcome, enhanced: bool = False) -> str | None:
+    """MSA-1 of the one ACK to send, or None when the sender asked for none (enhanced mode,
+    when honoured)."""
+    if not (enhanced and head.enhanced):
         return outcome
     success = outcome == "AA"
     if head.accept_ack != "NE" and _wanted(head.accept_ack, success):
@@ -91,10 +95,15 @@ def answer_code(head: Header, outcome: Outcome) -> str | None:
 
 
 def build(
-    head: Header, outcome: Outcome, now: datetime, error: Hl7v2Error | None = None
+    head: Header,
+    outcome: Outcome,
+    now: datetime,
+    error: Hl7v2Error | None = None,
+    enhanced: bool = False,
 ) -> Ack | None:
-    """The ACK for a message with header `head` (None: the sender asked for none)."""
-    code = answer_code(head, outcome)
+    """The ACK for a message with header `head` (None: the sender asked for none, and
+    `enhanced` acknowledgement is honoured)."""
+    code = answer_code(head, outcome, enhanced)
     if code is None:
         return None
     control = hashlib.sha256(f"{head.key}|{code}".encode()).hexdigest()[:20].upper()

@@ -76,6 +76,9 @@ class Options:
     #: LOINC codes worth mapping (the ANC rules' codes).
     codes: frozenset[str]
     processing_ids: frozenset[str] = frozenset({"P"})
+    #: Honour enhanced acknowledgement (MSH-15/16: commit ACKs, none when asked for none).
+    #: Off by default: the contract is one ACK per message, AA / AE / AR, whatever they say.
+    enhanced_acks: bool = False
 
 
 @dataclass(frozen=True)
@@ -394,6 +397,7 @@ class _Translator:
         specimens: list[Segment] = []
         pending: list[tuple[Segment, list[dict[str, str]], Segment, str, PatientKey]] = []
         repeats: dict[tuple[str, str, str], int] = {}
+        orders = 0
 
         def flush() -> None:
             if order is None:
@@ -449,6 +453,16 @@ class _Translator:
                 repeats[count_key] = repeats.get(count_key, 0) + 1
                 key = f"{loinc}|{sub_id}#{repeats[count_key]}"
                 pending.append((segment, codings, order, key, patient))
+            if segment.name == "OBR":
+                orders += 1
+        if not orders:
+            # ORU^R01 requires at least one ORDER_OBSERVATION group: a message without an
+            # OBR is malformed, never acknowledged as if its results had been stored.
+            raise Hl7v2Error(
+                "an ORU^R01 without any order (OBR): no result to take",
+                code=SEGMENT_SEQUENCE,
+                location=self.message.segments[0].at(),
+            )
         flush()
         return OruMessage(self.head, tuple(results), ignored)
 

@@ -67,7 +67,7 @@ class Receiver:
         error: Hl7v2Error | None = None,
         stored: bool = False,
     ) -> Reply:
-        built = ack.build(head, outcome, self.clock(), error)
+        built = ack.build(head, outcome, self.clock(), error, self.options.enhanced_acks)
         return Reply(
             built.encode() if built is not None else None,
             outcome,

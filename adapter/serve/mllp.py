@@ -73,6 +73,7 @@ def mllp_extension(loaded: Loaded) -> MllpExtension | None:
             codes.anc | codes.wbc | codes.neutrophil_pct | codes.segs_pct | codes.band_pct
         ),
         processing_ids=frozenset(section.processing_ids),
+        enhanced_acks=section.enhanced_acks,
     )
     limits = Limits(
         max_connections=section.max_connections,

@@ -102,10 +102,12 @@ def test_a_store_that_fails_gets_ar_and_the_sender_resends(failure):
     ],
 )
 def test_enhanced_acknowledgement(msh15, msh16, valid, expected):
+    """With `mllp.enhanced_acks` on, MSH-15/16 are honoured."""
     tail = f"|||{msh15}|{msh16}"
     value = "2" if valid else "1,5"
     stored: list[OruMessage] = []
-    reply = receiver(stored.append)(oru(obr(), obx(1, ANC, value), tail=tail))
+    recv = receiver(stored.append, enhanced_acks=True)
+    reply = recv(oru(obr(), obx(1, ANC, value), tail=tail))
     assert reply.outcome == ("AA" if valid else "AE")
     assert len(stored) == (1 if valid else 0)
     if expected is None:
@@ -127,3 +129,36 @@ def test_the_same_message_acked_twice_gives_the_same_ack():
     recv = receiver(lambda _: None)
     raw = oru(obr(), obx(1, ANC, "2"), control="C9")
     assert recv(raw).ack == recv(raw).ack  # deterministic ACK control id, fixed clock
+
+
+@pytest.mark.parametrize("msh15", ["", "AL", "ER", "SU", "NE"])
+@pytest.mark.parametrize("msh16", ["", "AL", "ER", "SU", "NE"])
+@pytest.mark.parametrize("valid", [True, False])
+def test_by_default_every_message_gets_one_original_mode_ack(msh15, msh16, valid):
+    """interfaces.md 4: each message gets exactly one ACK, MSA-1 AA once stored (AE / AR for a
+    bad message), whatever MSH-15/16 ask (the ELR NoAck profile sends NE|NE, LRI AL|NE)."""
+    tail = f"|||{msh15}|{msh16}"
+    value = "2" if valid else "1,5"
+    stored: list[OruMessage] = []
+    reply = receiver(stored.append)(oru(obr(), obx(1, ANC, value), tail=tail, control="ONE-1"))
+    assert reply.ack is not None
+    msa = _parsed(reply.ack).segment("MSA")
+    assert (str(msa[1]), str(msa[2])) == ("AA" if valid else "AE", "ONE-1")
+    assert len(stored) == (1 if valid else 0)
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [(), ("NTE|1||a note",)],
+    ids=["msh-and-pid-only", "no-order"],
+)
+def test_an_oru_without_any_order_is_refused_with_its_reason(segments):
+    """ORU^R01 requires an ORDER_OBSERVATION group (OBR): without one nothing can have been
+    stored, so the ACK is AE with the reason in ERR, never AA."""
+    stored: list[OruMessage] = []
+    reply = receiver(stored.append)(oru(*segments, control="NO-OBR"))
+    ack = _parsed(reply.ack)
+    assert (str(ack.segment("MSA")[1]), str(ack.segment("MSA")[2])) == ("AE", "NO-OBR")
+    assert str(ack.segment("ERR")[3]).startswith("100^")
+    assert "OBR" in str(ack.segment("ERR")[7])
+    assert stored == []

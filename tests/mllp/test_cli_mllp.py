@@ -49,10 +49,10 @@ def test_mllp_send_prints_each_ack(tmp_path, capsys):
     with listening() as server:
         host, port = server.address
         assert cli.main(["mllp", "send", str(good), "--to", f"{host}:{port}"]) == 0
-        assert f"{good}: CA NIST-LRI-GU-002.00" in capsys.readouterr().out
+        assert f"{good}: AA NIST-LRI-GU-002.00" in capsys.readouterr().out
         assert cli.main(["mllp", "send", str(good), str(bad), "--to", f"{host}:{port}"]) == 5
         out = capsys.readouterr().out
-        assert f"{bad}: CR 0123456789" in out
+        assert f"{bad}: AR 0123456789" in out
 
 
 @pytest.mark.parametrize(
