@@ -69,6 +69,7 @@ class Kind(StrEnum):
     NOT_FOUND = "not-found"
     CONFLICT = "conflict"
     PAYLOAD_TOO_LARGE = "payload-too-large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     METHOD_NOT_ALLOWED = "method-not-allowed"
@@ -105,6 +106,9 @@ MAPPING: Final[dict[Kind, Outward]] = {
     Kind.NOT_FOUND: Outward(EXIT_UNREADABLE, 404, "not-found", label="not found"),
     Kind.CONFLICT: Outward(EXIT_UPSTREAM, 409, "conflict", label="conflict"),
     Kind.PAYLOAD_TOO_LARGE: Outward(EXIT_UNREADABLE, 413, "too-costly", label="too large"),
+    Kind.UNSUPPORTED_MEDIA_TYPE: Outward(
+        EXIT_UNREADABLE, 415, "not-supported", label="unsupported format"
+    ),
     Kind.UNAUTHORIZED: Outward(EXIT_CONFIG, 401, "login", label="not authorized"),
     Kind.FORBIDDEN: Outward(EXIT_CONFIG, 403, "forbidden", label="forbidden"),
     Kind.METHOD_NOT_ALLOWED: Outward(EXIT_USAGE, 405, "not-supported", label="not allowed"),
@@ -220,6 +224,12 @@ class ConflictError(AdapterError):
 
 class PayloadTooLargeError(AdapterError):
     default_kind = Kind.PAYLOAD_TOO_LARGE
+
+
+class UnsupportedMediaTypeError(AdapterError):
+    """A body in a format the endpoints do not take (FHIR XML or RDF: JSON only), HTTP 415."""
+
+    default_kind = Kind.UNSUPPORTED_MEDIA_TYPE
 
 
 class UnauthorizedError(AdapterError):

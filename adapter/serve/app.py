@@ -38,6 +38,7 @@ from adapter.errors import (
     UnauthorizedError,
     UnprocessableError,
     UnreadableInputError,
+    UnsupportedMediaTypeError,
     as_adapter_error,
     operation_outcome,
 )
@@ -113,7 +114,18 @@ def accepted(message: str) -> dict[str, Any]:
     }
 
 
+#: Formats a FHIR client may send that the endpoints do not read (they read JSON only). Any
+#: other content type is read as JSON (lab engines often send `application/json`, `text/plain`
+#: or none): a body that is not JSON still gets a clear 400.
+_NOT_JSON = ("xml", "turtle", "n-triples", "rdf")
+
+
 def _read_json() -> Any:
+    mimetype = request.mimetype or ""
+    if any(kind in mimetype for kind in _NOT_JSON):
+        raise UnsupportedMediaTypeError(
+            f"the body is {mimetype}; send FHIR JSON (application/fhir+json)"
+        )
     raw = request.get_data(cache=False)
     if not raw.strip():
         raise UnreadableInputError("the body is empty; send a FHIR resource as JSON")

@@ -78,11 +78,33 @@ def validate_resource(
     return resource
 
 
+#: FHIR R4 ObservationStatus (a required binding: R4B's model takes any string, and what is
+#: pushed is forwarded to the EHR, so a code outside it is refused here, by its path).
+OBSERVATION_STATUSES = frozenset(
+    {
+        "registered",
+        "preliminary",
+        "final",
+        "amended",
+        "corrected",
+        "cancelled",
+        "entered-in-error",
+        "unknown",
+    }
+)
+
+
 def _observation(resource: dict[str, Any], root: str) -> None:
     for element in ("status", "code"):
         if element not in resource:
             path = f"{root}.{element}"
             raise UnprocessableError(f"{path} is required", expression=[path])
+    if resource["status"] not in OBSERVATION_STATUSES:
+        path = f"{root}.status"
+        raise UnprocessableError(
+            f"{path} must be an ObservationStatus code ({', '.join(sorted(OBSERVATION_STATUSES))})",
+            expression=[path],
+        )
     subject = resource.get("subject")
     if not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
         path = f"{root}.subject"

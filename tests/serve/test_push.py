@@ -106,6 +106,44 @@ def test_every_error_is_an_operation_outcome(serve_factory):
     assert lacking.json()["issue"][0]["expression"] == ["Observation.code"]
 
 
+def test_an_observation_status_outside_r4_is_refused_by_its_path(serve_factory):
+    """R4B's model takes any status string; R4 binds ObservationStatus (required), and what is
+    pushed goes on to the EHR: refused with 422 naming the path, nothing kept."""
+    serve = serve_factory()
+    bogus = {**lab_result("p1", 1.2), "status": "bogus"}
+    response = _post(serve, "/fhir/Observation", bogus)
+    assert response.status_code == 422, response.text
+    assert response.json()["issue"][0]["expression"] == ["Observation.status"]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": lab_result("p1", 1.2),
+                "request": {"method": "POST", "url": "Observation"},
+            },
+            {"resource": bogus, "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+    body = _post(serve, "/fhir", bundle).json()
+    expressions = [e["response"]["outcome"]["issue"][0].get("expression") for e in body["entry"]]
+    assert expressions[1] == ["Bundle.entry[1].resource.status"]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/fhir+xml", "application/xml", "text/xml; charset=utf-8"]
+)
+def test_a_body_in_fhir_xml_gets_415(serve_factory, content_type):
+    serve = serve_factory()
+    response = _post(
+        serve, "/fhir/Observation", b"<Observation/>", **{"Content-Type": content_type}
+    )
+    assert response.status_code == 415, response.text
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert outcome["issue"][0]["code"] == "not-supported"
+
+
 def test_health_and_metrics_answer(serve_factory):
     serve = serve_factory()
     assert requests.get(f"{serve.url}/healthz", timeout=10).status_code == 200
