@@ -451,7 +451,8 @@ class MllpSection(Section):
     match_interval: float = Field(
         30.0,
         gt=0,
-        description="seconds between passes matching parked results to EHR Patients",
+        description="seconds between passes matching parked results (HL7 v2, and pushed results "
+        "naming their patient by identifier) to EHR Patients",
         examples=[1.0, 2.0],
     )
     enhanced_acks: StrictBool = Field(

@@ -2,18 +2,18 @@
 
     lab --MLLP--> MllpServer (adapter.mllp) --payload--> Receiver (adapter.hl7v2: parse, map)
         --mapped Observations--> GroupCommit --> Intake.receive (one durable transaction)
-        --returned--> ACK AA (or CA) to the lab
+        --returned--> ACK AA to the lab
 
 - Deduplication: each mapped Observation is one inbox item keyed ``mllp:`` + MSH-3|MSH-4|MSH-10
   + its position, so a message sent again (same control id) is acknowledged again and has no
   second effect.
 - The patient: PID-3 under the configured assigning authority is matched to the EHR's Patient
-  by ``Patient?identifier=system|value``; exactly one match files the results under it. None,
-  or several (never a guess), leaves them parked (stored, acknowledged ``AA``, counted by
-  ``rems_adapter_mllp_unmatched``, listed by ``rems-adapter mllp unmatched``), and the matcher
-  tries again until the patient appears, then they are decided. Matching never waits on the
-  EHR before the ACK: a patient matched before is filed at once, others are parked and matched
-  by the background pass (woken by each new parked result).
+  by ``Patient?identifier=system|value`` (`adapter.pipeline.matching`); exactly one match files
+  the results under it. None, or several (never a guess), leaves them parked (stored,
+  acknowledged ``AA``, counted by ``rems_adapter_mllp_unmatched``, listed by ``rems-adapter mllp
+  unmatched``), and the matcher tries again until the patient appears, then they are decided.
+  Matching never waits on the EHR before the ACK: a patient matched before is filed at once,
+  others are parked and matched by the background pass (woken by each new parked result).
 - Group commit: the connections' writes that wait together go in one transaction (one fsync),
   so throughput grows with concurrent senders while one sender waits for one fsync only.
 - The mapped results are forwarded to the EHR like a FHIR push (``forward``), by their
@@ -25,24 +25,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import hl7.containers
 import hl7.util
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from adapter.ehr import FhirClient
-from adapter.errors import AdapterError, StateError, as_adapter_error
+from adapter.errors import StateError
 from adapter.hl7v2.oru import Options, OruMessage, PatientKey
 from adapter.hl7v2.receive import Receiver
 from adapter.hl7v2.tables import Hl7v2Tables
 from adapter.mllp.server import Limits, MllpServer
-from adapter.pipeline.intake import Arrival, Intake, Receipt, open_envelope
-from adapter.store import InboxItem, Store
+from adapter.pipeline.intake import Arrival, Intake, Receipt
+from adapter.pipeline.matching import (
+    MatchingSettings,
+    ParkedMatching,
+    PatientMatcher,
+    Unmatched,
+    unmatched,
+)
+from adapter.store import Store
 
 log = logging.getLogger("rems_adapter.mllp")
 
@@ -183,132 +188,6 @@ class GroupCommit:
 # ------------------------------------------------------------------ patients
 
 
-class PatientMatcher:
-    """PID-3 -> ``Patient/id`` by the EHR's ``Patient?identifier=system|value``: exactly one
-    Patient, or nothing (none, or several: never a guess). Matches are remembered (bounded)."""
-
-    def __init__(self, ehr: Callable[[], FhirClient] | None, cache_size: int = 100_000) -> None:
-        self.ehr = ehr
-        self.cache_size = cache_size
-        self._cache: OrderedDict[PatientKey, str] = OrderedDict()
-        self._lock = threading.Lock()
-        self._client: FhirClient | None = None
-
-    def known(self, key: PatientKey) -> str | None:
-        """A match found before (no I/O: the ACK path)."""
-        with self._lock:
-            found = self._cache.get(key)
-            if found is not None:
-                self._cache.move_to_end(key)
-            return found
-
-    def lookup(self, key: PatientKey) -> str | None:
-        """Ask the EHR (raises UpstreamError when it cannot answer)."""
-        found = self.known(key)
-        if found is not None or self.ehr is None:
-            return found
-        if self._client is None:
-            self._client = self.ehr()
-        result = self._client.search(
-            "Patient", {"identifier": f"{key.system}|{key.value}"}, count=2, max_pages=1
-        )
-        # only Patients that carry the identifier count: a server that ignored the search
-        # parameter and answered with its only Patient must not turn into a guess
-        ids = {
-            resource["id"]
-            for resource in result.matches
-            if resource.get("resourceType") == "Patient"
-            and isinstance(resource.get("id"), str)
-            and _has_identifier(resource, key)
-        }
-        if len(ids) != 1:
-            if len(ids) > 1:
-                log.warning("mllp: an identifier names several EHR Patients; left unmatched")
-            return None
-        patient = f"Patient/{ids.pop()}"
-        with self._lock:
-            self._cache[key] = patient
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        return patient
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-
-# ------------------------------------------------------------------ unmatched results
-
-
-@dataclass(frozen=True)
-class Unmatched:
-    """One parked MLLP result, for operators (`rems-adapter mllp unmatched`)."""
-
-    key: str
-    received_at: float
-    identifier_system: str
-    identifier_value: str
-    code: str
-
-
-def _has_identifier(patient: dict[str, Any], key: PatientKey) -> bool:
-    return any(
-        isinstance(item, dict)
-        and item.get("system") == key.system
-        and item.get("value") == key.value
-        for item in patient.get("identifier") or []
-    )
-
-
-def _identifier(resource: dict[str, Any]) -> PatientKey | None:
-    subject = resource.get("subject")
-    identifier = subject.get("identifier") if isinstance(subject, dict) else None
-    if isinstance(identifier, dict):
-        system, value = identifier.get("system"), identifier.get("value")
-        if isinstance(system, str) and isinstance(value, str):
-            return PatientKey(system, value)
-    return None
-
-
-def _parked(store: Store, limit: int) -> Iterator[tuple[InboxItem, dict[str, Any], PatientKey]]:
-    for item in store.parked_items(limit):
-        if item.source != SOURCE or item.body is None:
-            continue
-        resource, _ = open_envelope(item.body)
-        key = _identifier(resource)
-        if key is not None:
-            yield item, resource, key
-
-
-def unmatched(store: Store, limit: int = 1000) -> list[Unmatched]:
-    out = []
-    for item, resource, key in _parked(store, limit):
-        codings = (resource.get("code") or {}).get("coding") or [{}]
-        out.append(
-            Unmatched(item.key, item.received_at, key.system, key.value, codings[0].get("code", ""))
-        )
-    return out
-
-
-class _UnmatchedGauge(Collector):
-    def __init__(self, store: Store, limit: int) -> None:
-        self.store = store
-        self.limit = limit
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            count = sum(1 for _ in _parked(self.store, self.limit))
-        except AdapterError:
-            return
-        yield GaugeMetricFamily(
-            "rems_adapter_mllp_unmatched",
-            "HL7 v2 results stored and acknowledged whose patient the EHR does not know yet "
-            "(rems-adapter mllp unmatched)",
-            value=count,
-        )
-
-
 # ------------------------------------------------------------------ the source
 
 
@@ -343,16 +222,20 @@ class MllpSource:
         self.intake = intake
         self.store = store
         self.settings = settings
-        self.matcher = PatientMatcher(ehr)
+        #: Matches the parked results of every source that parks by identifier (this one and
+        #: pushed FHIR results), so serve runs one pass.
+        self.matching = ParkedMatching(
+            intake,
+            store,
+            MatchingSettings(settings.match_interval, settings.match_batch, settings.match_delay),
+            ehr=ehr,
+            registry=registry,
+        )
+        self.matcher = self.matching.matcher
         self.commit = GroupCommit(intake.receive)
         self.receiver = Receiver(tables, settings.options, self._store)
         self.server = MllpServer(settings.host, settings.port, self, settings.limits)
         self.clock = clock
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._matcher_thread: threading.Thread | None = None
-        if registry is not None:
-            registry.register(_UnmatchedGauge(store, settings.match_batch))
 
     # -- the handler MllpServer calls ------------------------------------------------------------
 
@@ -388,44 +271,14 @@ class MllpSource:
             )
         if arrivals:
             self.commit.submit(arrivals)
-        if parked and not self._wake.is_set():  # the matcher's pass is due already otherwise
-            self._wake.set()
+        if parked:
+            self.matching.wake()
 
     # -- matching parked results ---------------------------------------------------------------
 
     def match_parked(self) -> int:
-        """One pass: parked results whose patient the EHR now knows are filed under it; how
-        many were. An EHR that cannot answer leaves them for the next pass."""
-        groups: dict[PatientKey, list[InboxItem]] = {}
-        for item, _, key in _parked(self.store, self.settings.match_batch):
-            groups.setdefault(key, []).append(item)
-        assigned = 0
-        for key, items in groups.items():
-            try:
-                patient = self.matcher.lookup(key)
-            except AdapterError as error:
-                log.warning("mllp: matching parked results paused: %s", error.kind)
-                return assigned
-            if patient is not None:
-                self.intake.assign([item.key for item in items], patient)
-                assigned += len(items)
-        return assigned
-
-    def _match_loop(self) -> None:
-        while not self._stop.is_set():
-            woken = self._wake.wait(self.settings.match_interval)
-            if woken:
-                # new parked results come in bursts: one pass for the burst, not one each
-                self._stop.wait(min(self.settings.match_delay, self.settings.match_interval))
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            if self.matcher.ehr is None:
-                continue
-            try:
-                self.match_parked()
-            except Exception as error:  # the loop survives; logged by kind only
-                log.error("mllp: matching failed: %s", as_adapter_error(error).kind)
+        """One matching pass now (see `ParkedMatching.match_parked`)."""
+        return self.matching.match_parked()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -440,19 +293,13 @@ class MllpSource:
         except BaseException:
             self.commit.stop()
             raise
-        self._stop.clear()
-        self._wake.set()  # a first pass over what was parked before a restart
-        self._matcher_thread = threading.Thread(
-            target=self._match_loop, name="mllp-match", daemon=True
-        )
-        self._matcher_thread.start()
+        self.matching.start()
         return self
 
     def stop(self) -> None:
         self.server.stop()
-        self._stop.set()
-        self._wake.set()
-        if self._matcher_thread is not None:
-            self._matcher_thread.join(5)
+        self.matching.stop()
         self.commit.stop()
-        self.matcher.close()
+
+
+__all__ = ["GroupCommit", "MllpSettings", "MllpSource", "PatientMatcher", "Unmatched", "unmatched"]

@@ -42,9 +42,12 @@ from adapter.errors import (
     as_adapter_error,
     operation_outcome,
 )
+from adapter.hl7v2.oru import PatientKey
 from adapter.pipeline import Arrival
+from adapter.pipeline.intake import Receipt
+from adapter.pipeline.matching import WAKE_MATCHING
 from adapter.serve.extensions import Extension, ServeContext
-from adapter.serve.validate import validate_resource
+from adapter.serve.validate import check_subject, validate_resource
 
 log = logging.getLogger(__name__)
 
@@ -224,11 +227,19 @@ def build_app(
 
         return Response(pipeline.metrics.exposition(), status=200, content_type=CONTENT_TYPE)
 
+    def _wake_matching(receipts: Sequence[Receipt]) -> None:
+        """A result parked (its patient named by identifier only): the matching pass is due."""
+        wake = context.extras.get(WAKE_MATCHING)
+        if wake is not None and any(r.patient is None for r in receipts):
+            wake()
+
     @app.post("/fhir/Observation")
     def push_observation() -> Response:
         resource = validate_resource(_read_json(), allowed=("Observation",))
-        [receipt] = pipeline.intake.receive([Arrival(resource, "push", forward=http.forward)])
-        said = "accepted" if receipt.new else "accepted (already received)"
+        check_subject(resource, "Observation")
+        receipts = pipeline.intake.receive([Arrival(resource, "push", forward=http.forward)])
+        _wake_matching(receipts)
+        said = "accepted" if receipts[0].new else "accepted (already received)"
         return fhir_response(accepted(said), 202)
 
     @app.post("/fhir")
@@ -263,7 +274,21 @@ def build_app(
                 if not isinstance(entry, dict):
                     raise UnprocessableError(f"{where} must be an object", expression=[where])
                 resource = validate_resource(entry.get("resource"), prefix=f"{where}.resource")
-                resource = _resolve(resource, local)
+                if _matched_later(resource):
+                    # named by identifier only: what it says travels on the results that
+                    # reference it (matched to the EHR's Patient); nothing to keep of it here
+                    answers[index] = {
+                        "response": {
+                            "status": "202 Accepted",
+                            "outcome": accepted(
+                                "accepted: the results that reference it are matched to the "
+                                "EHR's Patient by its identifier"
+                            ),
+                        }
+                    }
+                    continue
+                resource = _resolve(resource, local, f"{where}.resource")
+                check_subject(resource, f"{where}.resource")
                 forward = http.forward and resource["resourceType"] == "Observation"
                 arrivals.append((index, Arrival(resource, "push", forward=forward)))
             except AdapterError as error:
@@ -273,10 +298,15 @@ def build_app(
                         "outcome": error.operation_outcome(),
                     }
                 }
-        if not arrivals:
-            issues = [a["response"]["outcome"]["issue"][0] for a in answers if a is not None]
+        if not arrivals:  # nothing to keep: the refusals (a Patient entry alone keeps nothing)
+            issues = [
+                a["response"]["outcome"]["issue"][0]
+                for a in answers
+                if a is not None and not a["response"]["status"].startswith("202")
+            ]
             return fhir_response({"resourceType": "OperationOutcome", "issue": issues}, 422)
         receipts = pipeline.intake.receive([arrival for _, arrival in arrivals])
+        _wake_matching(receipts)
         for (index, _), receipt in zip(arrivals, receipts, strict=True):
             answers[index] = {
                 "response": {
@@ -304,10 +334,31 @@ def _reason(status: int) -> str:
     return _REASONS.get(status, "Error")
 
 
-def _local_references(entries: list[Any]) -> dict[str, str]:
-    """fullUrl -> Type/id for the entries that carry an id (transaction Bundles reference each
-    other by urn:uuid)."""
-    out: dict[str, str] = {}
+#: What a reference to another entry of a Bundle names: ``Type/id`` for an entry with an id;
+#: for a Patient entry without one, its identifier (matched to the EHR's Patient later); None
+#: for a Patient entry with neither (nobody can tell who it is).
+_Local = str | PatientKey | None
+
+
+def _patient_identifier(patient: dict[str, Any]) -> PatientKey | None:
+    """The first identifier of a Patient with both a system and a value."""
+    for item in patient.get("identifier") or []:
+        if isinstance(item, dict):
+            system, value = item.get("system"), item.get("value")
+            if isinstance(system, str) and system and isinstance(value, str) and value:
+                return PatientKey(system, value)
+    return None
+
+
+def _matched_later(resource: dict[str, Any]) -> bool:
+    """A Patient entry without an id: the EHR's Patient is found by its identifier."""
+    return resource.get("resourceType") == "Patient" and not resource.get("id")
+
+
+def _local_references(entries: list[Any]) -> dict[str, _Local]:
+    """fullUrl -> what it names, for every entry with a fullUrl (transaction Bundles reference
+    each other by urn:uuid, and a lab's Patient entry often has no id, only identifiers)."""
+    out: dict[str, _Local] = {}
     for entry in entries:
         if not isinstance(entry, dict):
             continue
@@ -317,17 +368,32 @@ def _local_references(entries: list[Any]) -> dict[str, str]:
             kind, rid = resource.get("resourceType"), resource.get("id")
             if isinstance(kind, str) and isinstance(rid, str) and rid:
                 out[url] = f"{kind}/{rid}"
+            elif kind == "Patient":
+                out[url] = _patient_identifier(resource)
     return out
 
 
-def _resolve(resource: dict[str, Any], local: dict[str, str]) -> dict[str, Any]:
-    """The subject reference as ``Patient/id`` when it names another entry of the Bundle."""
+def _resolve(resource: dict[str, Any], local: dict[str, _Local], where: str) -> dict[str, Any]:
+    """The subject as ``Patient/id``, or as the identifier of a Patient entry without an id,
+    when it names another entry of the Bundle."""
     subject = resource.get("subject")
-    if isinstance(subject, dict) and isinstance(subject.get("reference"), str):
-        target = local.get(subject["reference"])
-        if target is not None:
-            return {**resource, "subject": {**subject, "reference": target}}
-    return resource
+    if not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
+        return resource
+    ref = subject["reference"]
+    if ref not in local:
+        return resource
+    target = local[ref]
+    if isinstance(target, str):
+        return {**resource, "subject": {**subject, "reference": target}}
+    if target is None:
+        path = f"{where}.subject"
+        raise UnprocessableError(
+            f"{path} names a Patient entry with neither an id nor an identifier (system and "
+            "value): its patient cannot be matched",
+            expression=[path],
+        )
+    logical = {"identifier": {"system": target.system, "value": target.value}}
+    return {**resource, "subject": logical}
 
 
 class _Readiness:

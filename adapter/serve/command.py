@@ -283,9 +283,11 @@ def _install_signals(stop: threading.Event) -> Callable[[], None]:
 
 
 def _register() -> None:
+    from adapter.serve.matching import matching_extension
     from adapter.serve.mllp import mllp_extension
 
     EXTENSIONS.append(mllp_extension)
+    EXTENSIONS.append(matching_extension)
 
 
 _register()

@@ -8,6 +8,7 @@ from adapter.hl7v2.tables import Hl7v2Tables
 from adapter.listen import loopback, parse_listen
 from adapter.mappings_loader import load_hl7v2_tables, load_reference_data
 from adapter.mllp.server import Limits
+from adapter.pipeline.matching import WAKE_MATCHING
 from adapter.pipeline.mllp_source import MllpSettings, MllpSource
 from adapter.serve.extensions import Extension, ServeContext
 from adapter.settings import Loaded
@@ -33,6 +34,7 @@ class MllpExtension(Extension):
             registry=pipeline.metrics.registry,
         )
         self.source.start()
+        context.extras[WAKE_MATCHING] = self.source.matching.wake  # pushed results too
         host, port = self.source.address
         print(f"rems-adapter serve: MLLP listening on {host}:{port}", flush=True)
 

@@ -13,6 +13,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapter.errors import UnprocessableError
+from adapter.pipeline.gather import subject_of
+from adapter.pipeline.matching import identifier_key
 
 #: What a lab may push, in a Bundle or (Observation) alone.
 PUSHABLE = ("Observation", "Patient", "Specimen", "DiagnosticReport")
@@ -106,8 +108,30 @@ def _observation(resource: dict[str, Any], root: str) -> None:
             expression=[path],
         )
     subject = resource.get("subject")
-    if not isinstance(subject, dict) or not isinstance(subject.get("reference"), str):
+    if not isinstance(subject, dict) or not (
+        isinstance(subject.get("reference"), str) or identifier_key(resource) is not None
+    ):
         path = f"{root}.subject"
         raise UnprocessableError(
-            f"{path} must reference the Patient the result is about", expression=[path]
+            f"{path} must reference the Patient the result is about (a reference, or an "
+            "identifier with system and value)",
+            expression=[path],
+        )
+
+
+def check_subject(resource: dict[str, Any], root: str) -> None:
+    """An Observation (references resolved) must name a Patient: ``Patient/id`` (relative or
+    absolute), or an identifier the EHR's Patient carries (matched later, never guessed).
+    Anything else (a Group, a Device, an unresolved ``urn:``) would wait for ever."""
+    if resource.get("resourceType") != "Observation":
+        return
+    subject = resource.get("subject")
+    if isinstance(subject, dict) and "reference" not in subject and identifier_key(resource):
+        return
+    if subject_of(resource) is None:
+        path = f"{root}.subject"
+        raise UnprocessableError(
+            f"{path} must name a Patient: Patient/id, a Patient entry of the Bundle, or an "
+            "identifier (system and value)",
+            expression=[path],
         )

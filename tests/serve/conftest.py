@@ -22,6 +22,7 @@ from adapter.mappings_loader import load_reference_data
 from adapter.pipeline import PipelineSettings, WorkerSettings
 from adapter.pipeline import RetryPolicy as OutboxRetry
 from adapter.serve.app import HttpSettings
+from adapter.serve.extensions import Extension
 from adapter.serve.service import Service
 from adapter.store import Store
 from adapter.store.sqlite import SqliteStore
@@ -74,6 +75,8 @@ class Serve:
         default_factory=lambda: OutboxRetry(first_seconds=0.05, max_seconds=0.5, max_attempts=200)
     )
     read_timeout: float = 5.0
+    #: serve's extensions (the command adds them from the settings; tests name them)
+    extensions: list[Extension] = field(default_factory=list)
     service: Service | None = None
     store: Store | None = None
 
@@ -95,6 +98,7 @@ class Serve:
             ehr=lambda: fast_client(self.ehr_url, self.read_timeout),
             pipeline=PipelineSettings(worker=worker, retry=self.retry),
             http=self.http,
+            extensions=self.extensions,
         )
         self.service.start()
         return self

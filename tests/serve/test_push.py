@@ -110,7 +110,7 @@ def test_an_observation_status_outside_r4_is_refused_by_its_path(serve_factory):
     """R4B's model takes any status string; R4 binds ObservationStatus (required), and what is
     pushed goes on to the EHR: refused with 422 naming the path, nothing kept."""
     serve = serve_factory()
-    bogus = {**lab_result("p1", 1.2), "status": "bogus"}
+    bogus = {**lab_result("Patient/p1", 1.2), "status": "bogus"}
     response = _post(serve, "/fhir/Observation", bogus)
     assert response.status_code == 422, response.text
     assert response.json()["issue"][0]["expression"] == ["Observation.status"]
@@ -119,7 +119,7 @@ def test_an_observation_status_outside_r4_is_refused_by_its_path(serve_factory):
         "type": "batch",
         "entry": [
             {
-                "resource": lab_result("p1", 1.2),
+                "resource": lab_result("Patient/p1", 1.2),
                 "request": {"method": "POST", "url": "Observation"},
             },
             {"resource": bogus, "request": {"method": "POST", "url": "Observation"}},
