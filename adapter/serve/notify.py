@@ -80,11 +80,16 @@ class Notifications(Extension):
                 request.get_data(cache=False), resource_type=rtype, resource_id=rid
             )
             outcome = source.accept(notification)
-            said = f"notification received ({outcome.kind}"
-            said += f", {outcome.stored} new" if outcome.stored else ""
-            said += ", re-query scheduled" if outcome.requery else ""
-            said += f", {outcome.missing} missing event(s) recovering" if outcome.missing else ""
-            return fhir_response(accepted(said + ")"), 200)
+            # The answer is the same for the same notification again (interfaces.md s.4): what
+            # this one changed goes to the log (counts only), not into the answer.
+            log.debug(
+                "notification %s: %d stored, re-query %s, %d missing",
+                outcome.kind,
+                outcome.stored,
+                outcome.requery,
+                outcome.missing,
+            )
+            return fhir_response(accepted(f"notification received ({outcome.kind})"), 200)
 
         app.add_url_rule("/notify", "notify", receive, methods=["POST"])
         app.add_url_rule(

@@ -24,6 +24,7 @@ def test_a_pushed_low_result_is_decided_and_written_back_once(serve_factory, sto
     # the same result pushed again answers as the first time and has no second effect
     again = serve.push(result)
     assert again.status_code == 202
+    assert again.content == answer.content  # the very same answer
     serve.settle()
     assert codes(issues(stock_server.base_url, patient)) == ["anc-mild-neutropenia"]
     # the evidence it cites resolves on the EHR (the result was forwarded)
