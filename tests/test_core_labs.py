@@ -184,3 +184,42 @@ def test_derivation_with_bad_differential_is_unevaluable():
     result = evaluate(_diff(1, neut="140"))
     assert result.labs.usable == ()
     assert "differential" in result.labs.unevaluable[0].reason
+
+
+#: (versions of one result in arrival order as (status, versionId), the status that stands)
+RESENDS = [
+    ([("final", "1"), ("preliminary", "2")], "final"),  # a preliminary resend: the final stands
+    ([("final", "1"), ("registered", "2")], "final"),
+    ([("preliminary", "1"), ("final", "2")], "final"),
+    ([("final", "1"), ("corrected", "2"), ("preliminary", "3")], "corrected"),
+    ([("final", "1"), ("entered-in-error", "2"), ("preliminary", "3")], "entered-in-error"),
+    ([("final", "1"), ("entered-in-error", "2"), ("final", "3")], "final"),
+    ([("registered", "1"), ("preliminary", "2")], "preliminary"),
+    ([("final", "2"), ("amended", "1")], "final"),  # released versions: the later version wins
+]
+
+
+@pytest.mark.parametrize(("versions", "standing"), RESENDS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["in-order", "reversed"])
+def test_a_later_unreleased_version_never_displaces_a_released_one(
+    versions: list[tuple[str, str]], standing: str, reverse: bool
+) -> None:
+    from adapter.core.labs import current_versions
+
+    labs = [
+        anc(5, 400, ref="Observation/one", status=status, version=version, arrival=n)
+        for n, (status, version) in enumerate(versions, start=1)
+    ]
+    if reverse:  # the order of arrival does not matter once versions are numbered
+        labs = [replace(lab, arrival=0) for lab in reversed(labs)]
+    assert current_versions(labs)["Observation/one"].status == standing
+
+
+def test_a_severe_result_resent_as_preliminary_still_interrupts() -> None:
+    labs = [
+        anc(0, 2000),
+        anc(5, 400, ref="Observation/sev", status="final", version="1"),
+        anc(5, 1600, ref="Observation/sev", status="preliminary", version="2"),
+    ]
+    status = evaluate(labs, [supply(0, 28)], clock=at(6)).status
+    assert status.category == "severe-neutropenia"

@@ -159,12 +159,29 @@ def _version_rank(lab: LabObservation) -> tuple[int, str, int]:
     return version_rank(lab.version, lab.last_updated, lab.arrival)
 
 
+def _decisive(lab: LabObservation) -> bool:
+    """A version that settles what the result is: usable, or withdrawing it."""
+    return lab.status in USABLE_STATUSES or lab.status in WITHDRAWING_STATUSES
+
+
 def current_versions(labs: Iterable[LabObservation]) -> dict[str, LabObservation]:
-    """The latest version of every result id (versionId, then lastUpdated, then arrival)."""
+    """The latest version of every result id (versionId, then lastUpdated, then arrival).
+
+    A later preliminary or registered version (a feed resending a result as not yet final)
+    never displaces a final, amended or corrected one, nor a withdrawal: the result stands as
+    last released until a released version or a withdrawal replaces it (the safer reading:
+    a severe result must not vanish behind a preliminary resend)."""
     latest: dict[str, LabObservation] = {}
     for lab in labs:
         held = latest.get(lab.ref)
-        if held is None or _version_rank(lab) >= _version_rank(held):
+        if held is None:
+            latest[lab.ref] = lab
+            continue
+        if _decisive(lab) != _decisive(held):
+            if _decisive(lab):
+                latest[lab.ref] = lab
+            continue
+        if _version_rank(lab) >= _version_rank(held):
             latest[lab.ref] = lab
     return latest
 

@@ -287,6 +287,7 @@ class _Translator:
 
         codings: list[dict[str, str]] = []
         loinc: str | None = None
+        local: list[tuple[str, str]] = []  # (code, coding system name) of the non-LOINC triplets
         for first in (0, 3):
             code, display, name = leaf(first), leaf(first + 1), leaf(first + 2)
             if not code:
@@ -298,11 +299,17 @@ class _Translator:
             if display:
                 coding["display"] = display
             codings.append(coding)
-            if uri != LOINC and loinc is None:
+            if uri != LOINC:
+                local.append((code, name))
+        if loinc is None:
+            # A site's [[local_code]] row names the LOINC only when the lab sent none: the lab's
+            # own LOINC (in either triplet) is never overridden (segs 30451-9 stay not an ANC).
+            for code, name in local:
                 mapped = self.tables.local_loinc(code, name, self.facility)
                 if mapped is not None:
                     loinc = mapped
                     codings.append({"system": LOINC, "code": mapped})
+                    break
         codings.sort(key=lambda item: item["system"] != LOINC)  # LOINC first
         return loinc, codings
 

@@ -186,6 +186,35 @@ def test_a_local_code_through_the_site_map(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("triplets", "row", "expected"),
+    [
+        # the lab's own LOINC says segmented neutrophils: not an ANC, whatever the site row says
+        ("ANC^abs^L^30451-9^Segs^LN", ("ANC", "751-8"), None),
+        # the lab's own LOINC says ANC: kept, though the site maps the local code elsewhere
+        ("SEG^segs^L^751-8^ANC^LN", ("SEG", "30451-9"), "751-8"),
+        # no LOINC sent: the site's row names it
+        ("ANC^abs^L", ("ANC", "751-8"), "751-8"),
+    ],
+    ids=["segs-stay-segs", "anc-stays-anc", "local-only"],
+)
+def test_a_site_row_never_overrides_the_lab_s_own_loinc(tmp_path, triplets, row, expected):
+    code, loinc = row
+    tables = _site_tables(
+        tmp_path, f'\n[[local_code]]\ncode = "{code}"\nsystem = "L"\nloinc = "{loinc}"\n'
+    )
+    stored: list[OruMessage] = []
+    message = oru(obr(), obx(1, triplets, "1.2", unit="10*3/uL"))
+    assert receiver(stored.append, tables=tables)(message).outcome == "AA"
+    results = stored[0].results
+    if expected is None:
+        assert results == ()
+    else:
+        (result,) = results
+        loincs = [c["code"] for c in result.observation["code"]["coding"] if "loinc" in c["system"]]
+        assert loincs == [expected]
+
+
+@pytest.mark.parametrize(
     "rows",
     [
         '\n[[local_code]]\ncode = "ANC"\n',  # no loinc
