@@ -174,7 +174,12 @@ def decode(raw: bytes, tables: Hl7v2Tables) -> str:
         first = head.replace("\n", "\r").split("\r", 1)[0]
         parts = first.split(separator)
         if len(parts) > 17:
-            charset = parts[17].split(parts[1][:1] or "^")[0] if len(parts[1]) else parts[17]
+            # MSH-18 repeats (the first repetition is the message's own character set), each a
+            # code possibly with components
+            encoding = parts[1]
+            repetition = encoding[1:2] or "~"
+            component = encoding[:1] or "^"
+            charset = parts[17].split(repetition)[0].split(component)[0]
     codec = tables.codec(charset)
     if codec is None:
         raise Hl7v2Error(

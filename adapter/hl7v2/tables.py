@@ -41,7 +41,8 @@ class Hl7v2Tables:
 
     @cached_property
     def _systems(self) -> dict[str, str]:
-        return dict(self.coding_systems)
+        # coding system names (HL7 table 0396) are matched whatever their case: feeds send `ln`
+        return {name.upper(): uri for name, uri in self.coding_systems}
 
     @cached_property
     def _charsets(self) -> dict[str, str]:
@@ -55,7 +56,7 @@ class Hl7v2Tables:
         return self._status.get(code)
 
     def system_uri(self, name: str) -> str | None:
-        return self._systems.get(name)
+        return self._systems.get(name.strip().upper())
 
     def codec(self, charset: str) -> str | None:
         return self._charsets.get(charset.strip().upper() if charset else "")

@@ -575,3 +575,23 @@ def test_header_is_read_for_the_ack_even_from_a_message_that_fails_later():
     assert head.key == "LAB|NORTHLAB|MSG0001"
     with pytest.raises(Exception, match="OBX"):
         translate(message, head, TABLES, options())
+
+
+@pytest.mark.parametrize("system", ["LN", "ln", "Ln", " LN"])
+def test_the_coding_system_name_is_matched_whatever_its_case(system):
+    stored: list[OruMessage] = []
+    message = oru(obr(), obx(1, f"751-8^ANC^{system}", "1.2", unit="10*3/uL"))
+    assert receiver(stored.append)(message).outcome == "AA"
+    (result,) = stored[0].results
+    assert result.observation["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "751-8",
+        "display": "ANC",
+    }
+
+
+def test_a_repeating_msh_18_is_read_by_its_first_repetition():
+    stored: list[OruMessage] = []
+    message = oru(obr(), obx(1, ANC, "1.2", unit="10*3/uL"), tail="||||||8859/1~UNICODE UTF-8")
+    assert receiver(stored.append)(message).outcome == "AA"
+    assert len(stored[0].results) == 1
