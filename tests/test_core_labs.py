@@ -223,3 +223,18 @@ def test_a_severe_result_resent_as_preliminary_still_interrupts() -> None:
     ]
     status = evaluate(labs, [supply(0, 28)], clock=at(6)).status
     assert status.category == "severe-neutropenia"
+
+
+@pytest.mark.parametrize(("versions", "standing"), RESENDS)
+def test_a_store_of_one_version_keeps_what_current_versions_keeps(
+    versions: list[tuple[str, str]], standing: str
+) -> None:
+    """Serve and watch hold one version of each result and apply `keeps_release` as the
+    versions arrive (in version order): what they hold is what batch mode decides with."""
+    from adapter.core.labs import keeps_release
+
+    held: str | None = None
+    for status, _ in sorted(versions, key=lambda v: int(v[1])):
+        if held is None or not keeps_release(status, lambda: held):
+            held = status
+    assert held == standing

@@ -285,6 +285,12 @@ class _Runs:
 
     def write(self, out: Path) -> None:
         for name, key in _ORDER:
+            if len(self.runs[name]) == 1:
+                # One run (one batch of patients) is the output already: moved into place in
+                # one step, as `_write_atomically` would (the same folder, so the same file
+                # system; created under the umask as it would be).
+                os.replace(self.runs[name][0], out / name)
+                continue
             handles = [path.open(encoding="utf-8") for path in self.runs[name]]
             try:
                 lines: Iterable[str]

@@ -8,7 +8,7 @@ cannot interpret as unevaluable instead of guessing.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import MAX_PREC, Decimal, localcontext
@@ -159,9 +159,21 @@ def _version_rank(lab: LabObservation) -> tuple[int, str, int]:
     return version_rank(lab.version, lab.last_updated, lab.arrival)
 
 
+def decisive_status(status: object) -> bool:
+    """A status that settles what a result is: released (usable), or withdrawing it."""
+    return status in USABLE_STATUSES or status in WITHDRAWING_STATUSES
+
+
+def keeps_release(later_status: object, held_status: Callable[[], object]) -> bool:
+    """Whether a held version stays in force over a later one with `later_status`
+    (`current_versions`' rule, for stores that hold one version of each result): a version not
+    yet released never displaces a released result or a withdrawal. `held_status` is asked
+    only when the later version is not released (it may cost a read)."""
+    return not decisive_status(later_status) and decisive_status(held_status())
+
+
 def _decisive(lab: LabObservation) -> bool:
-    """A version that settles what the result is: usable, or withdrawing it."""
-    return lab.status in USABLE_STATUSES or lab.status in WITHDRAWING_STATUSES
+    return decisive_status(lab.status)
 
 
 def current_versions(labs: Iterable[LabObservation]) -> dict[str, LabObservation]:

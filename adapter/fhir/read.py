@@ -7,7 +7,7 @@ exports stream fast; what the adapter writes is built and checked with the R4B m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from decimal import Decimal
@@ -15,6 +15,7 @@ from functools import cached_property
 from sys import intern
 from typing import Any
 
+from adapter.core.labs import keeps_release
 from adapter.core.model import (
     LabObservation,
     LabRole,
@@ -735,3 +736,14 @@ class Reader:
         if isinstance(action, _OBJECT) and isinstance(action.get("text"), str):
             text = action["text"]
         return Mitigation(author=author, action_codes=codes, date=when, text=text)
+
+
+def release_stands(resource: JSON, held: Callable[[], JSON | None]) -> bool:
+    """Whether the held version of this resource stays in force over this later one, for the
+    stores that hold one version of each resource (serve, watch): a later version of an
+    Observation that is not yet released (preliminary, registered) never displaces a released
+    result or a withdrawal, as batch mode's `current_versions` decides over every version.
+    `held` reads the held version, only when it matters."""
+    if resource.get("resourceType") != "Observation":
+        return False
+    return keeps_release(resource.get("status"), lambda: (held() or {}).get("status"))

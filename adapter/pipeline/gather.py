@@ -16,7 +16,13 @@ from typing import Any
 
 import orjson
 
-from adapter.fhir.read import FhirInputError, Reader, decision_identifier, reference
+from adapter.fhir.read import (
+    FhirInputError,
+    Reader,
+    decision_identifier,
+    reference,
+    release_stands,
+)
 from adapter.store import Store
 from adapter.store.sql import version_of
 
@@ -151,6 +157,8 @@ class Keeper:
             return Taken(problem="resourceType and id are required")
         held = self.store.held_version(kind, rid)
         if held is not None and not is_newer(version_of(resource), held):
+            return Taken(patient=subject_of(resource), duplicate=True)
+        if held is not None and release_stands(resource, lambda: self.store.resource(kind, rid)):
             return Taken(patient=subject_of(resource), duplicate=True)
         try:
             relevant, patient, identifier = self.classify(resource)

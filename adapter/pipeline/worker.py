@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from adapter import __version__
 from adapter.core.evaluate import Context, Evaluation, evaluate_patient
+from adapter.core.labs import keeps_release
 from adapter.core.monitoring import Schedule
 from adapter.core.reference import ReferenceData
 from adapter.decide import Backend, Directory, Outcome
@@ -504,6 +505,8 @@ def _superseded(held: dict[str, Any], received: dict[str, Any]) -> bool:
 
     if result(held) == result(received):
         return False
+    if keeps_release(received.get("status"), lambda: held.get("status")):
+        return False  # a resend not yet released never replaces the released copy (core.labs)
     held_at = read_instant_or_none(held.get("issued"))
     received_at = read_instant_or_none(received.get("issued"))
     if held_at is not None and received_at is not None and held_at != received_at:

@@ -35,6 +35,7 @@ from adapter.fhir.read import (
     Reader,
     decision_identifier,
     reference,
+    release_stands,
 )
 from adapter.fhir.write import AUTHOR_DEVICE, detected_issue, withdrawn_issue
 from adapter.mappings_loader import MAPPING_FILES
@@ -462,6 +463,9 @@ class Watcher:
         version = version_of(resource)
         held = self.store.held_version(kind, rid)
         if held is not None and not is_newer(version, held):
+            report.duplicates += 1
+            return
+        if held is not None and release_stands(resource, lambda: self.store.resource(kind, rid)):
             report.duplicates += 1
             return
         relevant, patient, identifier = self._classify(resource, report)

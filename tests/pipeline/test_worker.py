@@ -134,3 +134,40 @@ def test_a_decision_is_withdrawn_when_its_dispense_is_entered_in_error(store):
     ]
     assert updates[0]["if_match"] == "1"
     assert {e.patient for e in store.effects("pending")} == {patient}
+
+
+@pytest.mark.parametrize(
+    ("later", "stands"),
+    [
+        ("preliminary", "final"),  # a resend not yet released: the severe result stands
+        ("registered", "final"),
+        ("corrected", "corrected"),  # a released version replaces it, as ever
+    ],
+)
+def test_a_later_unreleased_version_never_displaces_the_held_release(store, later, stands):
+    """The store holds one version of each result, so the rule batch mode applies over every
+    version (adapter.core.labs.current_versions) is applied as versions arrive: a severe final
+    result resent as preliminary with a normal value keeps interrupting; its finding is not
+    withdrawn."""
+    resources = resources_with_ids([recent_history([2000, 1900, 300])])
+    patient = next(f"Patient/{r['id']}" for r in resources if r["resourceType"] == "Patient")
+    severe = [r for r in resources if r["resourceType"] == "Observation"][-1]
+    intake = Intake(store)
+    intake.receive([Arrival(r, "poll") for r in resources])
+    worker = Worker(store, load_reference_data(), LocalBackend(), WorkerSettings(), ehr=None)
+    worker.drain()
+    created = [json.loads(e.body)["resource"] for e in store.effects("pending")]
+    assert "anc-severe-neutropenia" in [r["code"]["coding"][1]["code"] for r in created]
+    resend = {
+        **severe,
+        "status": later,
+        "valueQuantity": {**severe["valueQuantity"], "value": 2500},
+        "meta": {"versionId": "2", "lastUpdated": "2026-01-02T00:00:00.000Z"},
+    }
+    intake.receive([Arrival(resend, "poll")])
+    worker.drain()
+    assert store.resource("Observation", severe["id"])["status"] == stands
+    latest = store.audit(patient)[-1]
+    severe_now = any("anc-severe-neutropenia" in outcome for outcome in latest.outcome)
+    assert severe_now is (stands == "final")
+    assert not [e for e in store.effects("pending") if e.kind == "issue-update"]

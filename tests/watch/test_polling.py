@@ -281,3 +281,21 @@ def test_a_patient_with_nothing_new_is_decided_again_when_an_anc_falls_due(
     )
     assert written == ["anc-monitoring-overdue", "psf-prescriber-action-required"]
     assert watch.cycle().patients_decided == 0  # overdue is written once
+
+
+@pytest.mark.parametrize(("later", "stands"), [("preliminary", "final"), ("amended", "amended")])
+def test_a_later_unreleased_version_never_displaces_the_held_release(
+    tmp_path: Path, later: str, stands: str
+) -> None:
+    """The state holds one version of each result: a released result updated on the EHR to a
+    version not yet released stays as released (adapter.core.labs.keeps_release), as batch
+    mode decides over every version; a released update replaces it as ever."""
+    fake = FakeFhir([anc(1, T0)])
+    watch = watcher(fake, tmp_path / "s.sqlite", overlap_seconds=120)
+    watch.cycle()
+    fake.resources[0] = {**anc(1, T0 + timedelta(seconds=30), version=2), "status": later}
+
+    report = watch.cycle()
+
+    assert watch.store.resource("Observation", "o1")["status"] == stands  # type: ignore[index]
+    assert report.duplicates == (1 if stands == "final" else 0)
