@@ -325,3 +325,39 @@ def test_long_decimals_are_categorised_unrounded(
     codes = _codes(files, "good")
     assert expected in codes
     assert [c for c in codes if c.startswith("anc-") and c != expected] == []
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "reason"),
+    [
+        ("status", 3, "Observation.status: expected a code"),
+        ("valueQuantity", "1.0", "Observation.valueQuantity: expected a Quantity"),
+        ("effectiveDateTime", "2026-13-45", "Observation.effectiveDateTime: not a FHIR dateTime"),
+    ],
+)
+def test_an_unreadable_anc_says_why_in_its_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], element: str, value: object, reason: str
+) -> None:
+    # Found by the bad-input audit: the finding said "no collection time" whatever was wrong.
+    bad = _anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 1.0)
+    bad[element] = value
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), bad]), capsys)
+    assert f"in.ndjson:4: Observation: {reason}" in err
+    (issue,) = [
+        i for i in files["DetectedIssue.ndjson"] if i["patient"]["reference"] == "Patient/bad"
+    ]
+    assert issue["code"]["coding"][-1]["code"] == "anc-unevaluable"
+    assert reason in issue["detail"]
+    assert "no collection time" not in issue["detail"]
+    assert _codes(files, "good")
+
+
+def test_an_unreadable_anc_collected_after_the_clock_is_reported_not_decided(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # interfaces.md s.3: resources collected after --as-of are ignored, readable or not.
+    bad = _anc("bad-anc", "Patient/bad", "2026-03-09T08:00:00Z", 1.0)
+    bad["status"] = 3
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), bad]), capsys)
+    assert "in.ndjson:4: Observation: Observation.status: expected a code" in err
+    assert _codes(files, "bad") == []
