@@ -325,3 +325,99 @@ def test_long_decimals_are_categorised_unrounded(
     codes = _codes(files, "good")
     assert expected in codes
     assert [c for c in codes if c.startswith("anc-") and c != expected] == []
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "reason"),
+    [
+        ("status", 3, "Observation.status: expected a code"),
+        ("valueQuantity", "1.0", "Observation.valueQuantity: expected a Quantity"),
+        ("effectiveDateTime", "2026-13-45", "Observation.effectiveDateTime: not a FHIR dateTime"),
+    ],
+)
+def test_an_unreadable_anc_says_why_in_its_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], element: str, value: object, reason: str
+) -> None:
+    # Found by the bad-input audit: the finding said "no collection time" whatever was wrong.
+    bad = _anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 1.0)
+    bad[element] = value
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), bad]), capsys)
+    assert f"in.ndjson:4: Observation: {reason}" in err
+    (issue,) = [
+        i for i in files["DetectedIssue.ndjson"] if i["patient"]["reference"] == "Patient/bad"
+    ]
+    assert issue["code"]["coding"][-1]["code"] == "anc-unevaluable"
+    assert reason in issue["detail"]
+    assert "no collection time" not in issue["detail"]
+    assert _codes(files, "good")
+
+
+def test_an_unreadable_anc_collected_after_the_clock_is_reported_not_decided(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # interfaces.md s.3: resources collected after --as-of are ignored, readable or not.
+    bad = _anc("bad-anc", "Patient/bad", "2026-03-09T08:00:00Z", 1.0)
+    bad["status"] = 3
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), bad]), capsys)
+    assert "in.ndjson:4: Observation: Observation.status: expected a code" in err
+    assert _codes(files, "bad") == []
+
+
+@pytest.mark.parametrize("name", ["Observation.ndjson.gz", "in.json.gz", "in.jsonl.gz"])
+def test_compressed_files_are_reported_never_passed_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # Found by the bad-input audit: a folder of .ndjson.gz files was read as empty (exit 0,
+    # nothing said), and one named directly was "not valid JSON".
+    import gzip
+
+    expected = _baseline(tmp_path, capsys)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    _ndjson(folder / "good.ndjson", _good())
+    bad = _anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 0.2)
+    (folder / name).write_bytes(gzip.compress(json.dumps(bad).encode() + b"\n"))
+    for source in (folder, folder / name):
+        files, err = _run(tmp_path, source, capsys)
+        assert f"{folder / name}:1: compressed (gzip): not read; decompress it" in err
+        assert "not valid JSON" not in err
+    files, _ = _run(tmp_path, folder, capsys)
+    assert _codes(files, "good") == expected
+
+
+def test_a_folder_that_cannot_be_listed_is_unreadable_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by the bad-input audit: a sub-folder without read permission was passed over, and
+    # the run reported itself complete. (Simulated: permissions do not bind root.)
+    import os
+
+    folder = tmp_path / "export"
+    (folder / "locked").mkdir(parents=True)
+    _ndjson(folder / "good.ndjson", _good())
+    _ndjson(folder / "locked" / "more.ndjson", _good("more"))
+    real = os.scandir
+
+    def scandir(path: object = ".") -> object:
+        if str(path) == str(folder / "locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code = main(["run", "--source", str(folder), "--out", str(tmp_path / "o"), "--as-of", AS_OF])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert f"cannot read input: {folder / 'locked'}: Permission denied" in err
+    assert "Traceback" not in err
+
+
+def test_a_source_that_is_not_a_regular_file_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    fifo = tmp_path / "in.ndjson"
+    os.mkfifo(fifo)
+    code = main(["run", "--source", str(fifo), "--out", str(tmp_path / "o"), "--as-of", AS_OF])
+    assert code == 4
+    assert f"{fifo}: not a regular file or folder" in capsys.readouterr().err

@@ -233,8 +233,8 @@ def test_a_store_of_one_version_keeps_what_current_versions_keeps(
     versions arrive (in version order): what they hold is what batch mode decides with."""
     from adapter.core.labs import keeps_release
 
-    held: str | None = None
+    held: list[str] = []  # the one version the store holds
     for status, _ in sorted(versions, key=lambda v: int(v[1])):
-        if held is None or not keeps_release(status, lambda: held):
-            held = status
-    assert held == standing
+        if not held or not keeps_release(status, lambda: held[0]):
+            held[:] = [status]
+    assert held == [standing]

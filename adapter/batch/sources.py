@@ -8,6 +8,7 @@ at all is an :class:`UnreadableInput` error: the run cannot be trusted to be com
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,16 +49,44 @@ class UnreadableInput(UnreadableInputError, OSError):
     """A source path that does not exist or cannot be read."""
 
 
+#: A compressed FHIR file: found in folders and reported (it is not read), never passed over.
+COMPRESSED = ".gz"
+
+
+def _fhir_file(path: Path) -> bool:
+    """A name a folder search takes: a FHIR suffix, or a FHIR suffix then ``.gz``."""
+    if path.suffix == COMPRESSED:
+        path = path.with_suffix("")
+    return path.suffix in SUFFIXES
+
+
+def _unreadable_folder(error: OSError) -> None:
+    raise UnreadableInput(f"{error.filename}: {error.strerror}") from error
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The FHIR files under `folder` (symbolic links to folders are not followed), in name
+    order. A folder inside that cannot be listed is an error: the run would miss its files."""
+    found = [
+        path
+        for root, _, names in os.walk(folder, onerror=_unreadable_folder)
+        for path in (Path(root, name) for name in names)
+        if _fhir_file(path) and path.is_file()
+    ]
+    return sorted(found)
+
+
 def expand(paths: Sequence[str]) -> list[Path]:
     """Files named directly, and every FHIR file under named folders, in a stable order."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
-            files.extend(found)
+            files.extend(_folder_files(path))
         elif path.is_file():
             files.append(path)
+        elif path.exists():
+            raise UnreadableInput(f"{raw}: not a regular file or folder")
         else:
             raise UnreadableInput(f"{raw}: no such file or folder")
     return files
@@ -163,6 +192,9 @@ def read_file(
     bytes [start, end) of an NDJSON file, whose line numbers then count from `start`."""
     counts = counts if counts is not None else Counts()
     base = arrival_base(index)
+    if path.suffix == COMPRESSED:
+        problems.append(InputProblem(f"{path}:1", "compressed (gzip): not read; decompress it"))
+        return
     if path.suffix in (".ndjson", ".jsonl"):
         yield from _ndjson(path, problems, base, start, end, prefilter, counts)
     elif streamed(path):

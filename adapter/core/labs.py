@@ -343,7 +343,8 @@ def assess_labs(
         scaled = (
             scale_count(lab, units, sanity)
             if lab.collected is not None
-            else _Scaled(None, NO_COLLECTION_TIME)
+            # a result that could not be read says why (its time may be what is unreadable)
+            else _Scaled(None, lab.problem or NO_COLLECTION_TIME)
         )
         if scaled.per_ul is None or lab.collected is None:
             unevaluable.append(

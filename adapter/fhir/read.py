@@ -283,6 +283,10 @@ class Reader:
                 version, updated = _version(resource)
             except FhirInputError:
                 version, updated = "", ""
+            try:  # placed in time when it can be: one collected after the clock is ignored
+                collected = self._collected(resource)
+            except FhirInputError:
+                collected = None
             unreadable = LabObservation(
                 ref=ref,
                 patient=intern(patient),
@@ -290,7 +294,7 @@ class Reader:
                 # A status that cannot be read cannot hold the result back or withdraw it:
                 # the result is decided as unevaluable, never silently dropped.
                 status=intern(status) if isinstance(status, str) else "final",
-                collected=None,
+                collected=collected,
                 value=None,
                 unit_code=None,
                 unit_system=None,
