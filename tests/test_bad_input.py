@@ -421,3 +421,63 @@ def test_a_source_that_is_not_a_regular_file_is_named_as_such(
     code = main(["run", "--source", str(fifo), "--out", str(tmp_path / "o"), "--as-of", AS_OF])
     assert code == 4
     assert f"{fifo}: not a regular file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".json", "streamed.json"])
+@pytest.mark.parametrize(("nested", "valid"), [(1020, True), (1021, False)])
+def test_a_bundle_nested_deeper_than_json_allows_is_refused_whole_and_in_bounded_memory(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    suffix: str,
+    nested: int,
+    valid: bool,
+) -> None:
+    # Found by the bad-input audit: 70 MB of "[" in a streamed Bundle grew ijson's prefixes to
+    # 24 GB. Beyond 1024 levels (the Bundle, entry, the entry and resource: 4 before the note)
+    # the file is not valid JSON however it is read, loaded whole or streamed.
+    resources = _good()
+    resources[0]["note"] = "NOTE"
+    texts = [json.dumps(r).replace('"NOTE"', "[" * nested + "]" * nested) for r in resources]
+    source = tmp_path / f"in{suffix}"
+    source.write_text(
+        '{"resourceType":"Bundle","type":"collection","entry":['
+        + ",".join('{"resource":' + text + "}" for text in texts)
+        + "]}"
+    )
+    if suffix.startswith("streamed"):
+        monkeypatch.setattr(sources, "STREAM_BYTES", 0)
+        assert sources.streamed(source)
+    files, err = _run(tmp_path, source, capsys)
+    assert ("not valid JSON" in err) is not valid
+    assert bool(_codes(files, "good")) is valid
+
+
+_DEEP_IN_A_CAGE = """
+import resource, sys
+from pathlib import Path
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression fails, not the machine
+from adapter.batch.sources import _streamed
+problems = []
+list(_streamed(Path(sys.argv[1]), problems, 0))
+print([p.message for p in problems])
+"""
+
+
+def test_a_streamed_bundle_of_brackets_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    # The audit's case: a Bundle whose entry is megabytes of "[" took 24 GB (ijson built a
+    # whole buffer of events, prefixes growing with the depth, before the first was checked).
+    import subprocess
+    import sys
+
+    source = tmp_path / "deep.json"
+    source.write_text('{"resourceType":"Bundle","entry":[' + "[" * 2_000_000)
+    done = subprocess.run(
+        [sys.executable, "-c", _DEEP_IN_A_CAGE, str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.strip() == "['not valid JSON']"

@@ -564,6 +564,15 @@ _COMPLEX = object()  # a value that is an object or an array
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _U64_MAX = 2**64 - 1
 _STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
+_OPENS = frozenset({"start_map", "start_array"})
+_CLOSES = frozenset({"end_map", "end_array"})
+#: The deepest nesting orjson reads (a deeper document is not valid JSON to it).
+_MAX_DEPTH = 1024
+#: Bytes ijson reads at a time. Its C backend builds every event of a buffer, each with its
+#: prefix, before handing the first one on: a buffer of "[" made 64 KB of events with prefixes
+#: up to 320 KB (about 10 GB) before the depth check could refuse the file; 4 KB bounds that to
+#: tens of MB, and reads a Bundle as fast (1.9 s for 110 MB against 2.3 s with 64 KB, timed).
+_IJSON_BUFFER = 4096
 
 
 def streamed(path: Path) -> bool:
@@ -619,8 +628,18 @@ def _scan(handle: Any) -> _Scan:
     resource = False
     kind: object = _MISSING
     own: object = _MISSING
-    for prefix, event, value in ijson.parse(handle):
-        if event == "number":
+    depth = 0
+    for prefix, event, value in ijson.parse(handle, buf_size=_IJSON_BUFFER):
+        if event in _OPENS:
+            depth += 1
+            if depth > _MAX_DEPTH:
+                # What orjson refuses when a Bundle is loaded whole; refused here at once, as
+                # ijson's prefixes grow with the depth (see _IJSON_BUFFER).
+                scan.refused = True
+                return scan
+        elif event in _CLOSES:
+            depth -= 1
+        elif event == "number":
             if type(value) is int:
                 if not _I64_MIN <= value <= _I64_MAX:
                     scan.wide_numbers = True
@@ -711,7 +730,9 @@ def _streamed(path: Path, problems: list[InputProblem], base: int) -> Iterator[L
         with path.open("rb") as raw:
             if raw.read(3) != _UTF8_BOM:
                 raw.seek(0)
-            items = ijson.items(raw, "entry.item", use_float=not scan.wide_numbers)
+            items = ijson.items(
+                raw, "entry.item", use_float=not scan.wide_numbers, buf_size=_IJSON_BUFFER
+            )
             if scan.wide_numbers:
                 items = map(_keep_exact_results, items)
             entries = enumerate(items)
