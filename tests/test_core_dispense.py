@@ -226,3 +226,35 @@ def test_decision_time_defaults_to_the_clock():
     )
     assert "anc-not-current" in result.decisions[0].reasons
     assert at(20) - at(1) > timedelta(days=9)
+
+
+@pytest.mark.parametrize(("clock", "current"), [(14, True), (15, False)])
+def test_a_pending_dispense_is_decided_as_of_the_clock_not_its_preparation(clock, current):
+    # interfaces.md s.3: every decision is made as of the clock. Prepared on day 12, when the
+    # day-5 ANC was current (due day 12, + 2 days' grace); still awaiting a decision on day 15,
+    # when it is not: it is handed over now, so it is not supported.
+    decision = decide([anc(-1, 2000), anc(5, 2000)], [supply(0)], pending(12), clock=clock)
+    assert ("anc-not-current" in decision.reasons) is not current
+    assert (decision.outcome == "authorized") is current
+
+
+@pytest.mark.parametrize(("last_anc", "authorized"), [(55, True), (49, True), (48, False)])
+def test_a_restart_needs_a_current_anc_as_well_as_its_baseline(last_anc, authorized):
+    # clinical-rules 2.3: every rule must hold. A restart after 30 days off (supply 0-28,
+    # restart on day 58) with a baseline within the 30 days before it (days 48-55) but no
+    # longer current under the schedule in force (weekly: due + 7, + 2 days' grace).
+    labs = [anc(-1, 2000), anc(20, 2000), anc(last_anc - 7, 2000), anc(last_anc, 2000)]
+    decision = decide(labs, [supply(0, 28)], pending(58), clock=58)
+    assert decision.first_supply
+    assert (decision.outcome == "authorized") is authorized, decision.reasons
+    if not authorized:
+        assert decision.reasons == ("anc-not-current",)
+
+
+@pytest.mark.parametrize(
+    ("day", "hour", "within"), [(-30, 23, True), (-30, 0, True), (-31, 23, False)]
+)
+def test_the_baseline_window_counts_the_sites_dates(day, hour, within):
+    # "within the 30 days before it": dates at the site, whatever the hour of either.
+    decision = decide([anc(day, 2000, hour=hour)], [], pending(0), clock=0)
+    assert ("anc-not-current" not in decision.reasons) is within

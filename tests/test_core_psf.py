@@ -211,3 +211,30 @@ def test_an_answered_overdue_finding_is_cancelled(extra, cancelled):
     if cancelled:
         (reason,) = [w.reason for w in result.withdrawals]
         assert reason.startswith("answered by Observation/")
+
+
+@pytest.mark.parametrize(
+    ("values", "ben", "below"),
+    [
+        ((400, 800, 1200, 1600), False, True),  # recovered by the month's end: still needed
+        ((2000, 1000, 2000, 2000), False, False),  # 1000 is not below 1000
+        ((2000, 999, 2000, 2000), False, True),
+        ((499, 900, 1200, 1200), True, True),  # BEN: below 500
+        ((500, 900, 1200, 1200), True, False),
+    ],
+)
+def test_any_anc_of_the_period_below_the_level_needs_a_rationale(values, ben, below):
+    """clinical-rules s.3: a rationale is required when the ANC is below 1000 (BEN 500); the
+    safer reading is any ANC the form reports for the period, not only the latest (a designee
+    must not sign a month that had a severe result). The excursions also make labs due more
+    often (then missed here): `anc_below` says what the values alone require."""
+    january = ON_TIME[1:]
+    labs = [*_results(ON_TIME[0]), *(anc(_day(d), v) for d, v in zip(january, values, strict=True))]
+    result = evaluate(labs, _supplies(), CLOCK, ben=ben)
+    psf = result.psf
+    assert psf is not None and len(psf.anc_results) == 4
+    assert psf.anc_below is below
+    if below:
+        assert psf.rationale_required and psf.signer_role == "prescriber"
+        (action,) = [f for f in result.findings if f.code == "psf-prescriber-action-required"]
+        assert f"ANC {min(values)}" in action.detail and "below the level" in action.detail

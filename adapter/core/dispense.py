@@ -93,8 +93,10 @@ def decide(
     context: DispenseContext,
 ) -> DispenseDecision:
     protocol, tz = context.protocol, context.site_tz
-    moment = pending.time or context.clock
-    on = local_date(moment, tz)
+    # A dispense awaiting a decision is decided as of the clock (interfaces.md s.3: every
+    # decision is made as of it): the supply is handed over now, not when it was prepared, so
+    # an ANC current at the preparation but not now does not support it.
+    on = local_date(context.clock, tz)
     rules = protocol.rules(timeline.population)
     # The newest result known at the clock counts, even if collected after the preparation.
     latest = _latest_before(timeline.assessments, context.clock)
@@ -118,8 +120,10 @@ def decide(
         evidence.append(latest.anc)
         frequency = latest.frequency
         due = Schedule(protocol, timeline.hospice).current_until(latest.next_due)
-        # A first supply or restart is judged by its baseline window (below), not the interval.
-        if on > due and not starts_course:
+        # Every rule must hold (clinical-rules 2.3): a restart's baseline window (below) does
+        # not excuse a latest result that is no longer current. Only a first supply, with no
+        # schedule yet, is judged by its baseline window alone.
+        if on > due and state.course_start is not None:
             reasons.append("anc-not-current")
         if recommendation == "interrupt":
             reasons.append("treatment-interrupted")
@@ -133,9 +137,11 @@ def decide(
     if starts_course:
         # A first supply, or a restart as a new patient: baseline within the window before it.
         frequency = more_frequent(frequency, first_step(protocol))
-        window_start = moment - timedelta(days=protocol.timing.baseline_window_days)
+        # "Within the 30 days before it" in the site's dates, as every other interval here:
+        # a baseline collected 30 days before, at whatever hour, is within the window.
+        window_start = on - timedelta(days=protocol.timing.baseline_window_days)
         baselines = [a.anc for a in timeline.assessments if a.anc.collected <= context.clock]
-        in_window = [anc for anc in baselines if anc.collected >= window_start]
+        in_window = [anc for anc in baselines if local_date(anc.collected, tz) >= window_start]
         if not baselines:
             reasons.append("anc-missing")
         elif not in_window:

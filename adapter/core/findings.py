@@ -283,9 +283,9 @@ def psf_action_finding(form: PatientStatusForm, tz: tzinfo) -> Finding:
             needs.append(_NEEDS_TEXT[need])
             continue
         why = []
-        latest = max(form.anc_results, key=lambda anc: anc.collected)
         if form.anc_below:
-            why.append(f"{_anc_phrase(latest, tz)} is below the level needing one")
+            lowest = min(form.anc_results, key=lambda anc: (anc.value_per_ul, anc.collected))
+            why.append(f"{_anc_phrase(lowest, tz)} is below the level needing one")
         if form.missed_deadlines:
             days = ", ".join(str(day) for day in form.missed_deadlines)
             why.append(

@@ -46,7 +46,7 @@ class PatientStatusForm:
     #: The ANC deadlines (due date + grace) inside the period that passed without a usable
     #: result, even if a later one arrived (clinical-rules section 3).
     missed_deadlines: tuple[date, ...] = ()
-    #: The latest ANC is below the level at which a rationale is required.
+    #: An ANC the form reports is below the level at which a rationale is required.
     anc_below: bool = False
 
     @property
@@ -113,7 +113,10 @@ def prepare_psf(
     # The most recent result is required even when the month has none yet.
     results = in_period or (status.latest.anc,)
     rules = protocol.rules(status.population)
-    below = status.latest.anc.value_per_ul < Decimal(rules.psf_rationale_below)
+    # Any ANC the form reports below the level needs a rationale, not only the latest: a month
+    # with a severe result still needs the prescriber after recovery (the safer reading).
+    level = Decimal(rules.psf_rationale_below)
+    below = any(anc.value_per_ul < level for anc in results)
     # Labs missed for the period: a deadline inside it passed without a usable result (even if
     # a later one arrived), or the patient is overdue now.
     labs_missed = bool(missed) or status.overdue

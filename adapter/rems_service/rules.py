@@ -70,10 +70,12 @@ def rationale_threshold(ben: bool, rules: ProgramRules) -> float:
 
 
 def rationale_required(
-    latest: Anc | None, labs_missed: bool, ben: bool, rules: ProgramRules
+    results: Sequence[Anc], labs_missed: bool, ben: bool, rules: ProgramRules
 ) -> bool:
-    below = latest is not None and latest.value_per_ul < rationale_threshold(ben, rules)
-    return labs_missed or below
+    """Labs missed, or an ANC the form reports below the level (any of the period's, not only
+    the latest: a month with a severe result needs the prescriber even after recovery)."""
+    level = rationale_threshold(ben, rules)
+    return labs_missed or any(anc.value_per_ul < level for anc in results)
 
 
 def psf_current(patient: PatientState, now: datetime, rules: ProgramRules) -> bool:
@@ -110,7 +112,7 @@ def enrollment_reasons(form: Form, now: datetime, rules: ProgramRules) -> list[R
         reasons.append(Reason.ANC_IN_FUTURE)
     elif days_between(baseline.collected, now, rules.time_zone) > rules.baseline_window_days:
         reasons.append(Reason.BASELINE_ANC_TOO_OLD)
-    if rationale_required(baseline, False, form.ben, rules) and not form.has_rationale:
+    if rationale_required(form.anc_results, False, form.ben, rules) and not form.has_rationale:
         reasons.append(Reason.RATIONALE_REQUIRED)
     needs_prescriber = form.ben or form.hospice or form.has_rationale
     return reasons + _signer_reasons(form, needs_prescriber)
@@ -134,7 +136,10 @@ def psf_reasons(
         reasons.append(Reason.ANC_MISSING)
     if _anc_in_future(form.anc_results, now, rules):
         reasons.append(Reason.ANC_IN_FUTURE)
-    if rationale_required(latest, form.labs_missed, form.ben, rules) and not form.has_rationale:
+    if (
+        rationale_required(form.anc_results, form.labs_missed, form.ben, rules)
+        and not form.has_rationale
+    ):
         reasons.append(Reason.RATIONALE_REQUIRED)
     # A designation already on record also needs the prescriber: a designee cannot drop it.
     recorded_designation = patient is not None and (patient.ben or patient.hospice)

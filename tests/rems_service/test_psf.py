@@ -72,6 +72,30 @@ def test_ben_rationale_threshold_is_500(rems: RemsClient, anc: int, needs_ration
         assert response.status_code == 201, response.text
 
 
+@pytest.mark.parametrize(("earlier", "needs_rationale"), [(1000, False), (400, True)])
+def test_any_reported_anc_below_the_level_needs_a_rationale(
+    rems: RemsClient, earlier: int, needs_rationale: bool
+) -> None:
+    # The period's earlier result counts, not only the latest: a month with a severe result
+    # is not the designee's to sign after the count recovered.
+    from datetime import timedelta
+
+    from .conftest import iso
+
+    rems_id = rems.enroll()
+    results = [
+        {"valuePerUL": earlier, "collected": iso(rems.clock.now - timedelta(days=3))},
+        {"valuePerUL": 2100, "collected": iso(rems.clock.now - timedelta(days=1))},
+    ]
+
+    response = rems.submit_psf(rems_id, ancResults=results)
+
+    if needs_rationale:
+        assert response.json()["reasons"] == ["rationale-required"]
+    else:
+        assert response.status_code == 201, response.text
+
+
 def test_missed_labs_need_a_rationale(rems: RemsClient) -> None:
     rems_id = rems.enroll()
 
