@@ -17,6 +17,7 @@ import sys
 import time as monotonic_time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from adapter.batch.sources import InputProblem
 from adapter.decide import Backend, LocalBackend
 from adapter.decide.rems import RemsDecider, RemsSettings
 from adapter.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_CODES,
     EXIT_UPSTREAM,
     AdapterError,
@@ -427,6 +429,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.warning("rems-adapter: interrupted")
         return 130
+    except BrokenPipeError:
+        # Whoever read standard output stopped (`rems-adapter run ... | head`): no
+        # configuration error, and no second one when the interpreter flushes it at exit.
+        with suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # the last guard: one line, the trace only at DEBUG
         log.debug("unexpected error", exc_info=True)
         return report(_unexpected(error))

@@ -95,6 +95,8 @@ EXIT_USAGE: Final = 2
 EXIT_CONFIG: Final = 3
 EXIT_UNREADABLE: Final = 4
 EXIT_UPSTREAM: Final = 5
+#: What a shell reports for a process its pipe's reader stopped (128 + SIGPIPE).
+EXIT_BROKEN_PIPE: Final = 141
 
 #: The one table. Change a status or exit code here and nowhere else.
 MAPPING: Final[dict[Kind, Outward]] = {
@@ -125,6 +127,7 @@ EXIT_CODES: Final[tuple[tuple[int, str], ...]] = (
     (EXIT_CONFIG, "configuration: settings, mappings, rules, credentials, a foreign state store"),
     (EXIT_UNREADABLE, "unreadable input: a source, seed or database file cannot be read"),
     (EXIT_UPSTREAM, "upstream or state: the EHR, the REMS or the state store failed"),
+    (EXIT_BROKEN_PIPE, "the reader of standard output stopped reading (`| head`)"),
 )
 
 

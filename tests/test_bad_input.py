@@ -481,3 +481,53 @@ def test_a_streamed_bundle_of_brackets_is_refused_in_bounded_memory(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr[-500:]
     assert done.stdout.strip() == "['not valid JSON']"
+
+
+DISPENSE = "http://terminology.hl7.org/fhir/CodeSystem/medicationdispense-category"
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "reported"),
+    [
+        ("category", "inpatient", "MedicationDispense.category: expected a CodeableConcept"),
+        ("category", {"coding": {"code": "inpatient"}}, "MedicationDispense.category.coding"),
+        (
+            "medicationCodeableConcept",
+            "clozapine",
+            "MedicationDispense.medicationCodeableConcept: expected a CodeableConcept",
+        ),
+    ],
+)
+def test_a_dispense_concept_of_the_wrong_shape_is_reported_never_misread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], element: str, value: object, reported: str
+) -> None:
+    # Found by the bad-input audit: read as no coding, an inpatient supply passed for an
+    # outpatient one (no supply limit) and a clozapine dispense for another drug, unreported.
+    bad = _good("bad")
+    bad[2][element] = value
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), *bad]), capsys)
+    assert f"in.ndjson:6: MedicationDispense: {reported}" in err
+    assert [a for a in files["authorizations.ndjson"] if a["patient"] == "Patient/bad"] == []
+    assert _codes(files, "good") == _baseline(tmp_path, capsys)
+
+
+def test_a_category_given_as_a_list_of_concepts_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # R5's shape (0..* CodeableConcept) for R4's one: read, never taken as "no category".
+    resources = _good()
+    resources[2]["daysSupply"] = {"value": 30}
+    resources[2]["category"] = [{"coding": [{"system": DISPENSE, "code": "discharge"}]}]
+    files, _ = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", resources), capsys)
+    (decision,) = files["authorizations.ndjson"]
+    assert decision["setting"] == "discharge"
+    assert "supply-exceeds-limit" in decision["reasons"]
+
+
+def test_an_anc_code_whose_coding_is_not_a_list_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _anc("bad-anc", "Patient/bad", "2026-02-09T08:00:00Z", 0.3)
+    bad["code"] = {"coding": {"system": "http://loinc.org", "code": "751-8"}}
+    _, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), bad]), capsys)
+    assert "in.ndjson:4: Observation: Observation.code.coding: expected a list" in err

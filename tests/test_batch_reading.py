@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from adapter.batch import sources
 from adapter.batch.sources import InputProblem, read_sources
-from adapter.fhir.read import Reader
+from adapter.fhir.read import FhirInputError, Reader
 from adapter.mappings_loader import load_reference_data
 
 LOINC = "http://loinc.org"
@@ -58,17 +58,25 @@ def test_lab_role_prefers_a_direct_anc_then_the_first_listed_code(
     assert reader.lab_role(_code(*codings)) == role
 
 
+@pytest.mark.parametrize("concept", [{"text": "Absolute neutrophil count"}, None])
+def test_lab_role_of_a_code_without_codings_is_none(reader: Reader, concept: Any) -> None:
+    assert reader.lab_role({"resourceType": "Observation", "code": concept}) is None
+
+
 @pytest.mark.parametrize(
-    "concept",
+    ("concept", "path"),
     [
-        "751-8",
-        {"coding": {"system": LOINC, "code": "751-8"}},
-        {"text": "Absolute neutrophil count"},
-        None,
+        ("751-8", "Observation.code"),
+        ({"coding": {"system": LOINC, "code": "751-8"}}, "Observation.code.coding"),
     ],
 )
-def test_lab_role_of_a_malformed_code_is_none(reader: Reader, concept: Any) -> None:
-    assert reader.lab_role({"resourceType": "Observation", "code": concept}) is None
+def test_lab_role_of_a_code_of_the_wrong_shape_is_reported_with_its_path(
+    reader: Reader, concept: Any, path: str
+) -> None:
+    # Read as "no code", an ANC of the wrong shape would pass for another result unnoticed.
+    with pytest.raises(FhirInputError) as raised:
+        reader.lab_role({"resourceType": "Observation", "code": concept})
+    assert raised.value.path == path
 
 
 def test_lab_role_reads_any_mapping_not_only_dicts(reader: Reader) -> None:

@@ -334,3 +334,30 @@ def test_the_readme_synopsis_names_every_flag_of_every_command() -> None:
         for action in command._actions:
             for option in action.option_strings:
                 assert option in synopsis, f"{name} {option}"
+
+
+def test_a_reader_that_stops_reading_is_no_configuration_error(tmp_path: Path) -> None:
+    # Found by the bad-input audit: `rems-adapter run ... | head` said "configuration error:
+    # Broken pipe" (exit 3). The reader going away is what a shell reports as 141.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "adapter",
+            "run",
+            "--source",
+            str(DEMO_DATA),
+            "--out",
+            str(tmp_path / "out"),
+            "--as-of",
+            "2026-03-02T12:00:00Z",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # gone before the summary is printed
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert "error" not in err.lower() and "Traceback" not in err
+    assert (tmp_path / "out" / "DetectedIssue.ndjson").stat().st_size > 0  # the run was made

@@ -96,18 +96,24 @@ def _code(coding: JSON, key: str, path: str) -> str | None:
 
 def _codings(concept: object, path: str = "coding") -> list[JSON]:
     """The codings of a CodeableConcept whose `system` and `code` are strings (or absent);
-    a coding with another kind of value there is reported with its path."""
-    if isinstance(concept, _OBJECT):
-        codings = concept.get("coding")
-        if isinstance(codings, list):
-            found = []
-            for index, c in enumerate(codings):
-                if isinstance(c, _OBJECT):
-                    _code(c, "system", f"{path}.coding[{index}]")
-                    _code(c, "code", f"{path}.coding[{index}]")
-                    found.append(c)
-            return found
-    return []
+    a coding with another kind of value there is reported with its path, and so is a concept
+    that is not an object or whose `coding` is not a list: read as no coding, a clozapine
+    dispense would pass for another drug, an inpatient one for outpatient (no supply limit)
+    and an ANC for another result, all without a word."""
+    if concept is None:
+        return []
+    if not isinstance(concept, _OBJECT):
+        raise FhirInputError(path, "expected a CodeableConcept")
+    codings = concept.get("coding")
+    if codings is not None and not isinstance(codings, list):
+        raise FhirInputError(f"{path}.coding", "expected a list")
+    found = []
+    for index, c in enumerate(codings or ()):
+        if isinstance(c, _OBJECT):
+            _code(c, "system", f"{path}.coding[{index}]")
+            _code(c, "code", f"{path}.coding[{index}]")
+            found.append(c)
+    return found
 
 
 def _concepts(node: object) -> list[object]:
@@ -234,7 +240,7 @@ class Reader:
         concept = resource.get("code")
         codings = concept.get("coding") if type(concept) is dict else None
         if type(codings) is not list:  # the plain JSON shape skips the general reader
-            codings = _codings(concept)
+            codings = _codings(concept, "Observation.code")
         for index, coding in enumerate(codings):
             if not isinstance(coding, _OBJECT):
                 continue
@@ -476,26 +482,28 @@ class Reader:
 
     # ---------------------------------------------------------------- medications
 
-    def is_clozapine_concept(self, concept: object) -> bool:
+    def is_clozapine_concept(self, concept: object, path: str = "medication") -> bool:
         codes = self.reference_data.clozapine
-        for coding in _codings(concept, "medication"):
+        codings = _codings(concept, path)
+        for coding in codings:
             if (coding.get("system"), coding.get("code")) in codes.codes:
                 return True
         texts: list[object] = [concept.get("text")] if isinstance(concept, _OBJECT) else []
-        texts += [coding.get("display") for coding in _codings(concept)]
+        texts += [coding.get("display") for coding in codings]
         return any(
             isinstance(text, str) and any(word in text.lower() for word in codes.words)
             for text in texts
         )
 
     def medication_is_clozapine(self, resource: JSON) -> bool:
-        return self.is_clozapine_concept(resource.get("code"))
+        return self.is_clozapine_concept(resource.get("code"), "Medication.code")
 
     def medication_of(self, resource: JSON) -> tuple[bool | None, str | None]:
         """(is clozapine, unresolved Medication reference) for a dispense or request."""
         concept = resource.get("medicationCodeableConcept")
         if concept is not None:
-            return self.is_clozapine_concept(concept), None
+            where = f"{resource.get('resourceType')}.medicationCodeableConcept"
+            return self.is_clozapine_concept(concept, where), None
         ref = reference(resource.get("medicationReference"))
         if ref is None:
             return False, None
@@ -510,7 +518,11 @@ class Reader:
 
     def setting(self, resource: JSON) -> Setting:
         dispense = self.reference_data.dispense
-        for coding in _codings(resource.get("category")):
+        category = resource.get("category")
+        # R4's one CodeableConcept; a list of them (R5's shape) is read too, never as none.
+        concepts = category if isinstance(category, list) else [category]
+        path = "MedicationDispense.category"
+        for coding in (c for concept in concepts for c in _codings(concept, path)):
             system, code = coding.get("system"), coding.get("code")
             if code in dispense.category_codes and (
                 system is None or system in dispense.category_systems
