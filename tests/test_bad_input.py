@@ -486,26 +486,107 @@ def test_a_streamed_bundle_of_brackets_is_refused_in_bounded_memory(tmp_path: Pa
 DISPENSE = "http://terminology.hl7.org/fhir/CodeSystem/medicationdispense-category"
 
 
+def _decided(files: dict, dispense: str) -> tuple[dict, str]:
+    """The authorization of a dispense and its DetectedIssue's detail."""
+    (authorization,) = (a for a in files["authorizations.ndjson"] if a["dispense"] == dispense)
+    (detail,) = (
+        i["detail"]
+        for i in files["DetectedIssue.ndjson"]
+        if any(r.get("reference") == dispense for r in i.get("implicated", []))
+    )
+    return authorization, detail
+
+
 @pytest.mark.parametrize(
-    ("element", "value", "reported"),
+    ("value", "reported", "path"),
     [
-        ("category", "inpatient", "MedicationDispense.category: expected a CodeableConcept"),
-        ("category", {"coding": {"code": "inpatient"}}, "MedicationDispense.category.coding"),
         (
-            "medicationCodeableConcept",
-            "clozapine",
-            "MedicationDispense.medicationCodeableConcept: expected a CodeableConcept",
+            "inpatient",
+            "MedicationDispense.category: expected a CodeableConcept",
+            "MedicationDispense.category",
+        ),
+        (
+            {"coding": {"code": "inpatient"}},
+            "MedicationDispense.category.coding: expected a list",
+            "MedicationDispense.category.coding",
         ),
     ],
 )
-def test_a_dispense_concept_of_the_wrong_shape_is_reported_never_misread(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], element: str, value: object, reported: str
+def test_a_pending_dispense_with_an_unreadable_category_is_decided_at_the_strictest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: object, reported: str, path: str
 ) -> None:
-    # Found by the bad-input audit: read as no coding, an inpatient supply passed for an
-    # outpatient one (no supply limit) and a clozapine dispense for another drug, unreported.
+    # Found by the bad-input audit: read as no coding, the category passed for the default
+    # (outpatient: no supply limit) in silence; dropped instead, the dispense would await a
+    # decision nobody is told of. It is held to the inpatient limit, reported, and says so.
+    bad = _good("bad")
+    bad[2]["category"] = value
+    bad[2]["daysSupply"] = {"value": 30}  # allowed inpatient, too long for an outpatient
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), *bad]), capsys)
+    assert f"in.ndjson:6: MedicationDispense: {reported}" in err
+    authorization, detail = _decided(files, "MedicationDispense/bad-d2")
+    assert (authorization["outcome"], authorization["reasons"]) == (
+        "not-authorized",
+        ["supply-exceeds-limit"],
+    )
+    assert detail.startswith("A 30-day clozapine supply of unknown setting")
+    assert "(at most 7 days under" in detail
+    assert detail.endswith(f"Not readable in the dispense, so taken at the strictest: {path}.")
+    assert _codes(files, "good") == _baseline(tmp_path, capsys)
+
+
+@pytest.mark.parametrize(
+    ("element", "value", "path"),
+    [
+        ("daysSupply", {"value": "seven"}, "MedicationDispense.daysSupply.value"),
+        ("daysSupply", "7", "MedicationDispense.daysSupply"),
+        ("whenPrepared", "yesterday", "MedicationDispense.whenPrepared"),
+        ("performer", {"actor": {"reference": "Organization/p"}}, "MedicationDispense.performer"),
+        (
+            "authorizingPrescription",
+            "MedicationRequest/1",
+            "MedicationDispense.authorizingPrescription",
+        ),
+        ("meta", {"versionId": 3}, "MedicationDispense.meta.versionId"),
+    ],
+)
+def test_a_pending_dispense_with_an_unreadable_element_is_still_decided_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], element: str, value: object, path: str
+) -> None:
     bad = _good("bad")
     bad[2][element] = value
     files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), *bad]), capsys)
+    assert f"in.ndjson:6: MedicationDispense: {path}" in err
+    authorization, detail = _decided(files, "MedicationDispense/bad-d2")
+    assert detail.endswith(f"taken at the strictest: {path}.")
+    # Each reads as absent: an outpatient supply of unknown length has no limit to break.
+    assert (authorization["outcome"], authorization["reasons"]) == ("authorized", [])
+
+
+def test_an_inpatient_dispense_of_unreadable_length_is_not_authorized(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = _good("bad")
+    bad[2]["category"] = {"coding": [{"system": DISPENSE, "code": "inpatient"}]}
+    bad[2]["daysSupply"] = {"value": "seven"}
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), *bad]), capsys)
+    assert "in.ndjson:6: MedicationDispense: MedicationDispense.daysSupply.value" in err
+    authorization, detail = _decided(files, "MedicationDispense/bad-d2")
+    assert (authorization["outcome"], authorization["reasons"]) == (
+        "not-authorized",
+        ["supply-exceeds-limit"],
+    )
+    assert detail.startswith("Inpatient clozapine supply (MedicationDispense/bad-d2) is NOT")
+
+
+def test_a_dispense_whose_medication_cannot_be_read_is_reported_not_decided(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Read as no coding, a clozapine dispense passed for another drug, unreported. Whether it
+    # is clozapine at all is unknown: reported with its path, no decision made up.
+    bad = _good("bad")
+    bad[2]["medicationCodeableConcept"] = "clozapine"
+    files, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), *bad]), capsys)
+    reported = "MedicationDispense.medicationCodeableConcept: expected a CodeableConcept"
     assert f"in.ndjson:6: MedicationDispense: {reported}" in err
     assert [a for a in files["authorizations.ndjson"] if a["patient"] == "Patient/bad"] == []
     assert _codes(files, "good") == _baseline(tmp_path, capsys)

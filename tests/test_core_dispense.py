@@ -93,6 +93,15 @@ def test_discharge_and_inpatient_supply_limit_under_weekly(setting, days, allowe
     assert ("supply-exceeds-limit" not in decision.reasons) is allowed
 
 
+@pytest.mark.parametrize(("days", "allowed"), [(7, True), (8, False), (None, False)])
+def test_a_dispense_of_unknown_setting_is_held_to_the_discharge_limit(days, allowed):
+    # Its category could not be read: it may be an inpatient or discharge supply.
+    unknown = replace(pending(6, days, "outpatient"), setting_unknown=True)
+    decision = decide([anc(-1, 2000), anc(5, 2000)], [supply(0)], unknown)
+    assert ("supply-exceeds-limit" not in decision.reasons) is allowed
+    assert decision.supply_limit == 7
+
+
 def test_supply_limit_follows_monitoring_frequency():
     # 13 months of therapy: monthly monitoring allows 30 days at discharge.
     supplies = [supply(day, 28) for day in range(0, 400, 28)]

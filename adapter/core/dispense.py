@@ -36,7 +36,7 @@ from adapter.core.monitoring import (
     gap_restarts,
     more_frequent,
 )
-from adapter.core.protocol import Frequency, Protocol, Setting
+from adapter.core.protocol import Frequency, Protocol
 
 EMAUTH = "EMAUTH"
 #: Findings a prescriber answers with a treatment rationale or rechallenge decision.
@@ -80,8 +80,10 @@ def _latest_before(assessments: Sequence[AncAssessment], moment: datetime) -> An
     return chosen[-1] if chosen else None
 
 
-def _supply_limit(protocol: Protocol, setting: Setting, frequency: Frequency) -> int | None:
-    if setting not in protocol.supply_limit_settings:
+def _supply_limit(protocol: Protocol, pending: PendingDispense, frequency: Frequency) -> int | None:
+    """The longest supply the dispense's setting allows, or None. A setting that could not be
+    read is held to the limit (it may be an inpatient or discharge supply)."""
+    if pending.setting not in protocol.supply_limit_settings and not pending.setting_unknown:
         return None
     return protocol.supply_limit_days[frequency]
 
@@ -154,7 +156,7 @@ def decide(
         if state.course_start is None and len(baselines) < rules.initiation_baselines:
             reasons.append("anc-missing")
 
-    limit = _supply_limit(protocol, pending.setting, frequency)
+    limit = _supply_limit(protocol, pending, frequency)
     if limit is not None and (pending.days_supply is None or pending.days_supply > limit):
         reasons.append("supply-exceeds-limit")
 

@@ -213,7 +213,10 @@ def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
     pending = decision.dispense
     code = OUTCOME_FINDING[decision.outcome]
     days = f" {pending.days_supply}-day" if pending.days_supply is not None else ""
-    head = f"{pending.setting.capitalize()}{days} clozapine supply ({pending.ref})"
+    if pending.setting_unknown:
+        head = f"A{days} clozapine supply of unknown setting ({pending.ref})"
+    else:
+        head = f"{pending.setting.capitalize()}{days} clozapine supply ({pending.ref})"
     basis = (
         " and ".join(_anc_phrase(anc, tz) for anc in decision.evidence) or "no usable ANC on record"
     )
@@ -241,6 +244,13 @@ def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
             )
         else:
             detail = f"{head} is NOT authorized: {why}; based on {basis}."
+    unread = ""
+    if pending.unreadable:
+        detail += (
+            f" Not readable in the dispense, so taken at the strictest: "
+            f"{', '.join(pending.unreadable)}."
+        )
+        unread = f"|unreadable:{','.join(pending.unreadable)}"  # keys of readable ones unchanged
     evidence_refs = sorted({ref for anc in decision.evidence for ref in _evidence(anc)})
     cited = decision.citation.issue if decision.citation else ""
     if cited:
@@ -255,7 +265,7 @@ def dispense_finding(decision: DispenseDecision, tz: tzinfo) -> Finding:
         key=(
             f"{code}|{pending.ref}@{version}|{','.join(decision.reasons)}|"
             f"{','.join(anc.key + ':' + str(anc.value_per_ul) for anc in decision.evidence)}|"
-            f"{pending.days_supply}|{pending.setting}|{cited}"
+            f"{pending.days_supply}|{pending.setting}|{cited}{unread}"
         ),
         topic=f"{HANDED_OVER_TOPIC if decision.handed_over else 'dispense'}|{pending.ref}",
         evidence=tuple(evidence_refs),

@@ -217,6 +217,13 @@ class PendingDispense:
     version: str = ""
     performers: tuple[str, ...] = ()
     prescription: str | None = None
+    #: FHIR paths that could not be read, each taken at its strictest (no days supply, no
+    #: performer or prescription, decided at the clock): the dispense is still decided, and
+    #: its decision says which were not read.
+    unreadable: tuple[str, ...] = ()
+    #: The category could not be read: `setting` is the site's default, and the supply limit
+    #: of the settings that have one applies as well (the strictest of both readings).
+    setting_unknown: bool = False
 
 
 @compact_pickle

@@ -63,12 +63,13 @@ class Located(NamedTuple):
 
 
 class _Reported(Exception):
-    """A lab result read with a problem to report: kept (unevaluable) and reported."""
+    """A resource read with problems to report: kept (a lab result as unevaluable, a dispense
+    awaiting a decision at its strictest reading) and reported."""
 
-    def __init__(self, lab: LabObservation | None, error: FhirInputError) -> None:
-        super().__init__(str(error))
+    def __init__(self, lab: LabObservation | None, *errors: FhirInputError) -> None:
+        super().__init__(str(errors[0]))
         self.lab = lab
-        self.error = error
+        self.errors = errors
 
 
 def _rank(resource: dict[str, Any], arrival: int) -> tuple[int, str, int]:
@@ -167,7 +168,8 @@ class Collector:
         try:
             handler(self, resource)
         except _Reported as reported:
-            self.problems.append(InputProblem(located.location, f"{kind}: {reported.error}"))
+            for error in reported.errors:
+                self.problems.append(InputProblem(located.location, f"{kind}: {error}"))
             if reported.lab is not None:
                 self.labs[reported.lab.patient].append(reported.lab)
         except FhirInputError as error:
@@ -187,8 +189,10 @@ class Collector:
         if held is not None and held.rank > rank:
             return
         clozapine, medication_ref = self.reader.medication_of(resource)
-        item = self.reader.dispense(resource) if clozapine is not False else None
+        item, unread = self.reader.dispense(resource) if clozapine is not False else (None, ())
         self.dispenses[ref] = _Dispense(rank, item, clozapine, medication_ref)
+        if unread:  # decided all the same (at the strictest reading), and reported
+            raise _Reported(None, *unread)
 
     def _request(self, resource: dict[str, Any]) -> None:
         clozapine, medication_ref = self.reader.medication_of(resource)

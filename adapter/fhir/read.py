@@ -13,7 +13,7 @@ from datetime import datetime, tzinfo
 from decimal import Decimal
 from functools import cached_property
 from sys import intern
-from typing import Any
+from typing import Any, TypeVar
 
 from adapter.core.labs import keeps_release
 from adapter.core.model import (
@@ -50,6 +50,8 @@ MAX_ECHOED_DEPTH = 64
 
 #: A resource cannot be read; ``path`` is the FHIR path of the offending element.
 FhirInputError = ValueProblem
+
+_T = TypeVar("_T")
 
 
 def parse_datetime(raw: object, path: str, site_tz: tzinfo) -> datetime:
@@ -545,9 +547,17 @@ class Reader:
             maximum=self.reference_data.dispense.max_days_supply,
         )
 
-    def dispense(self, resource: JSON) -> Supply | PendingDispense | WithdrawnDispense | None:
+    def dispense(
+        self, resource: JSON
+    ) -> tuple[Supply | PendingDispense | WithdrawnDispense | None, tuple[FhirInputError, ...]]:
         """A clozapine supply handed over, a dispense awaiting a decision, one withdrawn
-        (entered in error, cancelled), or None (a status that changes nothing: on hold)."""
+        (entered in error, cancelled), or None (a status that changes nothing: on hold); and
+        what of a dispense awaiting a decision could not be read, to report.
+
+        A supply that cannot be read raises (it cannot be placed in the history). A dispense
+        awaiting a decision whose identity (id, patient) reads is decided all the same, each
+        unreadable element taken at its strictest: dropped, it would await a decision nobody
+        is told of (clinical-rules.md: when the adapter cannot decide, it says so)."""
         codes = self.reference_data.dispense
         status = resource.get("status")
         if not isinstance(status, str):
@@ -555,37 +565,81 @@ class Reader:
         if status in codes.entered_in_error or status in codes.withdrawn:
             subject = reference(resource.get("subject"))
             if subject is None or not subject.startswith("Patient/"):
-                return None  # nobody's decision to withdraw: nothing else about it is read
-            return WithdrawnDispense(
+                return None, ()  # nobody's decision to withdraw: nothing else about it is read
+            withdrawn = WithdrawnDispense(
                 _id_ref(resource), subject, status in codes.entered_in_error, status
             )
+            return withdrawn, ()
         if status not in codes.completed and status not in codes.awaiting_decision:
-            return None
+            return None, ()
         ref = _id_ref(resource)
         patient = _subject(resource, "subject")
-        days = self._days_supply(resource)
-        setting = self.setting(resource)
-        performers = tuple(
+        if status in codes.completed:
+            return self._supply(resource, ref, patient), ()
+        return self._pending(resource, ref, patient)
+
+    def _performers(self, resource: JSON) -> tuple[str, ...]:
+        return tuple(
             actor
             for item in as_list(resource.get("performer"), "MedicationDispense.performer")
             if isinstance(item, _OBJECT) and (actor := reference(item.get("actor")))
         )
-        if status in codes.completed:
-            if not resource.get("whenHandedOver"):
-                raise FhirInputError(
-                    "MedicationDispense.whenHandedOver", "a completed dispense needs it"
-                )
-            handed = parse_datetime(
-                resource["whenHandedOver"], "MedicationDispense.whenHandedOver", self.site_tz
+
+    def _supply(self, resource: JSON, ref: str, patient: str) -> Supply:
+        days = self._days_supply(resource)
+        setting = self.setting(resource)
+        performers = self._performers(resource)
+        if not resource.get("whenHandedOver"):
+            raise FhirInputError(
+                "MedicationDispense.whenHandedOver", "a completed dispense needs it"
             )
-            return Supply(ref, patient, handed, days, setting, performers)
-        moment = None
+        handed = parse_datetime(
+            resource["whenHandedOver"], "MedicationDispense.whenHandedOver", self.site_tz
+        )
+        return Supply(ref, patient, handed, days, setting, performers)
+
+    def _pending(
+        self, resource: JSON, ref: str, patient: str
+    ) -> tuple[PendingDispense, tuple[FhirInputError, ...]]:
+        problems: list[FhirInputError] = []
+
+        def read(element: Callable[[], _T], strictest: _T) -> _T:
+            try:
+                return element()
+            except FhirInputError as error:
+                problems.append(error)
+                return strictest
+
+        days = read(lambda: self._days_supply(resource), None)
+        setting = read(lambda: self.setting(resource), None)
+        nobody: tuple[str, ...] = ()
+        performers = read(lambda: self._performers(resource), nobody)
+        moment = read(lambda: self._prepared(resource), None)
+        prescription = read(lambda: self._prescription(resource), None)
+        version = read(lambda: _version(resource)[0], "")
+        pending = PendingDispense(
+            ref=ref,
+            patient=patient,
+            time=moment,
+            days_supply=days,
+            setting=setting or self.reference_data.dispense.default_setting,
+            version=version,
+            performers=performers,
+            prescription=prescription,
+            unreadable=tuple(dict.fromkeys(error.path for error in problems)),
+            setting_unknown=setting is None,
+        )
+        return pending, tuple(problems)
+
+    def _prepared(self, resource: JSON) -> datetime | None:
         for element in ("whenHandedOver", "whenPrepared"):
             if resource.get(element):
-                moment = parse_datetime(
+                return parse_datetime(
                     resource[element], f"MedicationDispense.{element}", self.site_tz
                 )
-                break
+        return None
+
+    def _prescription(self, resource: JSON) -> str | None:
         prescriptions = [
             prescription
             for item in as_list(
@@ -594,17 +648,7 @@ class Reader:
             )
             if (prescription := reference(item))
         ]
-        version, _ = _version(resource)
-        return PendingDispense(
-            ref=ref,
-            patient=patient,
-            time=moment,
-            days_supply=days,
-            setting=setting,
-            version=version,
-            performers=performers,
-            prescription=prescriptions[0] if prescriptions else None,
-        )
+        return prescriptions[0] if prescriptions else None
 
     # ---------------------------------------------------------------- requests, designations
 

@@ -93,6 +93,27 @@ def test_an_interrupted_status_denies_the_dispense(rems: Service, tmp_path: Path
 
 
 @pytest.mark.integration
+def test_a_dispense_read_in_part_is_not_sent_to_the_rems(rems: Service, tmp_path: Path) -> None:
+    # Its performer unreadable, the request would name the site's default pharmacy: the REMS
+    # could grant a supply the dispense does not describe. Decided, not asked, and said why.
+    world = World(rems_id=enroll_directly(rems.url, E))
+    world.anc(E - timedelta(days=1), 2000)
+    world.dispense(E, days=7)
+    now = E + timedelta(days=6)
+    world.anc(now - timedelta(hours=6), 2100)
+    dispense = world.dispense(now - timedelta(hours=1), status="preparation")
+    world.resources[-1]["performer"] = {"actor": {"reference": "Organization/org-out"}}
+    out = run(world, tmp_path, now, rems.url)
+    authorization = out.authorization(dispense)
+    assert (authorization["outcome"], authorization["authorizationNumber"]) == (
+        "not-authorized",
+        None,
+    )
+    [issue] = out.findings("dispense-not-authorized")
+    assert "could not be read whole (MedicationDispense.performer)" in issue["detail"]
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(("days", "outcome"), [(7, "authorized"), (14, "not-authorized")])
 def test_inpatient_pharmacy_discharge_limit(
     rems: Service, tmp_path: Path, days: int, outcome: str

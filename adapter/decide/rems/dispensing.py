@@ -136,6 +136,14 @@ class DispenseDesk(Desk):
     def _cannot_ask(self, work: PatientCase, local: DispenseDecision) -> Decided | None:
         """A decision without asking, when the REMS request cannot be formed."""
         pending = local.dispense
+        if pending.unreadable:
+            # A request formed from a partly read dispense (the default pharmacy, no setting)
+            # could be granted for a supply it does not describe.
+            return self._not_sent(
+                local,
+                f"the dispense could not be read whole ({', '.join(pending.unreadable)})",
+                reasons=local.reasons,  # what the label says of it all the same
+            )
         if work.rems_id is None:
             return self._not_sent(
                 local,
