@@ -168,6 +168,17 @@ def test_a_code_that_is_not_a_string_is_reported(
     assert "in.ndjson:4: Observation: Observation.code.coding[0].code: expected a string" in err
 
 
+@pytest.mark.parametrize(("rid", "message"), [(7, "expected a string, got a int"), ("", "missing")])
+def test_an_id_that_is_not_a_string_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rid: object, message: str
+) -> None:
+    # Found by the bad-input audit: a number was reported as a "missing" id.
+    bad = _dispense("x", "Patient/bad", "preparation", "2026-02-10T09:00:00Z")
+    bad["id"] = rid
+    _, err = _run(tmp_path, _ndjson(tmp_path / "in.ndjson", [*_good(), bad]), capsys)
+    assert f"in.ndjson:4: MedicationDispense: MedicationDispense.id: {message}" in err
+
+
 def test_deep_nesting_at_the_parser_limit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -135,7 +135,10 @@ def _version(resource: JSON) -> tuple[str, str]:
 def _id_ref(resource: JSON) -> str:
     rid = resource.get("id")
     if not isinstance(rid, str) or not rid:
-        raise FhirInputError(f"{resource.get('resourceType')}.id", "missing")
+        path = f"{resource.get('resourceType')}.id"
+        if rid is None or rid == "":
+            raise FhirInputError(path, "missing")
+        raise FhirInputError(path, f"expected a string, got a {type(rid).__name__}")
     return f"{resource['resourceType']}/{rid}"
 
 
