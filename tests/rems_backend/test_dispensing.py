@@ -57,14 +57,20 @@ def test_rda_needs_a_psf_within_37_days(
         assert issue["implicated"] == [{"reference": dispense}]
 
 
-@pytest.mark.integration
-def test_an_interrupted_status_denies_the_dispense(rems: Service, tmp_path: Path) -> None:
+def _sixth_day(rems: Service, anc: int) -> tuple[World, datetime, str]:
+    """An enrolled patient on day 6 of clozapine, an ANC of `anc` that morning and a dispense
+    awaiting a decision: the world, the clock and the dispense."""
     world = World(rems_id=enroll_directly(rems.url, E))
     world.anc(E - timedelta(days=1), 2000)
     world.dispense(E, days=7)
     now = E + timedelta(days=6)
-    world.anc(now - timedelta(hours=6), 400)  # severe: interrupt, rationale needed
-    dispense = world.dispense(now - timedelta(hours=1), status="preparation")
+    world.anc(now - timedelta(hours=6), anc)
+    return world, now, world.dispense(now - timedelta(hours=1), status="preparation")
+
+
+@pytest.mark.integration
+def test_an_interrupted_status_denies_the_dispense(rems: Service, tmp_path: Path) -> None:
+    world, now, dispense = _sixth_day(rems, 400)  # severe: interrupt, rationale needed
     first = run(world, tmp_path / "1", now, rems.url)
     assert first.form()["treatmentStatus"] == "interrupt"
     assert first.form()["state"] == "awaiting-prescriber"
@@ -96,12 +102,7 @@ def test_an_interrupted_status_denies_the_dispense(rems: Service, tmp_path: Path
 def test_a_dispense_read_in_part_is_not_sent_to_the_rems(rems: Service, tmp_path: Path) -> None:
     # Its performer unreadable, the request would name the site's default pharmacy: the REMS
     # could grant a supply the dispense does not describe. Decided, not asked, and said why.
-    world = World(rems_id=enroll_directly(rems.url, E))
-    world.anc(E - timedelta(days=1), 2000)
-    world.dispense(E, days=7)
-    now = E + timedelta(days=6)
-    world.anc(now - timedelta(hours=6), 2100)
-    dispense = world.dispense(now - timedelta(hours=1), status="preparation")
+    world, now, dispense = _sixth_day(rems, 2100)
     world.resources[-1]["performer"] = {"actor": {"reference": "Organization/org-out"}}
     out = run(world, tmp_path, now, rems.url)
     authorization = out.authorization(dispense)
